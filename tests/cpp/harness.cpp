@@ -1,0 +1,288 @@
+// Shared test harness (see harness.h).
+#include "harness.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <optional>
+#include <sstream>
+
+namespace fna_test {
+namespace {
+
+int64_t uniform_int(std::mt19937_64& rng, int64_t lo, int64_t hi) {
+  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+}
+bool coin(std::mt19937_64& rng, double p) {
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng) < p;
+}
+template <typename T>
+T pick(std::mt19937_64& rng, const std::vector<T>& v) {
+  return v[uniform_int(rng, 0, static_cast<int64_t>(v.size()) - 1)];
+}
+
+// Expected shapes, written here rather than taken from the library's helpers.
+std::vector<int64_t> token_shape(const fna::Problem& p, int64_t heads, int64_t dim) {
+  std::vector<int64_t> s{p.batch};
+  for (int r = 0; r < p.rank; ++r) s.push_back(p.extent[r]);
+  s.push_back(heads);
+  if (dim > 0) s.push_back(dim);
+  return s;
+}
+
+std::string fmt(double x) {
+  std::ostringstream os;
+  os.precision(3);
+  os << x;
+  return os.str();
+}
+
+}  // namespace
+
+bool long_tests() {
+  const char* v = std::getenv("FNA_LONG_TESTS");
+  return v != nullptr && std::string(v) != "" && std::string(v) != "0";
+}
+
+uint64_t base_seed() {
+  const char* v = std::getenv("FNA_TEST_SEED");
+  return v != nullptr ? std::strtoull(v, nullptr, 10) : 20261124ull;
+}
+
+int sweep_count(int quick) {
+  const char* v = std::getenv("FNA_TEST_COUNT");
+  if (v != nullptr) return std::atoi(v);
+  return long_tests() ? 10 * quick : quick;
+}
+
+double forward_tolerance(fna::DType dtype) {
+  switch (dtype) {
+    case fna::DType::kFloat32: return 2e-4;
+    case fna::DType::kFloat16: return 5e-3;
+    case fna::DType::kBFloat16: return 3e-2;
+  }
+  return 0;
+}
+
+fna::Problem random_problem(std::mt19937_64& rng) {
+  // Odd extents dominate (1, 3, 13, 37, ...); the dense oracle is O(tokens^2), so stay <= 256.
+  static const std::vector<int64_t> kExtents[3] = {{1, 2, 3, 5, 8, 13, 16, 21, 37, 64},
+                                                   {1, 2, 3, 4, 5, 7, 9, 12, 13, 16, 37},
+                                                   {1, 2, 3, 4, 5, 7, 9, 13}};
+  constexpr int64_t kMaxTokens = 256;
+  fna::Problem p;
+  p.rank = static_cast<int>(uniform_int(rng, 1, 3));
+  do {
+    for (int r = 0; r < p.rank; ++r) p.extent[r] = pick(rng, kExtents[p.rank - 1]);
+  } while (p.tokens() > kMaxTokens);
+  for (int r = 0; r < p.rank; ++r) {
+    const int64_t L = p.extent[r];
+    const int64_t d = L >= 2 && coin(rng, 0.35) ? uniform_int(rng, 2, std::min<int64_t>(L, 5)) : 1;
+    const int64_t max_window = L / d;
+    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+    const int64_t K = u < 0.15 ? 1 : u < 0.35 ? max_window : uniform_int(rng, 1, max_window);
+    const int64_t s = coin(rng, 0.5) ? 1 : coin(rng, 0.3) ? K : uniform_int(rng, 1, K);
+    p.dilation[r] = d;
+    p.window[r] = K;
+    p.stride[r] = s;
+    p.causal[r] = coin(rng, 0.35);
+  }
+  p.batch = uniform_int(rng, 1, 2);
+  if (coin(rng, 0.15)) {  // MQA
+    p.heads_kv = 1;
+    p.heads_q = uniform_int(rng, 2, 4);
+  } else {
+    p.heads_kv = uniform_int(rng, 1, 2);
+    p.heads_q = p.heads_kv * (coin(rng, 0.3) ? uniform_int(rng, 2, 3) : 1);
+  }
+  static const std::vector<int64_t> kDims{1, 2, 3, 4, 5, 8, 16};
+  p.head_dim = pick(rng, kDims);
+  p.head_dim_v = coin(rng, 0.3) ? pick(rng, kDims) : p.head_dim;
+  p.additional_kv = coin(rng, 0.35) ? uniform_int(rng, 1, 5) : 0;
+  if (coin(rng, 0.3)) p.scale = std::uniform_real_distribution<double>(0.05, 1.5)(rng);
+  return p;
+}
+
+Layout random_layout(std::mt19937_64& rng, const fna::Problem& p) {
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+  if (u < 0.4) return Layout::kContiguous;
+  if (u < 0.8 || p.heads_q != p.heads_kv || p.head_dim != p.head_dim_v) return Layout::kStrided;
+  return Layout::kInterleaved;
+}
+
+std::string CaseSpec::describe() const {
+  std::ostringstream os;
+  os << "{" << problem.to_string() << "} dtype=" << fna::dtype_name(dtype)
+     << " layout=" << layout_name(layout) << " lse=" << with_lse << " backward=" << backward
+     << " data_seed=" << seed;
+  return os.str();
+}
+
+CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
+  const fna::Problem& p = spec.problem;
+  const fna::DType dt = spec.dtype;
+  const bool strided = spec.layout == Layout::kStrided;
+  const bool interleaved = spec.layout == Layout::kInterleaved;
+  std::mt19937_64 rng(spec.seed * 0x9e3779b97f4a7c15ull + 0x51ed);
+  fna::Options options;
+  options.backend = backend;
+  CaseResult result;
+  auto check = [&](const char* what, double err, double tol) {
+    if (!(err <= tol))
+      result.failure += std::string(what) + " error " + fmt(err) + " > " + fmt(tol) + "; ";
+  };
+  auto untouched = [&](const char* what, std::vector<const Buffer*> views) {
+    const std::string s = Buffer::check_outside_untouched(views);
+    if (!s.empty()) result.failure += std::string(what) + ": " + s + "; ";
+  };
+
+  const auto qs = token_shape(p, p.heads_q, p.head_dim), ks = token_shape(p, p.heads_kv, p.head_dim);
+  const auto vs = token_shape(p, p.heads_kv, p.head_dim_v);
+  const auto os = token_shape(p, p.heads_q, p.head_dim_v), ls = token_shape(p, p.heads_q, 0);
+  const std::vector<int64_t> aks{p.batch, p.additional_kv, p.heads_kv, p.head_dim};
+  const std::vector<int64_t> avs{p.batch, p.additional_kv, p.heads_kv, p.head_dim_v};
+  auto make = [&](const std::vector<int64_t>& s, fna::DType d) { return Buffer::make(s, d, strided, rng); };
+
+  Buffer q, k, v, ak, av;
+  if (interleaved) {
+    std::vector<Buffer> qkv = Buffer::make_interleaved(qs, 3, dt);
+    q = qkv[0], k = qkv[1], v = qkv[2];
+  } else {
+    q = make(qs, dt), k = make(ks, dt), v = make(vs, dt);
+  }
+  DenseInputs in;
+  // q and k span [-2, 2] so that softmaxes range from flat to peaked.
+  in.q = q.fill_random(rng, 2.0);
+  in.k = k.fill_random(rng, 2.0);
+  in.v = v.fill_random(rng, 1.0);
+  const bool has_add = p.additional_kv > 0;
+  if (has_add) {
+    ak = make(aks, dt), av = make(avs, dt);
+    in.ak = ak.fill_random(rng, 2.0);
+    in.av = av.fill_random(rng, 1.0);
+  }
+  const DenseForward ref = oracle_forward(p, in);
+
+  // ---- forward
+  Buffer out = make(os, dt), lse = make(ls, fna::DType::kFloat32);
+  fna::ForwardArgs fa{q.view(), k.view(), v.view(), out.view(), std::nullopt, std::nullopt,
+                      std::nullopt};
+  if (spec.with_lse) fa.lse = lse.view();
+  if (has_add) fa.additional_k = ak.view(), fa.additional_v = av.view();
+  try {
+    fna::forward(p, fa, options);
+  } catch (const std::exception& e) {
+    result.failure += std::string("forward threw: ") + e.what();
+    return result;
+  }
+  result.forward_error = relative_error(out.to_dense(), ref.out);
+  check("out", result.forward_error, forward_tolerance(dt));
+  untouched("out", {&out});
+  if (spec.with_lse) {
+    result.lse_error = relative_error(lse.to_dense(), ref.lse);
+    check("lse", result.lse_error, forward_tolerance(dt));
+    untouched("lse", {&lse});
+  }
+  if (!spec.backward) return result;
+
+  // ---- backward, from the oracle's (rounded) out and lse
+  Buffer dout = make(os, dt), out_in = make(os, dt), lse_in = make(ls, fna::DType::kFloat32);
+  const std::vector<double> dout_values = dout.fill_random(rng, 1.0);
+  out_in.from_dense(ref.out);
+  lse_in.from_dense(ref.lse);
+  Buffer dq, dk, dv, dak, dav;
+  if (interleaved) {
+    std::vector<Buffer> d = Buffer::make_interleaved(qs, 3, dt);
+    dq = d[0], dk = d[1], dv = d[2];
+  } else {
+    dq = make(qs, dt), dk = make(ks, dt), dv = make(vs, dt);
+  }
+  fna::BackwardArgs ba{q.view(), k.view(), v.view(), out_in.view(), lse_in.view(), dout.view(),
+                       dq.view(), dk.view(), dv.view(), std::nullopt, std::nullopt,
+                       std::nullopt, std::nullopt};
+  if (has_add) {
+    dak = make(aks, dt), dav = make(avs, dt);
+    ba.additional_k = ak.view(), ba.additional_v = av.view();
+    ba.d_additional_k = dak.view(), ba.d_additional_v = dav.view();
+  }
+  const DenseGrads g = oracle_backward(p, in, dout_values);
+  try {
+    fna::backward(p, ba, options);
+  } catch (const std::exception& e) {
+    result.failure += std::string("backward threw: ") + e.what();
+    return result;
+  }
+  const double tol = gradient_tolerance(dt);
+  auto grad = [&](const char* what, const Buffer& b, const std::vector<double>& r) {
+    const double e = relative_error(b.to_dense(), r);
+    result.grad_error = std::max(result.grad_error, e);
+    check(what, e, tol);
+  };
+  grad("dq", dq, g.dq);
+  grad("dk", dk, g.dk);
+  grad("dv", dv, g.dv);
+  if (interleaved) {
+    untouched("dqkv", {&dq, &dk, &dv});
+  } else {
+    untouched("dq", {&dq});
+    untouched("dk", {&dk});
+    untouched("dv", {&dv});
+  }
+  if (has_add) {
+    grad("d_additional_k", dak, g.dak);
+    grad("d_additional_v", dav, g.dav);
+    untouched("d_additional_k", {&dak});
+    untouched("d_additional_v", {&dav});
+  }
+  return result;
+}
+
+std::vector<std::string> problem_features(const fna::Problem& p, Layout layout) {
+  std::vector<std::string> f;
+  f.push_back("rank" + std::to_string(p.rank));
+  bool stride = false, dilation = false, causal = false, noncausal = false;
+  for (int r = 0; r < p.rank; ++r) {
+    const int64_t L = p.extent[r], K = p.window[r], s = p.stride[r], d = p.dilation[r];
+    const bool c = p.causal[r];
+    if (L == 1) f.push_back("extent=1");
+    if (L % 2 == 1 && L > 1) f.push_back("odd_extent");
+    if (K % 2 == 0) f.push_back("even_window");
+    if (K % 2 == 1 && K > 1) f.push_back("odd_window>1");
+    if (K == L && L > 1) f.push_back("window=extent");
+    if (K * d == L && d > 1) f.push_back("window*dilation=extent");
+    if (s == K && K > 1) f.push_back("stride=window");
+    if (s > 1) f.push_back(c ? "axis:stride+causal" : "axis:stride+noncausal");
+    if (d > 1) f.push_back(c ? "axis:dilation+causal" : "axis:dilation+noncausal");
+    if (s > 1 && d > 1) f.push_back("axis:stride+dilation");
+    if (K % 2 == 0 && c) f.push_back("axis:even_window+causal");
+    stride |= s > 1;
+    dilation |= d > 1;
+    causal |= c;
+    noncausal |= !c;
+  }
+  if (causal && noncausal) f.push_back("mixed_causal");
+  if (causal && !noncausal) f.push_back("all_causal");
+  if (p.batch > 1) f.push_back("batch>1");
+  if (p.heads_kv == 1 && p.heads_q > 1) f.push_back("mqa");
+  if (p.heads_q != p.heads_kv && p.heads_kv > 1) f.push_back("gqa");
+  if (p.scale) f.push_back("custom_scale");
+  f.push_back(std::string("layout:") + layout_name(layout));
+  // Pairwise combinations of the problem-level features.
+  const std::pair<const char*, bool> flags[] = {
+      {"stride", stride},
+      {"dilation", dilation},
+      {"causal", causal},
+      {"add_kv", p.additional_kv > 0},
+      {"gqa_or_mqa", p.heads_q != p.heads_kv},
+      {"dv!=d", p.head_dim != p.head_dim_v},
+      {"noncontiguous", layout != Layout::kContiguous}};
+  const int n = static_cast<int>(std::size(flags));
+  for (int i = 0; i < n; ++i) {
+    if (flags[i].second) f.push_back(flags[i].first);
+    for (int j = i + 1; j < n; ++j)
+      if (flags[i].second && flags[j].second)
+        f.push_back(std::string(flags[i].first) + "+" + flags[j].first);
+  }
+  return f;
+}
+
+}  // namespace fna_test
