@@ -1,9 +1,21 @@
 # CUDA part of the build: architectures, CUTLASS/CuTe headers, generated kernel instances.
 enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
-set(CMAKE_CUDA_STANDARD 20)
-set(CMAKE_CUDA_STANDARD_REQUIRED ON)
-set(CMAKE_CUDA_ARCHITECTURES ${FNA_CUDA_ARCHS})
+if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+  # CMake 3.25 predates nvcc 13: tell it how nvcc spells C++20.
+  set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+  set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+endif()
+set_target_properties(fna PROPERTIES CUDA_STANDARD 20 CUDA_STANDARD_REQUIRED ON CUDA_EXTENSIONS OFF)
+# CMake 3.25 does not know the "90a" architecture spelling, so fna passes -gencode itself: every
+# CUDA source gets all FNA_CUDA_ARCHS, except sources whose path names sm90 (Hopper-only
+# instructions), which get sm_90a alone.
+set_target_properties(fna PROPERTIES CUDA_ARCHITECTURES OFF)
+set(_fna_gencode_all "")
+foreach(_a ${FNA_CUDA_ARCHS})
+  list(APPEND _fna_gencode_all "-gencode=arch=compute_${_a},code=sm_${_a}")
+endforeach()
+set(_fna_gencode_sm90a "-gencode=arch=compute_90a,code=sm_90a")
 
 # CUTLASS 4.2 headers come from the pinned PyPI package nvidia-cutlass==4.2.0.0
 # (cutlass_library/source/include). FNA_CUTLASS_INCLUDE_DIR overrides; .cutlass/include is the
@@ -55,15 +67,22 @@ foreach(_f ${_fna_instances})
     continue()
   endif()
   list(APPEND FNA_INSTANCE_SOURCES ${_f})
-  if(_arch STREQUAL "90a")
-    set_source_files_properties(${_f} PROPERTIES CUDA_ARCHITECTURES "90a")
-  endif()
 endforeach()
 
 file(GLOB_RECURSE _fna_cuda_sources CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/cuda/*.cu ${PROJECT_SOURCE_DIR}/src/cuda/*.cpp)
 list(FILTER _fna_cuda_sources EXCLUDE REGEX "/src/cuda/instances/")
 target_sources(fna PRIVATE ${_fna_cuda_sources} ${FNA_INSTANCE_SOURCES})
+foreach(_f ${_fna_cuda_sources} ${FNA_INSTANCE_SOURCES})
+  if(NOT _f MATCHES "\\.cu$")
+    continue()
+  endif()
+  if(_f MATCHES "sm90")
+    set_source_files_properties(${_f} PROPERTIES COMPILE_OPTIONS "${_fna_gencode_sm90a}")
+  else()
+    set_source_files_properties(${_f} PROPERTIES COMPILE_OPTIONS "${_fna_gencode_all}")
+  endif()
+endforeach()
 target_include_directories(fna PRIVATE ${FNA_CUTLASS_INCLUDE_DIR})
 target_link_libraries(fna PUBLIC CUDA::cudart)
 
@@ -78,5 +97,4 @@ target_compile_definitions(fna PRIVATE FNA_WITH_CUDA=1 FNA_BUILT_HEAD_DIMS=${_fn
   ${_fna_dt_defs} $<$<BOOL:${_fna_has_sm90a}>:FNA_BUILT_SM90A=1>)
 target_compile_options(fna PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr --expt-extended-lambda -lineinfo>)
-message(STATUS "fna CUDA: archs=${FNA_CUDA_ARCHS} head_dims=${FNA_HEAD_DIMS} dtypes=${FNA_DTYPES} "
-               "instances=${CMAKE_CURRENT_LIST_LENGTH}")
+message(STATUS "fna CUDA: archs=${FNA_CUDA_ARCHS} head_dims=${FNA_HEAD_DIMS} dtypes=${FNA_DTYPES}")
