@@ -236,6 +236,75 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
   return result;
 }
 
+std::vector<double> random_values(int64_t n, double amplitude, std::mt19937_64& rng,
+                                  fna::DType dtype) {
+  std::uniform_real_distribution<double> dist(-amplitude, amplitude);
+  std::vector<double> v(n);
+  for (double& x : v) x = round_to(dtype, dist(rng));
+  return v;
+}
+
+DenseInputs random_inputs(const fna::Problem& p, std::mt19937_64& rng, fna::DType dtype) {
+  const int64_t tok = p.batch * p.tokens(), add = p.batch * p.additional_kv;
+  DenseInputs in;
+  in.q = random_values(tok * p.heads_q * p.head_dim, 2.0, rng, dtype);
+  in.k = random_values(tok * p.heads_kv * p.head_dim, 2.0, rng, dtype);
+  in.v = random_values(tok * p.heads_kv * p.head_dim_v, 1.0, rng, dtype);
+  in.ak = random_values(add * p.heads_kv * p.head_dim, 2.0, rng, dtype);
+  in.av = random_values(add * p.heads_kv * p.head_dim_v, 1.0, rng, dtype);
+  return in;
+}
+
+BackendRun run_backend(const fna::Problem& p, const DenseInputs& in,
+                       const std::vector<double>& dout, fna::Backend backend, fna::DType dt) {
+  std::mt19937_64 unused_rng(0);  // contiguous buffers draw nothing
+  auto make = [&](const std::vector<int64_t>& s, fna::DType d, const std::vector<double>* values) {
+    Buffer b = Buffer::make(s, d, false, unused_rng);
+    if (values) b.from_dense(*values);
+    return b;
+  };
+  const auto qs = token_shape(p, p.heads_q, p.head_dim), ks = token_shape(p, p.heads_kv, p.head_dim);
+  const auto vs = token_shape(p, p.heads_kv, p.head_dim_v);
+  const auto os = token_shape(p, p.heads_q, p.head_dim_v), ls = token_shape(p, p.heads_q, 0);
+  const std::vector<int64_t> aks{p.batch, p.additional_kv, p.heads_kv, p.head_dim};
+  const std::vector<int64_t> avs{p.batch, p.additional_kv, p.heads_kv, p.head_dim_v};
+  const bool has_add = p.additional_kv > 0;
+  Buffer q = make(qs, dt, &in.q), k = make(ks, dt, &in.k), v = make(vs, dt, &in.v);
+  Buffer ak, av, dak, dav;
+  Buffer out = make(os, dt, nullptr), lse = make(ls, fna::DType::kFloat32, nullptr);
+  fna::Options options;
+  options.backend = backend;
+  fna::ForwardArgs fa{q.view(), k.view(), v.view(), out.view(), lse.view(), std::nullopt,
+                      std::nullopt};
+  if (has_add) {
+    ak = make(aks, dt, &in.ak), av = make(avs, dt, &in.av);
+    fa.additional_k = ak.view(), fa.additional_v = av.view();
+  }
+  fna::forward(p, fa, options);
+  BackendRun r;
+  r.out = out.to_dense();
+  r.lse = lse.to_dense();
+  Buffer go = make(os, dt, &dout);
+  Buffer dq = make(qs, dt, nullptr), dk = make(ks, dt, nullptr), dv = make(vs, dt, nullptr);
+  fna::BackwardArgs ba{q.view(), k.view(), v.view(), out.view(), lse.view(), go.view(),
+                       dq.view(), dk.view(), dv.view(), std::nullopt, std::nullopt,
+                       std::nullopt, std::nullopt};
+  if (has_add) {
+    dak = make(aks, dt, nullptr), dav = make(avs, dt, nullptr);
+    ba.additional_k = ak.view(), ba.additional_v = av.view();
+    ba.d_additional_k = dak.view(), ba.d_additional_v = dav.view();
+  }
+  fna::backward(p, ba, options);
+  r.grads.dq = dq.to_dense();
+  r.grads.dk = dk.to_dense();
+  r.grads.dv = dv.to_dense();
+  if (has_add) {
+    r.grads.dak = dak.to_dense();
+    r.grads.dav = dav.to_dense();
+  }
+  return r;
+}
+
 std::vector<std::string> problem_features(const fna::Problem& p, Layout layout) {
   std::vector<std::string> f;
   f.push_back("rank" + std::to_string(p.rank));

@@ -50,6 +50,24 @@ struct CaseResult {
 // Backward gets the oracle's out and lse (rounded to their storage types) as its inputs.
 CaseResult run_case(const CaseSpec& spec, fna::Backend backend);
 
+// Random inputs for `p` (canonical layout), already rounded to `dtype`: q, k in [-2, 2],
+// v in [-1, 1]. `random_values` gives n values in [-amplitude, amplitude] rounded to `dtype`.
+DenseInputs random_inputs(const fna::Problem& p, std::mt19937_64& rng,
+                          fna::DType dtype = fna::DType::kFloat32);
+std::vector<double> random_values(int64_t n, double amplitude, std::mt19937_64& rng,
+                                  fna::DType dtype = fna::DType::kFloat32);
+
+// A backend's forward (out, lse) and backward (gradients from its own out and lse) on contiguous
+// buffers of `dtype` holding `in` (rounded) and `dout`, returned in canonical float64 layout.
+// Throws whatever fna throws.
+struct BackendRun {
+  std::vector<double> out, lse;
+  DenseGrads grads;
+};
+BackendRun run_backend(const fna::Problem& p, const DenseInputs& in,
+                       const std::vector<double>& dout, fna::Backend backend,
+                       fna::DType dtype = fna::DType::kFloat32);
+
 // Feature flags of a problem, for asserting that a sweep covered every parameter combination.
 std::vector<std::string> problem_features(const fna::Problem& p, Layout layout);
 
