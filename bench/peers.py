@@ -215,7 +215,9 @@ class Timer:
         self.torch, self.target_ms = torch, target_ms
         self.min_iters, self.max_iters = min_iters, max_iters
 
-    def _one(self, fn):
+    def _one(self, fn, setup):
+        if setup:
+            setup()  # queued before the start event: not timed
         ev0 = self.torch.cuda.Event(enable_timing=True)
         ev1 = self.torch.cuda.Event(enable_timing=True)
         ev0.record()
@@ -224,21 +226,27 @@ class Timer:
         ev1.synchronize()
         return ev0.elapsed_time(ev1)
 
-    def __call__(self, fn):
+    def __call__(self, fn, setup=None):
+        if setup:
+            setup()
         fn()  # first call: compilation, handle creation, autotuning
         self.torch.cuda.synchronize()
-        probe = self._one(fn)
+        probe = self._one(fn, setup)
         # Short kernels get more warm-up so clocks settle; long ones are warm after one run.
         for _ in range(int(min(10, 50.0 / max(probe, 1e-3)))):
+            if setup:
+                setup()
             fn()
         n = int(max(self.min_iters, min(self.max_iters, self.target_ms / max(probe, 1e-3))))
-        times = sorted(self._one(fn) for _ in range(n))
+        times = sorted(self._one(fn, setup) for _ in range(n))
         return {"ms": times[len(times) // 2], "iters": n, "min_ms": times[0], "max_ms": times[-1]}
 
 
 # ---------------------------------------------------------------------------------------------
-# Peers. Each returns (forward_fn, backward_fn) over freshly made inputs; forward_fn returns a new
-# output each call; backward_fn computes fresh gradients of the last output.
+# Peers: an attention callable over [B, H, N, D] (SDPA, flex) or [B, *grid, H, D] (fna) tensors.
+# Each forward returns a new output; each backward runs on a graph built by an untimed forward
+# just before it (no retain_graph: compiled graphs may donate their saved buffers) and returns
+# fresh gradients.
 
 
 def input_sets(torch, shape, dtype, count, seed):
@@ -262,7 +270,8 @@ class Runner:
     def __init__(self, torch, attn, sets):
         self.torch, self.attn, self.sets = torch, attn, sets
         self.i = 0
-        self.graphs = None
+        self.graph = None
+        self.dout = None
 
     def forward(self):
         q, k, v = self.sets[self.i % len(self.sets)]
@@ -270,17 +279,18 @@ class Runner:
         with self.torch.no_grad():
             return self.attn(q, k, v)
 
-    def prepare_backward(self):
-        self.graphs = []
-        for q, k, v in self.sets:
-            out = self.attn(q, k, v)
-            self.graphs.append((out, (q, k, v), self.torch.randn_like(out)))
-        self.i = 0
+    def backward_setup(self):
+        q, k, v = self.sets[self.i % len(self.sets)]
+        self.i += 1
+        out = self.attn(q, k, v)
+        if self.dout is None or self.dout.shape != out.shape:
+            self.dout = self.torch.randn_like(out)
+        self.graph = (out, (q, k, v))
 
     def backward(self):
-        out, inputs, dout = self.graphs[self.i % len(self.graphs)]
-        self.i += 1
-        return self.torch.autograd.grad(out, inputs, dout, retain_graph=True)
+        out, inputs = self.graph
+        self.graph = None
+        return self.torch.autograd.grad(out, inputs, self.dout)
 
 
 def sdpa_attn(torch, backend):
@@ -295,13 +305,16 @@ def sdpa_attn(torch, backend):
     return attn
 
 
+_block_mask_compiled = None
+
+
 def make_block_mask(torch, axes, n):
     from torch.nn.attention.flex_attention import create_block_mask
-    mm = na_mask_mod(axes)
-    try:
-        return create_block_mask(mm, None, None, n, n, device="cuda", _compile=True)
-    except TypeError:  # no _compile argument in this torch: compile the builder instead
-        return torch.compile(create_block_mask)(mm, None, None, n, n, device="cuda")
+    global _block_mask_compiled
+    if _block_mask_compiled is None:
+        # Compiled so that the N x N mask is reduced to blocks without being materialized.
+        _block_mask_compiled = torch.compile(create_block_mask)
+    return _block_mask_compiled(na_mask_mod(axes), None, None, n, n, device="cuda")
 
 
 _flex_compiled = None
@@ -453,7 +466,8 @@ def fill_metrics(entry, geo, dense_ms):
 
 
 def fmt(x, spec):
-    return "-" if x is None else format(x, spec)
+    width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+    return "-".rjust(int(width or 0)) if x is None else format(x, spec)
 
 
 def print_case_table(name, geo, entries):
@@ -508,9 +522,11 @@ def time_peer(torch, timer, attn, sets, want_bwd):
     runner = Runner(torch, attn, sets)
     out = {"fwd": timer(runner.forward)}
     if want_bwd:
-        runner.prepare_backward()
-        out["bwd"] = timer(runner.backward)
-    runner.graphs = None
+        try:
+            out["bwd"] = timer(runner.backward, setup=runner.backward_setup)
+        except Exception as e:  # keep the forward numbers; say why the backward has none
+            out["bwd"] = {"note": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+            log(f"  backward FAILED {out['bwd']['note']}")
     return out
 
 
