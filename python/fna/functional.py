@@ -55,19 +55,19 @@ def _numpy_na(fn, rank, q, k, v, ks, st, dl, ca, scale, ak, av, return_lse, back
 
 
 def _from_dlpack(fn, name, x):
-    """A NumPy array (CPU) or torch tensor (CUDA) sharing the producer's memory."""
+    """A torch tensor (when torch is installed) or a NumPy array (CPU) sharing x's memory."""
     if x is None:
         return None
     if not hasattr(x, "__dlpack__"):
         raise TypeError(f"fna.{fn}: {name} is a {type(x).__name__}: expected a torch.Tensor, a "
                         f"NumPy array or an object with __dlpack__")
-    device_type = x.__dlpack_device__()[0] if hasattr(x, "__dlpack_device__") else 1
-    if device_type == 1:  # kDLCPU
-        return np.from_dlpack(x)
-    if torch is None:
+    if torch is not None:  # handles bfloat16 and CUDA too
+        return torch.from_dlpack(x)
+    device_type = int(x.__dlpack_device__()[0]) if hasattr(x, "__dlpack_device__") else 1
+    if device_type != 1:  # kDLCPU
         raise ValueError(f"fna.{fn}: {name} is a non-CPU DLPack array (device type "
                          f"{device_type}); fna needs torch installed to allocate its outputs there")
-    return torch.from_dlpack(x)
+    return np.from_dlpack(x)
 
 
 def _to_producer(like, x):
@@ -96,8 +96,8 @@ def _na(rank, fn, query, key, value, kernel_size, stride, dilation, is_causal, s
     if isinstance(query, np.ndarray):
         return _numpy_na(fn, rank, query, key, value, ks, st, dl, ca, scale, additional_keys,
                          additional_values, return_lse, backend)
-    # Any other DLPack producer: borrow its memory as NumPy (CPU) or torch (CUDA), run, and hand
-    # the result back through the producer's array namespace.
+    # Any other DLPack producer: borrow its memory as a torch tensor (or NumPy array without
+    # torch), run, and hand the result back through the producer's array namespace.
     args = [_from_dlpack(fn, n, x) for n, x in
             (("query", query), ("key", key), ("value", value),
              ("additional_keys", additional_keys), ("additional_values", additional_values))]

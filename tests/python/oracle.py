@@ -72,7 +72,8 @@ def attention(q, k, v, kernel_size, stride, dilation, is_causal, scale=None, add
 
 def rel_err(x, ref):
     """max|x - ref| / max(1, max|ref|) (DESIGN.md section 7); NaN/Inf never pass."""
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).double()
+    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float64))
+    x = x.double()
     ref = torch.as_tensor(ref).double()
     if not torch.isfinite(x).all():
         return float("inf")
