@@ -1,0 +1,188 @@
+// Register-blocked fp32 micro-kernels of the fused CPU backend, written with GCC vector extensions
+// (eight fp32 lanes). Included only by fused_kernels_impl.h, inside an ISA-specific namespace and
+// an anonymous namespace, so every function here has internal linkage per translation unit.
+//
+// Two products cover the forward and both backward passes (lanes = the eight query or key lanes):
+//   dot: out[o][l] = sum_d a[d][l] * B(d, o, l)       (scores: Q.K^T, dO.V^T, K.Q^T, V.dO^T)
+//   acc: c[d][l]  += sum_o p[o][l] * B(d, o, l)       (P.V, dS.K, P^T.dO, dS^T.Q)
+// with B(d, o, l) = b[d * ldb + o + l] for shifted rows (one unaligned load serves all lanes) and
+// b[d * ldb + o] broadcast for the other rows.
+
+// Registers per ISA: 16 ymm with AVX2 (one v8f each); the generic build splits a v8f in two xmm.
+#if defined(FNA_FUSED_WIDE)
+// dot keeps R x kDotBlock accumulators + R lane vectors + 1 key vector live: 12 + 2 + 1 <= 16.
+template <int R>
+inline constexpr int kDotBlock = R == 1 ? 12 : 6;
+template <int R>
+inline constexpr int kAccBlock = R == 1 ? 12 : 6;
+#else
+template <int R>
+inline constexpr int kDotBlock = R == 1 ? 6 : 3;
+template <int R>
+inline constexpr int kAccBlock = R == 1 ? 6 : 3;
+#endif
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+constexpr float kNegInf = -__builtin_inff();
+
+inline v8f vload(const float* p) {
+  v8f v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void vstore(float* p, v8f v) { __builtin_memcpy(p, &v, sizeof v); }
+inline v8f vsplat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
+inline v8i vsplati(int32_t x) { return v8i{x, x, x, x, x, x, x, x}; }
+inline v8f vmax(v8f a, v8f b) { return a > b ? a : b; }
+
+// e^x per lane (Cephes expf polynomial, ~1 ulp); exactly 0 below -87 (covers -inf).
+inline v8f vexp(v8f x) {
+  const v8f lo = vsplat(-87.0f), hi = vsplat(88.0f);
+  v8f xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  const v8f magic = vsplat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const v8f n = (xc * 1.44269504088896341f + magic) - magic;
+  v8f r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  v8f y = vsplat(1.9875691500e-4f);
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * (r * r) + r + 1.0f;
+  const v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
+  v8f two_n;
+  __builtin_memcpy(&two_n, &bits, sizeof two_n);
+  const v8f res = y * two_n;
+  return x < lo ? vsplat(0.0f) : res;
+}
+
+// ---- dot ---------------------------------------------------------------------------------------
+template <bool Shift, int R, int N>
+inline void dot_block(const float* const* a, int64_t lda, const float* b, int64_t ldb, int64_t dim,
+                      float* const* out) {
+  const float* ar[R];
+  for (int r = 0; r < R; ++r) ar[r] = a[r];
+  v8f acc[R][N];
+#pragma GCC unroll 2
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int o = 0; o < N; ++o) acc[r][o] = v8f{};
+  for (int64_t d = 0; d < dim; ++d) {
+    v8f av[R];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) av[r] = vload(ar[r] + d * lda);
+    const float* bd = b + d * ldb;
+#pragma GCC unroll 16
+    for (int o = 0; o < N; ++o) {
+      const v8f bv = Shift ? vload(bd + o) : vsplat(bd[o]);
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) acc[r][o] += av[r] * bv;
+    }
+  }
+#pragma GCC unroll 2
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int o = 0; o < N; ++o) vstore(out[r] + o * 8, acc[r][o]);
+}
+
+template <bool Shift, int R, int N>
+inline void dot_n(int n, const float* const* a, int64_t lda, const float* b, int64_t ldb,
+                  int64_t dim, float* const* out) {
+  if constexpr (N >= 1) {
+    if (n == N) return dot_block<Shift, R, N>(a, lda, b, ldb, dim, out);
+    dot_n<Shift, R, N - 1>(n, a, lda, b, ldb, dim, out);
+  }
+}
+
+// out[r] + o * 8 for o in [0, cnt): R lane matrices a[r] ([dim][lda], eight lanes at a[r]) against
+// cnt key slots of one row (b = the row at its first slot, [dim][ldb]).
+template <bool Shift, int R>
+void dot(const float* const* a, int64_t lda, const float* b, int64_t ldb, int64_t dim, int64_t cnt,
+         float* const* out) {
+  constexpr int kB = kDotBlock<R>;
+  int64_t blocks = (cnt + kB - 1) / kB;
+  // Even block sizes (13 slots -> 5, 4, 4) keep more accumulators live than kB, kB, 1 would.
+  for (int64_t o = 0; o < cnt; --blocks) {
+    const int n = static_cast<int>((cnt - o + blocks - 1) / blocks);
+    float* oo[R];
+    for (int r = 0; r < R; ++r) oo[r] = out[r] + o * 8;
+    dot_n<Shift, R, kB>(n, a, lda, b + o, ldb, dim, oo);
+    o += n;
+  }
+}
+
+// ---- acc ---------------------------------------------------------------------------------------
+// One run of slots of one row: b = row at its first slot (dim 0), slots [slot, slot + cnt).
+struct Seg {
+  const float* b;
+  int64_t slot;
+  int64_t cnt;
+};
+
+template <bool Shift, int R, int N>
+inline void acc_block(const Seg* segs, int nseg, const float* const* p, int64_t ldb, int64_t d0,
+                      float* const* c) {
+  v8f acc[R][N];
+#pragma GCC unroll 2
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int j = 0; j < N; ++j) acc[r][j] = vload(c[r] + (d0 + j) * 8);
+  for (int s = 0; s < nseg; ++s) {
+    const float* b = segs[s].b + d0 * ldb;
+    const float* pr[R];
+    for (int r = 0; r < R; ++r) pr[r] = p[r] + segs[s].slot * 8;
+    const int64_t cnt = segs[s].cnt;
+    for (int64_t o = 0; o < cnt; ++o) {
+      v8f pv[R];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) pv[r] = vload(pr[r] + o * 8);
+#pragma GCC unroll 16
+      for (int j = 0; j < N; ++j) {
+        const v8f bv = Shift ? vload(b + j * ldb + o) : vsplat(b[j * ldb + o]);
+#pragma GCC unroll 2
+        for (int r = 0; r < R; ++r) acc[r][j] += pv[r] * bv;
+      }
+    }
+  }
+#pragma GCC unroll 2
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int j = 0; j < N; ++j) vstore(c[r] + (d0 + j) * 8, acc[r][j]);
+}
+
+template <bool Shift, int R, int N>
+inline void acc_n(int n, const Seg* segs, int nseg, const float* const* p, int64_t ldb, int64_t d0,
+                  float* const* c) {
+  if constexpr (N >= 1) {
+    if (n == N) return acc_block<Shift, R, N>(segs, nseg, p, ldb, d0, c);
+    acc_n<Shift, R, N - 1>(n, segs, nseg, p, ldb, d0, c);
+  }
+}
+
+// c[r][d * 8 + l] += sum over segs, slots o of p[r][(slot + o) * 8 + l] * B(d, o, l), d < dim.
+template <bool Shift, int R>
+void acc(const Seg* segs, int nseg, const float* const* p, int64_t ldb, int64_t dim,
+         float* const* c) {
+  if (nseg == 0) return;
+  constexpr int kB = kAccBlock<R>;
+  int64_t blocks = (dim + kB - 1) / kB;
+  for (int64_t d0 = 0; d0 < dim; --blocks) {
+    const int n = static_cast<int>((dim - d0 + blocks - 1) / blocks);
+    acc_n<Shift, R, kB>(n, segs, nseg, p, ldb, d0, c);
+    d0 += n;
+  }
+}
+
+// Slots whose key position (pos0 + o) lies outside a lane's [lo, hi) become -inf.
+inline void apply_mask(float* s, int64_t cnt, int64_t pos0, v8i lo, v8i hi) {
+  const v8f neg = vsplat(kNegInf);
+  for (int64_t o = 0; o < cnt; ++o) {
+    const v8i pos = vsplati(static_cast<int32_t>(pos0 + o));
+    const v8i in = (pos >= lo) & (pos < hi);
+    vstore(s + o * 8, in ? vload(s + o * 8) : neg);
+  }
+}
