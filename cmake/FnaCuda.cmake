@@ -87,14 +87,16 @@ target_include_directories(fna PRIVATE ${FNA_CUTLASS_INCLUDE_DIR})
 target_link_libraries(fna PUBLIC CUDA::cudart)
 
 # What was compiled, for "not compiled: enable with ..." errors.
-string(REPLACE ";" "," _fna_hd_list "${FNA_HEAD_DIMS}")
+# One macro per head dim (FNA_BUILT_HDIM_<D>): nvcc splits -D values at commas, so no lists.
 set(_fna_dt_defs "")
+foreach(_hd ${FNA_HEAD_DIMS})
+  list(APPEND _fna_dt_defs FNA_BUILT_HDIM_${_hd}=1)
+endforeach()
 foreach(_dt ${FNA_DTYPES})
   string(TOUPPER ${_dt} _DT)
   list(APPEND _fna_dt_defs FNA_BUILT_${_DT}=1)
 endforeach()
-target_compile_definitions(fna PRIVATE FNA_WITH_CUDA=1 FNA_BUILT_HEAD_DIMS=${_fna_hd_list}
-  ${_fna_dt_defs} $<$<BOOL:${_fna_has_sm90a}>:FNA_BUILT_SM90A=1>)
+target_compile_definitions(fna PRIVATE FNA_WITH_CUDA=1 ${_fna_dt_defs} $<$<BOOL:${_fna_has_sm90a}>:FNA_BUILT_SM90A=1>)
 target_compile_options(fna PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr --expt-extended-lambda -lineinfo>)
 message(STATUS "fna CUDA: archs=${FNA_CUDA_ARCHS} head_dims=${FNA_HEAD_DIMS} dtypes=${FNA_DTYPES}")

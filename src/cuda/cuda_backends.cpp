@@ -2,11 +2,16 @@
 #include "api/backend.h"
 #include "cuda/naive/naive_launch.h"
 
+namespace fna::cuda::fused {
+const detail::BackendImpl& backend_impl();  // src/cuda/fused/fused_backend.cpp
+}  // namespace fna::cuda::fused
+
 namespace fna::detail {
 
 const BackendImpl* cuda_backend(Backend id) {
   switch (id) {
     case Backend::kCudaNaive: return &cuda::naive::backend();
+    case Backend::kCudaFused: return &cuda::fused::backend_impl();
     default: return nullptr;
   }
 }

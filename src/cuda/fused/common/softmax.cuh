@@ -1,0 +1,75 @@
+// Online softmax (flash-attention 2 style) over score tiles in the (rows, cols) accumulator view.
+//
+// Scores arrive already multiplied by scale * log2(e), so probabilities are exp2(s - max) and the
+// log-sum-exp in natural log is (max + log2(sum)) * ln(2). Masked scores are -inf; a row whose
+// scores are all -inf so far keeps max = -inf and contributes nothing (no inf - inf = NaN).
+// Row sums stay per-thread partial sums until `finalize`, which reduces them over the quad.
+#pragma once
+
+#include <cute/tensor.hpp>
+
+#include <cmath>
+
+#include "cuda/fused/common/cute_utils.cuh"
+
+namespace fna::cuda::fused {
+
+template <int kRows>
+struct OnlineSoftmax {
+  float row_max[kRows];  // running max of the scaled (log2-domain) scores, quad-reduced
+  float row_sum[kRows];  // running sum of exp2(s - row_max), this thread's columns only
+
+  __device__ __forceinline__ void init() {
+    CUTE_UNROLL
+    for (int i = 0; i < kRows; ++i) {
+      row_max[i] = -INFINITY;
+      row_sum[i] = 0.f;
+    }
+  }
+
+  // Folds one score tile `s` (rows, cols) into the running state: replaces s by the
+  // probabilities exp2(s - new_max) and rescales the output accumulator `o` (rows, dims).
+  template <class S, class O>
+  __device__ __forceinline__ void update(S& s, O& o) {
+    using namespace cute;
+    static_assert(decltype(size<0>(s))::value == kRows);
+    CUTE_UNROLL
+    for (int i = 0; i < kRows; ++i) {
+      float m = row_max[i];
+      CUTE_UNROLL
+      for (int j = 0; j < size<1>(s); ++j) m = fmaxf(m, s(i, j));
+      m = quad_max(m);
+      // A fully masked row so far: subtract 0 instead of -inf (every p is exp2(-inf) = 0).
+      const float m_ref = m == -INFINITY ? 0.f : m;
+      const float correction = exp2f(row_max[i] - m_ref);
+      row_max[i] = m;
+      row_sum[i] *= correction;
+      CUTE_UNROLL
+      for (int d = 0; d < size<1>(o); ++d) o(i, d) *= correction;
+      float sum = 0.f;
+      CUTE_UNROLL
+      for (int j = 0; j < size<1>(s); ++j) {
+        const float p = exp2f(s(i, j) - m_ref);
+        s(i, j) = p;
+        sum += p;
+      }
+      row_sum[i] += sum;
+    }
+  }
+
+  // Divides `o` by the row sums and returns the natural-log lse of each row in `lse`.
+  template <class O>
+  __device__ __forceinline__ void finalize(O& o, float* lse) {
+    using namespace cute;
+    CUTE_UNROLL
+    for (int i = 0; i < kRows; ++i) {
+      const float sum = quad_sum(row_sum[i]);
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      lse[i] = sum > 0.f ? (row_max[i] + log2f(sum)) * 0.6931471805599453f : -INFINITY;
+      CUTE_UNROLL
+      for (int d = 0; d < size<1>(o); ++d) o(i, d) *= inv;
+    }
+  }
+};
+
+}  // namespace fna::cuda::fused

@@ -1,0 +1,179 @@
+// Device-side tile geometry of the fused family, shared by the forward and backward kernels.
+//
+// Coordinates are per axis, in dilation-group coordinates: a token at coordinate x of an axis with
+// dilation d lies in group g = x mod d at index i = x div d (DESIGN.md section 10). A Q box never
+// mixes groups, so every key it visits is in the same group on every axis. Unused axes (r >= rank)
+// have extent 1, window 1 and box extent 1, so loops over all 3 axes need no rank checks.
+#pragma once
+
+#include <cstdint>
+
+#include "common/neighborhood.h"
+#include "cuda/fused/common/fused_params.h"
+
+namespace fna::cuda::fused {
+
+#define FNA_DEVICE __device__ __forceinline__
+
+// Box-local coordinates of row `row` of a box with extents 1 << shift[r] (row-major, last axis
+// fastest).
+FNA_DEVICE void box_coords(int row, const int* shift, int* l) {
+  l[2] = row & ((1 << shift[2]) - 1);
+  row >>= shift[2];
+  l[1] = row & ((1 << shift[1]) - 1);
+  row >>= shift[1];
+  l[0] = row;
+}
+
+// Element offset of token (b, x[], h) in a token-major view. 64-bit throughout.
+FNA_DEVICE int64_t token_offset(const TokenStrides& s, int64_t b, const int* x, int64_t h) {
+  return b * s.b + h * s.h + int64_t(x[0]) * s.x[0] + int64_t(x[1]) * s.x[1] +
+         int64_t(x[2]) * s.x[2];
+}
+
+// One Q box: its group, first index and valid extent per axis, and the KV ranges it needs.
+struct QBox {
+  int group[3];   // dilation group g per axis
+  int lg[3];      // group length
+  int i0[3];      // first query index (group coordinates)
+  int count[3];   // valid queries per axis (the box may hang over the group end)
+  int kv_lo[3];   // KV range [kv_lo, kv_hi): union of the windows of the box's queries
+  int kv_hi[3];
+  int full_lo[3];  // [full_lo, full_hi): keys every query of the box attends (may be empty)
+  int full_hi[3];
+  int kv_tiles[3];  // KV boxes per axis: ceil((kv_hi - kv_lo) / kt)
+  int num_kv_tiles;  // product of kv_tiles (spatial KV tiles of this Q box)
+
+  // Spatial coordinate of group index i on axis r.
+  FNA_DEVICE int coord(const Neighborhood& nb, int r, int i) const {
+    return i * int(nb.axis[r].dilation) + group[r];
+  }
+};
+
+// Decodes Q box `index` (0 .. prod_r d_r * q_tiles_r) of a problem. Boxes of one group are
+// adjacent in the index, so neighbouring blocks share KV rows in L2. Returns false when the box
+// lies entirely beyond its group's end (groups of one axis differ in length by at most one).
+FNA_DEVICE bool make_q_box(const Neighborhood& nb, const TileShape& t, int64_t index, QBox* box) {
+  bool nonempty = true;
+  int num = 1;
+#pragma unroll
+  for (int r = 2; r >= 0; --r) {
+    const Axis& a = nb.axis[r];
+    const int per_axis = int(a.dilation) * t.q_tiles[r];
+    const int ai = int(index % per_axis);
+    index /= per_axis;
+    const int g = ai / t.q_tiles[r];
+    const int qt = 1 << t.q_shift[r];
+    const int lg = int(group_length(a, g));
+    const int i0 = (ai % t.q_tiles[r]) * qt;
+    box->group[r] = g;
+    box->lg[r] = lg;
+    box->i0[r] = i0;
+    if (i0 >= lg) {
+      nonempty = false;
+      continue;
+    }
+    const int i1 = min(i0 + qt, lg) - 1;
+    box->count[r] = i1 - i0 + 1;
+    int64_t s0, e0, s1, e1;
+    window_in_group(a, lg, i0, &s0, &e0);
+    window_in_group(a, lg, i1, &s1, &e1);
+    box->kv_lo[r] = int(s0);
+    box->kv_hi[r] = int(e1);
+    box->full_lo[r] = int(s1);
+    box->full_hi[r] = int(e0);
+    const int kt = 1 << t.kv_shift[r];
+    box->kv_tiles[r] = (box->kv_hi[r] - box->kv_lo[r] + kt - 1) / kt;
+    num *= box->kv_tiles[r];
+  }
+  box->num_kv_tiles = num;
+  return nonempty;
+}
+
+// The window of one query row, per axis, in group coordinates: keys j with lo[r] <= j < hi[r].
+struct RowWindow {
+  int lo[3];
+  int hi[3];
+};
+
+// Window of Q-box row `row`. Rows hanging over the group end are clamped to the last valid
+// query, so their (discarded) scores stay finite.
+FNA_DEVICE RowWindow row_window(const Neighborhood& nb, const TileShape& t, const QBox& box,
+                                int row) {
+  int l[3];
+  box_coords(row, t.q_shift, l);
+  RowWindow w;
+#pragma unroll
+  for (int r = 0; r < 3; ++r) {
+    const int i = box.i0[r] + min(l[r], box.count[r] - 1);
+    int64_t s, e;
+    window_in_group(nb.axis[r], box.lg[r], i, &s, &e);
+    w.lo[r] = int(s);
+    w.hi[r] = int(e);
+  }
+  return w;
+}
+
+// Whether Q-box row `row` is a real query (not padding past a group end).
+FNA_DEVICE bool row_valid(const TileShape& t, const QBox& box, int row, int* i) {
+  int l[3];
+  box_coords(row, t.q_shift, l);
+  bool ok = true;
+#pragma unroll
+  for (int r = 0; r < 3; ++r) {
+    ok = ok && l[r] < box.count[r];
+    i[r] = box.i0[r] + l[r];
+  }
+  return ok;
+}
+
+// Spatial KV tile `tile` (0 .. num_kv_tiles) of a Q box: the box's first key per axis. KV boxes
+// start at the KV range's first key and step by the KV box extent.
+struct KvTile {
+  int base[3];   // first key index per axis (group coordinates)
+  bool masked;   // false when every query of the Q box attends every key of this tile
+};
+
+FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
+  KvTile kv;
+  bool inside = true;
+#pragma unroll
+  for (int r = 2; r >= 0; --r) {
+    const int br = tile % box.kv_tiles[r];
+    tile /= box.kv_tiles[r];
+    const int kt = 1 << t.kv_shift[r];
+    kv.base[r] = box.kv_lo[r] + br * kt;
+    inside = inside && kv.base[r] >= box.full_lo[r] && kv.base[r] + kt <= box.full_hi[r];
+  }
+  kv.masked = !inside;
+  return kv;
+}
+
+// Key indices (group coordinates) of row `row` of a KV tile; false when the row lies past the KV
+// range (those rows are zero-filled and masked).
+FNA_DEVICE bool kv_row(const TileShape& t, const QBox& box, const KvTile& kv, int row, int* j) {
+  int l[3];
+  box_coords(row, t.kv_shift, l);
+  bool ok = true;
+#pragma unroll
+  for (int r = 0; r < 3; ++r) {
+    j[r] = kv.base[r] + l[r];
+    ok = ok && j[r] < box.kv_hi[r];
+  }
+  return ok;
+}
+
+// Whether a query with window `w` attends KV-tile row `row` (group coordinates via kv_row).
+FNA_DEVICE bool attends(const TileShape& t, const KvTile& kv, const RowWindow& w, int row) {
+  int l[3];
+  box_coords(row, t.kv_shift, l);
+  bool ok = true;
+#pragma unroll
+  for (int r = 0; r < 3; ++r) {
+    const int j = kv.base[r] + l[r];
+    ok = ok && j >= w.lo[r] && j < w.hi[r];
+  }
+  return ok;
+}
+
+}  // namespace fna::cuda::fused

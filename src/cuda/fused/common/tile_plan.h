@@ -1,0 +1,124 @@
+// Host-side tile planner of the fused family: picks the Q box and KV box shapes for a problem.
+//
+// Cost rule (DESIGN.md section 10): a Q box covering [a, b] on an axis visits the KV range
+// [start(a), end(b)) of extent E, in KV boxes that start at the range's first key, so it loads
+// ceil(E / kt) * kt keys on that axis. Work is the product over axes, and since the set of Q
+// boxes is a Cartesian product of per-axis (group, box) choices, the total visited work is
+//   block_m * prod_r V_r(qt_r, kt_r),   V_r = sum over groups and boxes of ceil(E / kt_r) * kt_r.
+// Padding queries (boxes hanging over the group end) are counted too, since a block pays for
+// them. The planner minimizes this over power-of-two box shapes with prod qt = block_m and
+// prod kt = block_n, i.e. it minimizes visited KV tokens per useful (query, key) pair.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "common/neighborhood.h"
+#include "cuda/fused/common/fused_params.h"
+
+namespace fna::cuda::fused {
+
+// KV range extents E of every Q box of extent qt along axis `a`, over all dilation groups.
+inline std::vector<int64_t> axis_range_extents(const Axis& a, int64_t qt) {
+  std::vector<int64_t> out;
+  for (int64_t g = 0; g < a.dilation; ++g) {
+    const int64_t lg = group_length(a, g);
+    for (int64_t i0 = 0; i0 < lg; i0 += qt) {
+      const int64_t i1 = min64(i0 + qt, lg) - 1;
+      int64_t s0, e0, s1, e1;
+      window_in_group(a, lg, i0, &s0, &e0);
+      window_in_group(a, lg, i1, &s1, &e1);
+      out.push_back(e1 - s0);
+    }
+  }
+  return out;
+}
+
+inline int log2_exact(int64_t x) {
+  int s = 0;
+  while ((int64_t{1} << s) < x) ++s;
+  return s;
+}
+
+// Q boxes per axis per group for a Q box extent qt: ceil(ceil(L / d) / qt).
+inline int64_t q_tiles_per_axis(const Axis& a, int64_t qt) {
+  return ceil_div(ceil_div(a.extent, a.dilation), qt);
+}
+
+// The planned shapes and their cost (visited KV keys summed over all Q boxes, spatial part).
+struct TilePlan {
+  TileShape shape;
+  double visited = 0;  // block_m * prod_r V_r: (query, key) pairs the kernel computes
+  double useful = 0;   // attended pairs (spatial)
+};
+
+// block_m, block_n: powers of two (rows of a Q / KV tile).
+inline TilePlan plan_tiles(const Neighborhood& nb, int block_m, int block_n) {
+  const int lm = log2_exact(block_m), ln = log2_exact(block_n);
+  const int rank = nb.rank;
+  // cost[r][qs][ks] = V_r(2^qs, 2^ks)
+  std::vector<std::vector<std::vector<double>>> cost(rank);
+  for (int r = 0; r < rank; ++r) {
+    cost[r].assign(lm + 1, std::vector<double>(ln + 1, 0));
+    for (int qs = 0; qs <= lm; ++qs) {
+      const std::vector<int64_t> ext = axis_range_extents(nb.axis[r], int64_t{1} << qs);
+      for (int ks = 0; ks <= ln; ++ks) {
+        const int64_t kt = int64_t{1} << ks;
+        double v = 0;
+        for (int64_t e : ext) v += static_cast<double>(ceil_div(e, kt) * kt);
+        cost[r][qs][ks] = v;
+      }
+    }
+  }
+  TilePlan best;
+  best.visited = std::numeric_limits<double>::infinity();
+  int qs[3] = {0, 0, 0}, ks[3] = {0, 0, 0};
+  // Enumerate splits of lm (and ln) over the used axes; the last axis takes the remainder.
+  // Ties keep the first split found, which gives the last (contiguous) axis the largest boxes.
+  auto for_splits = [rank](int total, auto&& fn) {
+    int s[3] = {0, 0, 0};
+    if (rank == 1) {
+      s[0] = total;
+      fn(s);
+    } else if (rank == 2) {
+      for (int a = 0; a <= total; ++a) {
+        s[0] = a;
+        s[1] = total - a;
+        fn(s);
+      }
+    } else {
+      for (int a = 0; a <= total; ++a)
+        for (int b = 0; a + b <= total; ++b) {
+          s[0] = a;
+          s[1] = b;
+          s[2] = total - a - b;
+          fn(s);
+        }
+    }
+  };
+  for_splits(lm, [&](const int* q) {
+    for_splits(ln, [&](const int* k) {
+      double v = block_m;
+      for (int r = 0; r < rank; ++r) v *= cost[r][q[r]][k[r]];
+      if (v < best.visited) {
+        best.visited = v;
+        for (int r = 0; r < 3; ++r) {
+          qs[r] = q[r];
+          ks[r] = k[r];
+        }
+      }
+    });
+  });
+  for (int r = 0; r < 3; ++r) {
+    best.shape.q_shift[r] = r < rank ? qs[r] : 0;
+    best.shape.kv_shift[r] = r < rank ? ks[r] : 0;
+    best.shape.q_tiles[r] =
+        r < rank ? static_cast<int>(q_tiles_per_axis(nb.axis[r], int64_t{1} << qs[r])) : 1;
+  }
+  best.useful = 1;
+  for (int r = 0; r < rank; ++r) best.useful *= static_cast<double>(axis_attended_pairs(nb.axis[r]));
+  return best;
+}
+
+}  // namespace fna::cuda::fused

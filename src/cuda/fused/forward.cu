@@ -1,0 +1,149 @@
+// run_forward of backend `cuda-fused`: turns the API arguments into FwdParams, plans the tiles and
+// dispatches to the generated (storage type, head dim) instance.
+#include <array>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "common/problem_util.h"
+#include "cuda/fused/common/fused_params.h"
+#include "cuda/fused/common/tile_plan.h"
+#include "cuda/fused/fused_config.h"
+#include "cuda/fused/fused_launch.h"
+#include "cuda/fused/sm80/launch_fwd.h"
+#include "fna/error.h"
+
+namespace fna::cuda::fused {
+namespace {
+
+TokenStrides token_strides(const TensorView& t, int rank) {
+  TokenStrides s;
+  s.b = t.strides[0];
+  for (int r = 0; r < rank; ++r) s.x[r] = t.strides[1 + r];
+  s.h = t.strides[1 + rank];
+  return s;
+}
+
+// Whether every row of `t` starts on a 16-byte boundary (pointer and all non-unit strides).
+bool rows_aligned(const TensorView& t) {
+  const int64_t chunk = 16 / dtype_size(t.dtype);
+  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
+  for (int i = 0; i + 1 < t.rank(); ++i)
+    if (t.strides[i] % chunk != 0 && t.shape[i] > 1) return false;
+  return true;
+}
+
+// The planner is O(sum of extents) per call; problems repeat, so plans are cached.
+TileShape cached_plan(const Neighborhood& nb, int block_m, int block_n) {
+  using Key = std::array<int64_t, 18>;
+  Key key{nb.rank, block_m, block_n};
+  for (int r = 0; r < 3; ++r) {
+    const Axis& a = nb.axis[r];
+    key[3 + 5 * r] = a.extent;
+    key[4 + 5 * r] = a.window;
+    key[5 + 5 * r] = a.stride;
+    key[6 + 5 * r] = a.dilation;
+    key[7 + 5 * r] = a.causal;
+  }
+  static std::mutex mutex;
+  static std::map<Key, TileShape> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  if (cache.size() > 4096) cache.clear();
+  const TileShape shape = plan_tiles(nb, block_m, block_n).shape;
+  cache.emplace(key, shape);
+  return shape;
+}
+
+template <class Element, int kHeadDim>
+void launch(FwdParams& p, cudaStream_t stream) {
+  if constexpr (head_dim_built(kHeadDim)) {
+    using Shape = FwdBlockShape<Element, kHeadDim>;
+    p.tile = cached_plan(p.nb, Shape::kBlockM, Shape::kBlockN);
+    int64_t boxes = 1;
+    for (int r = 0; r < 3; ++r) boxes *= p.nb.axis[r].dilation * p.tile.q_tiles[r];
+    if (boxes > 0x7fffffff)
+      throw Error(ErrorKind::kInvalidArgument,
+                  "fna: cuda-fused: the grid has " + std::to_string(boxes) +
+                      " query tiles, more than a CUDA grid holds (2^31 - 1)");
+    const dim3 grid(static_cast<unsigned>(boxes), static_cast<unsigned>(p.heads_q),
+                    static_cast<unsigned>(p.batch));
+    launch_fwd_sm80<Element, kHeadDim>(p, grid, stream);
+  } else {
+    throw Error(ErrorKind::kNotAvailable,
+                "fna: cuda-fused: head_dim " + std::to_string(kHeadDim) +
+                    " is not compiled: enable with FNA_HEAD_DIMS=" + std::to_string(kHeadDim));
+  }
+}
+
+template <class Element>
+void dispatch_head_dim(FwdParams& p, int head_dim, cudaStream_t stream) {
+  switch (head_dim) {
+    case 32: return launch<Element, 32>(p, stream);
+    case 64: return launch<Element, 64>(p, stream);
+    case 128: return launch<Element, 128>(p, stream);
+    case 256: return launch<Element, 256>(p, stream);
+    default:
+      throw Error(ErrorKind::kNotAvailable, "fna: cuda-fused: head_dim " +
+                                                std::to_string(head_dim) +
+                                                " is not supported (supported: 32, 64, 128, 256)");
+  }
+}
+
+}  // namespace
+
+void run_forward(const Problem& pr, const ForwardArgs& args, const Options& options) {
+  FwdParams p;
+  const int rank = pr.rank;
+  p.q = args.q.data;
+  p.k = args.k.data;
+  p.v = args.v.data;
+  p.out = args.out.data;
+  p.q_stride = token_strides(args.q, rank);
+  p.k_stride = token_strides(args.k, rank);
+  p.v_stride = token_strides(args.v, rank);
+  p.out_stride = token_strides(args.out, rank);
+  bool aligned = rows_aligned(args.q) && rows_aligned(args.k) && rows_aligned(args.v) &&
+                 rows_aligned(args.out);
+  if (args.lse) {
+    p.lse = static_cast<float*>(args.lse->data);
+    const TensorView& l = *args.lse;
+    p.lse_stride.b = l.strides[0];
+    for (int r = 0; r < rank; ++r) p.lse_stride.x[r] = l.strides[1 + r];
+    p.lse_stride.h = l.strides[1 + rank];
+  }
+  if (pr.additional_kv > 0) {
+    p.add_k = args.additional_k->data;
+    p.add_v = args.additional_v->data;
+    p.add_k_stride = token_strides(*args.additional_k, 1);
+    p.add_v_stride = token_strides(*args.additional_v, 1);
+    aligned = aligned && rows_aligned(*args.additional_k) && rows_aligned(*args.additional_v);
+  }
+  p.nb = make_neighborhood(pr);
+  p.batch = pr.batch;
+  p.heads_q = static_cast<int>(pr.heads_q);
+  p.heads_ratio = static_cast<int>(pr.heads_q / pr.heads_kv);
+  p.additional_kv = static_cast<int>(pr.additional_kv);
+  p.scale = static_cast<float>(pr.effective_scale());
+  p.scale_log2 = static_cast<float>(pr.effective_scale() * 1.4426950408889634);
+  p.aligned = aligned;
+  cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
+  switch (args.q.dtype) {
+    case DType::kFloat32: return dispatch_head_dim<float>(p, static_cast<int>(pr.head_dim), stream);
+#if defined(FNA_BUILT_FP16)
+    case DType::kFloat16:
+      return dispatch_head_dim<cutlass::half_t>(p, static_cast<int>(pr.head_dim), stream);
+#endif
+#if defined(FNA_BUILT_BF16)
+    case DType::kBFloat16:
+      return dispatch_head_dim<cutlass::bfloat16_t>(p, static_cast<int>(pr.head_dim), stream);
+#endif
+    default:
+      throw Error(ErrorKind::kNotAvailable,
+                  std::string("fna: cuda-fused: dtype ") + dtype_name(args.q.dtype) +
+                      " is not compiled: enable with FNA_DTYPES=" + dtype_name(args.q.dtype));
+  }
+}
+
+}  // namespace fna::cuda::fused

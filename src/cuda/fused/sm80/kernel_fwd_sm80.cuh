@@ -1,0 +1,244 @@
+// The fused neighborhood-attention forward kernel for sm_80+ (mma.sync through CuTe).
+//
+// One block computes one Q box (a small box of the grid in dilation-group coordinates, see
+// tile_geometry.cuh) for one (batch, head). It visits the KV boxes that tile the box's KV range,
+// then the additional-KV tiles, flash-attention-2 style: S = Q K^T in fp32, online softmax with
+// exp2, O += P V, and finally O / rowsum and lse. KV boxes entirely inside every query's window
+// skip masking. Out-of-range KV rows are zero-filled, so masked P = 0 never meets a NaN.
+//
+// Pipeline (single K and V buffers): K of tile t+1 loads while softmax and P V of tile t run; V of
+// tile t loads while S of tile t is computed.
+#pragma once
+
+#include <cute/tensor.hpp>
+
+#include <cmath>
+
+#include "cuda/fused/common/cute_utils.cuh"
+#include "cuda/fused/common/fused_params.h"
+#include "cuda/fused/common/gather_copy.cuh"
+#include "cuda/fused/common/softmax.cuh"
+#include "cuda/fused/common/tile_geometry.cuh"
+#include "cuda/fused/sm80/kernel_traits_fwd_sm80.cuh"
+
+namespace fna::cuda::fused {
+
+// Stores two adjacent output elements (a 4- or 8-byte store when the row start is aligned).
+template <class Element>
+__device__ __forceinline__ void store_pair(Element* dst, float a, float b, bool aligned) {
+  if (aligned) {
+    cutlass::Array<Element, 2> v;
+    v[0] = static_cast<Element>(a);
+    v[1] = static_cast<Element>(b);
+    *reinterpret_cast<cutlass::Array<Element, 2>*>(dst) = v;
+  } else {
+    dst[0] = static_cast<Element>(a);
+    dst[1] = static_cast<Element>(b);
+  }
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kNThreads, 1)
+    fwd_kernel_sm80(const __grid_constant__ FwdParams p) {
+  using namespace cute;
+  using Element = typename Traits::Element;
+  using SmemT = typename Traits::SmemT;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kHeadDim = Traits::kHeadDim;
+  constexpr int kNThreads = Traits::kNThreads;
+
+  // Block-uniform geometry lives in shared memory: in registers it would cost ~50 registers
+  // per thread next to the accumulators (the row windows are read only on masked tiles).
+  __shared__ QBox box;
+  __shared__ RowWindow windows_smem[Traits::kBlockM];
+  __shared__ bool box_nonempty;
+  if (threadIdx.x == 0) box_nonempty = make_q_box(p.nb, p.tile, blockIdx.x, &box);
+  __syncthreads();
+  if (!box_nonempty) return;
+  const TileShape& ts = p.tile;
+  for (int row = threadIdx.x; row < kBlockM; row += kNThreads)
+    windows_smem[row] = row_window(p.nb, ts, box, row);
+  const int h = blockIdx.y;
+  const int hk = h / p.heads_ratio;  // GQA/MQA: K/V are read in place, never repeated
+  const int64_t b = blockIdx.z;
+
+  extern __shared__ __align__(128) char smem[];
+  Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<SmemT*>(smem)),
+                          typename Traits::SmemLayoutQ{});                   // (M, D)
+  Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});  // (N, D)
+  Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});  // (N, D)
+  Tensor sVt = make_tensor(sV.data(), typename Traits::SmemLayoutVt{});            // (D, N)
+  Tensor sVtNoSwizzle =
+      make_tensor(sV.data().get(), typename Traits::SmemLayoutVtNoSwizzle{});      // (D, N)
+
+  // ---- gathers -----------------------------------------------------------------------------
+  const Element* q_ptr = static_cast<const Element*>(p.q);
+  const Element* k_ptr = static_cast<const Element*>(p.k);
+  const Element* v_ptr = static_cast<const Element*>(p.v);
+  const Element* ak_ptr = static_cast<const Element*>(p.add_k);
+  const Element* av_ptr = static_cast<const Element*>(p.add_v);
+  const int num_spatial = box.num_kv_tiles;
+  const int num_tiles = num_spatial + (p.additional_kv + kBlockN - 1) / kBlockN;
+
+  auto spatial_row = [&](const TokenStrides& s, const KvTile& kv, int row) -> int64_t {
+    int j[3];
+    if (!kv_row(ts, box, kv, row, j)) return -1;
+    int y[3];
+    CUTE_UNROLL
+    for (int r = 0; r < 3; ++r) y[r] = box.coord(p.nb, r, j[r]);
+    return token_offset(s, b, y, hk);
+  };
+  auto additional_row = [&](const TokenStrides& s, int first, int row) -> int64_t {
+    const int a = first + row;
+    if (a >= p.additional_kv) return -1;
+    return b * s.b + int64_t(a) * s.x[0] + int64_t(hk) * s.h;
+  };
+  // Gathers K (or V) of tile `tile` into `dst`.
+  auto load_kv = [&](int tile, const Element* spatial, const TokenStrides& ss,
+                     const Element* extra, const TokenStrides& es, auto& dst) {
+    if (tile < num_spatial) {
+      const KvTile kv = make_kv_tile(ts, box, tile);
+      gather_rows<kBlockN, kHeadDim, kNThreads>(
+          spatial, dst, p.aligned, [&](int row) { return spatial_row(ss, kv, row); });
+    } else {
+      const int first = (tile - num_spatial) * kBlockN;
+      gather_rows<kBlockN, kHeadDim, kNThreads>(
+          extra, dst, p.aligned, [&](int row) { return additional_row(es, first, row); });
+    }
+  };
+
+  gather_rows<kBlockM, kHeadDim, kNThreads>(q_ptr, sQ, p.aligned, [&](int row) -> int64_t {
+    int i[3];
+    if (!row_valid(ts, box, row, i)) return -1;
+    int x[3];
+    CUTE_UNROLL
+    for (int r = 0; r < 3; ++r) x[r] = box.coord(p.nb, r, i[r]);
+    return token_offset(p.q_stride, b, x, h);
+  });
+  if (num_tiles > 0) load_kv(0, k_ptr, p.k_stride, ak_ptr, p.add_k_stride, sK);
+  cp_async_commit();
+
+  // ---- MMA partitions ------------------------------------------------------------------------
+  typename Traits::TiledMma tiled_mma;
+  auto thr_mma = tiled_mma.get_thread_slice(threadIdx.x);
+  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);            // (MMA, MMA_M, MMA_K)
+  Tensor tSrK = thr_mma.partition_fragment_B(sK);            // (MMA, MMA_N, MMA_K)
+  Tensor tOrVt = thr_mma.partition_fragment_B(sVtNoSwizzle);  // (MMA, MMA_D, MMA_N)
+  Tensor acc_o = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_D)
+  auto copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
+  auto copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
+  auto copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, tiled_mma);
+  Tensor tSsQ = copy_q.get_thread_slice(threadIdx.x).partition_S(sQ);
+  Tensor tSsK = copy_k.get_thread_slice(threadIdx.x).partition_S(sK);
+  Tensor tOsVt = copy_v.get_thread_slice(threadIdx.x).partition_S(sVt);
+
+  // Coordinates (row, col) of this thread's score elements, in the (rows, cols) view.
+  Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
+  Tensor tScS = thr_mma.partition_C(cS);
+  Tensor tScS_rc = make_tensor(tScS.data(), acc_rowcol(tScS.layout()));  // (rows, cols)
+  constexpr int kRows = decltype(size<0>(tScS_rc))::value;
+  constexpr int kCols = decltype(size<1>(tScS_rc))::value;
+
+  OnlineSoftmax<kRows> softmax;
+  softmax.init();
+  clear(acc_o);
+  Tensor o_rc = make_tensor(acc_o.data(), acc_rowcol(acc_o.layout()));  // (rows, dims)
+
+  // ---- main loop -----------------------------------------------------------------------------
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
+    clear(acc_s);
+    cp_async_wait<0>();
+    __syncthreads();  // K of this tile (and Q) landed; every warp is done reading V of the last
+    load_kv(tile, v_ptr, p.v_stride, av_ptr, p.add_v_stride, sV);
+    cp_async_commit();
+
+    gemm_ss(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, copy_q, copy_k);
+
+    Tensor s = make_tensor(acc_s.data(), acc_rowcol(acc_s.layout()));  // (rows, cols)
+    CUTE_UNROLL
+    for (int e = 0; e < size(s); ++e) s(e) *= p.scale_log2;
+    if (tile < num_spatial) {
+      const KvTile kv = make_kv_tile(ts, box, tile);
+      if (kv.masked) {
+        CUTE_UNROLL
+        for (int j = 0; j < kCols; ++j) {
+          int l[3];  // key of this column, box-local, then group coordinates
+          box_coords(get<1>(tScS_rc(0, j)), ts.kv_shift, l);
+          CUTE_UNROLL
+          for (int r = 0; r < 3; ++r) l[r] += kv.base[r];
+          CUTE_UNROLL
+          for (int i = 0; i < kRows; ++i) {
+            const RowWindow& w = windows_smem[get<0>(tScS_rc(i, 0))];
+            bool in = true;
+            CUTE_UNROLL
+            for (int r = 0; r < 3; ++r) in = in && l[r] >= w.lo[r] && l[r] < w.hi[r];
+            if (!in) s(i, j) = -INFINITY;
+          }
+        }
+      }
+    } else {
+      const int first = (tile - num_spatial) * kBlockN;
+      if (first + kBlockN > p.additional_kv) {
+        CUTE_UNROLL
+        for (int i = 0; i < kRows; ++i)
+          CUTE_UNROLL
+          for (int j = 0; j < kCols; ++j)
+            if (first + get<1>(tScS_rc(i, j)) >= p.additional_kv) s(i, j) = -INFINITY;
+      }
+    }
+
+    cp_async_wait<0>();
+    __syncthreads();  // V of this tile landed; every warp is done reading K
+    if (tile + 1 < num_tiles) load_kv(tile + 1, k_ptr, p.k_stride, ak_ptr, p.add_k_stride, sK);
+    cp_async_commit();
+
+    softmax.update(s, o_rc);
+
+    if constexpr (Traits::kTf32) {
+      // P goes through shared memory (see SmemLayoutP). Each warp writes and reads only its own
+      // rows, so a warp barrier suffices.
+      Tensor sP = make_tensor(
+          make_smem_ptr(reinterpret_cast<SmemT*>(smem + Traits::kSmemQ + 2 * Traits::kSmemKV)),
+          typename Traits::SmemLayoutP{});  // (M, N)
+      Tensor tPsP = thr_mma.partition_C(sP);
+      __syncwarp();
+      CUTE_UNROLL
+      for (int e = 0; e < size(acc_s); ++e) tPsP(e) = SmemT(acc_s(e));
+      __syncwarp();
+      auto copy_p = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
+      Tensor tOrP = thr_mma.partition_fragment_A(sP);  // (MMA, MMA_M, MMA_N)
+      Tensor tOsP = copy_p.get_thread_slice(threadIdx.x).partition_S(sP);
+      gemm_ss(acc_o, tOrP, tOrVt, tOsP, tOsVt, tiled_mma, copy_p, copy_v);
+    } else {
+      Tensor r_p = convert_fragment<SmemT>(acc_s);
+      Tensor tOrP = make_tensor(r_p.data(), acc_as_a_operand(r_p.layout()));  // ((4, 2), MMA_M, MMA_N / 2)
+      gemm_rs(acc_o, tOrP, tOrVt, tOsVt, tiled_mma, copy_v);
+    }
+  }
+  cp_async_wait<0>();
+
+  // ---- epilogue: O / rowsum, lse ---------------------------------------------------------------
+  float lse[kRows];
+  softmax.finalize(o_rc, lse);
+  Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  Tensor tOcO = thr_mma.partition_C(cO);
+  Tensor tOcO_rc = make_tensor(tOcO.data(), acc_rowcol(tOcO.layout()));  // (rows, dims)
+  Element* out_ptr = static_cast<Element*>(p.out);
+  CUTE_UNROLL
+  for (int i = 0; i < kRows; ++i) {
+    int qi[3];
+    if (!row_valid(ts, box, get<0>(tOcO_rc(i, 0)), qi)) continue;
+    int x[3];
+    CUTE_UNROLL
+    for (int r = 0; r < 3; ++r) x[r] = box.coord(p.nb, r, qi[r]);
+    Element* row = out_ptr + token_offset(p.out_stride, b, x, h);
+    CUTE_UNROLL
+    for (int j = 0; j < size<1>(o_rc); j += 2)
+      store_pair(row + get<1>(tOcO_rc(i, j)), o_rc(i, j), o_rc(i, j + 1), p.aligned);
+    if (p.lse != nullptr && threadIdx.x % 4 == 0) p.lse[token_offset(p.lse_stride, b, x, h)] = lse[i];
+  }
+}
+
+}  // namespace fna::cuda::fused
