@@ -1,0 +1,180 @@
+// GPU tests of backend `cuda-fused`: forward and backward against the float64 oracle on
+// DESIGN.md section 7's shape grid and on a seeded random sweep, with every layout (contiguous,
+// padded/permuted/offset, interleaved qkv) and every compiled head dim and dtype. Outputs start
+// poisoned. FNA_TEST_SEED / FNA_TEST_COUNT / FNA_LONG_TESTS=1 as in tests/cpp.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "device_case.h"
+#include "harness.h"
+
+namespace {
+
+using fna::Backend;
+using fna::DType;
+using fna::Problem;
+using fna_test::CaseSpec;
+using fna_test::Layout;
+
+constexpr Backend kBackend = Backend::kCudaFused;
+const int kHeadDims[] = {32, 64, 128, 256};
+const DType kDTypes[] = {DType::kBFloat16, DType::kFloat16, DType::kFloat32};
+
+bool runnable(const Problem& p, DType dt) {
+  return fna::backend_unavailable_reason(kBackend, p, dt, fna::Device{fna::DeviceType::kCUDA, 0})
+      .empty();
+}
+
+Problem make(int rank, std::vector<int64_t> extent, std::vector<int64_t> window,
+             std::vector<int64_t> stride = {}, std::vector<int64_t> dilation = {},
+             std::vector<int> causal = {}) {
+  Problem p;
+  p.rank = rank;
+  for (int r = 0; r < rank; ++r) {
+    p.extent[r] = extent[r];
+    p.window[r] = window[r];
+    p.stride[r] = stride.empty() ? 1 : stride[r];
+    p.dilation[r] = dilation.empty() ? 1 : dilation[r];
+    p.causal[r] = causal.empty() ? false : causal[r] != 0;
+  }
+  p.batch = 1;
+  p.heads_q = p.heads_kv = 1;
+  p.head_dim = p.head_dim_v = 64;
+  return p;
+}
+
+// DESIGN.md section 7: odd extents, odd and even windows, window = extent, stride, dilation,
+// every causal combination, GQA, additional KV; plus problems large enough for several Q boxes,
+// unmasked KV tiles and partial boxes at group ends.
+std::vector<Problem> shape_grid() {
+  std::vector<Problem> g;
+  for (int64_t L : {1, 3, 13, 37, 113}) {
+    for (int64_t K : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{7}, int64_t{8}, L}) {
+      if (K > L) continue;
+      g.push_back(make(1, {L}, {K}));
+      if (K > 1) g.push_back(make(1, {L}, {K}, {K}));        // blocked
+      if (2 * K <= L) g.push_back(make(1, {L}, {K}, {1}, {2}));  // dilation
+      g.push_back(make(1, {L}, {K}, {1}, {1}, {1}));         // causal
+    }
+  }
+  g.push_back(make(1, {300}, {37}, {5}, {3}, {0}));
+  for (int c0 : {0, 1})
+    for (int c1 : {0, 1}) g.push_back(make(2, {13, 37}, {5, 8}, {1, 3}, {2, 1}, {c0, c1}));
+  for (int c = 0; c < 8; ++c)
+    g.push_back(make(3, {5, 7, 9}, {3, 4, 5}, {1, 2, 1}, {1, 1, 2}, {c & 1, (c >> 1) & 1, c >> 2}));
+  g.push_back(make(2, {37, 13}, {37, 13}));  // window = extent: self attention
+  g.push_back(make(2, {40, 48}, {13, 13}));
+  g.push_back(make(2, {33, 47}, {8, 12}, {4, 4}));
+  g.push_back(make(3, {9, 16, 20}, {5, 7, 9}, {1, 1, 1}));
+  g.push_back(make(3, {8, 16, 16}, {8, 8, 8}, {8, 8, 8}));  // perfectly block-sparse
+  g.push_back(make(3, {7, 12, 15}, {4, 5, 6}, {2, 3, 1}, {1, 2, 2}, {1, 0, 1}));
+  // GQA / MQA and additional KV
+  Problem gqa = make(2, {13, 37}, {7, 9});
+  gqa.heads_q = 6;
+  gqa.heads_kv = 2;
+  gqa.batch = 2;
+  g.push_back(gqa);
+  Problem mqa = make(1, {113}, {17}, {1}, {2}, {1});
+  mqa.heads_q = 4;
+  mqa.heads_kv = 1;
+  mqa.additional_kv = 3;
+  g.push_back(mqa);
+  Problem add = make(3, {5, 8, 9}, {3, 5, 5});
+  add.additional_kv = 77;  // two additional tiles, the last partial
+  add.heads_q = add.heads_kv = 2;
+  g.push_back(add);
+  return g;
+}
+
+std::string run_grid(bool backward) {
+  std::string failures;
+  int ran = 0;
+  uint64_t seed = fna_test::base_seed();
+  for (const Problem& base : shape_grid()) {
+    for (int d : kHeadDims) {
+      for (DType dt : kDTypes) {
+        Problem p = base;
+        p.head_dim = p.head_dim_v = d;
+        if (p.tokens() > 800 && (d > 64 || dt != DType::kBFloat16)) continue;  // oracle time
+        if (!runnable(p, dt)) continue;
+        CaseSpec spec;
+        spec.problem = p;
+        spec.dtype = dt;
+        spec.seed = ++seed;
+        spec.layout = seed % 3 == 0 ? Layout::kStrided
+                      : seed % 3 == 1 || p.heads_q != p.heads_kv ? Layout::kContiguous
+                                                                   : Layout::kInterleaved;
+        spec.with_lse = seed % 5 != 0;
+        spec.backward = backward;
+        const auto r = fna_gpu_test::run_device_case(spec, kBackend);
+        ++ran;
+        if (!r.failure.empty()) failures += spec.describe() + ": " + r.failure + "\n";
+      }
+    }
+  }
+  std::printf("shape grid (%s): %d cases\n", backward ? "fwd+bwd" : "fwd", ran);
+  return failures;
+}
+
+std::string run_sweep(bool backward) {
+  std::string failures;
+  const int count = fna_test::sweep_count(backward ? 120 : 200);
+  const uint64_t base = fna_test::base_seed() + (backward ? 1000003 : 0);
+  int ran = 0;
+  for (int i = 0; i < count; ++i) {
+    const uint64_t seed = base + i;
+    std::mt19937_64 rng(seed);
+    Problem p = fna_test::random_problem(rng);
+    p.head_dim = p.head_dim_v = kHeadDims[rng() % 4];
+    const DType dt = kDTypes[rng() % 3];
+    if (!runnable(p, dt)) continue;
+    CaseSpec spec;
+    spec.problem = p;
+    spec.dtype = dt;
+    spec.seed = seed;
+    spec.layout = fna_test::random_layout(rng, p);
+    spec.with_lse = rng() % 4 != 0;
+    spec.backward = backward;
+    const auto r = fna_gpu_test::run_device_case(spec, kBackend);
+    ++ran;
+    if (!r.failure.empty())
+      failures += "seed " + std::to_string(seed) + " " + spec.describe() + ": " + r.failure + "\n";
+  }
+  std::printf("random sweep (%s): %d cases from seed %llu\n", backward ? "fwd+bwd" : "fwd", ran,
+              static_cast<unsigned long long>(base));
+  return failures;
+}
+
+TEST(CudaFusedForward, ShapeGrid) {
+  const std::string f = run_grid(false);
+  EXPECT_TRUE(f.empty()) << f;
+}
+TEST(CudaFusedForward, RandomSweep) {
+  const std::string f = run_sweep(false);
+  EXPECT_TRUE(f.empty()) << f;
+}
+TEST(CudaFusedBackward, ShapeGrid) {
+  const std::string f = run_grid(true);
+  EXPECT_TRUE(f.empty()) << f;
+}
+TEST(CudaFusedBackward, RandomSweep) {
+  const std::string f = run_sweep(true);
+  EXPECT_TRUE(f.empty()) << f;
+}
+
+// `auto` resolves to cuda-fused for CUDA tensors on sm_80+.
+TEST(CudaFused, AutoPicksFused) {
+  Problem p = make(2, {16, 16}, {5, 5});
+  EXPECT_EQ(fna::resolve_backend(p, DType::kBFloat16, fna::Device{fna::DeviceType::kCUDA, 0}),
+            kBackend);
+  p.head_dim_v = 32;
+  EXPECT_NE(fna::backend_unavailable_reason(kBackend, p, DType::kBFloat16,
+                                            fna::Device{fna::DeviceType::kCUDA, 0}),
+            "");
+}
+
+}  // namespace
