@@ -1,0 +1,196 @@
+// run_backward of backend `cuda-fused`: turns the API arguments into BwdParams, plans the tile
+// boxes, allocates the small fp32 workspace (lse, delta) on the stream and dispatches to the
+// generated (storage type, head dim) instance. The backward never uses atomics: every gradient row
+// is written once by the CTA that owns it, so it is deterministic with or without
+// Options::deterministic.
+#include <cuda_runtime_api.h>
+#include <cutlass/numeric_types.h>
+
+#include <array>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "common/problem_util.h"
+#include "cuda/cuda_check.h"
+#include "cuda/fused/backward_launch.h"
+#include "cuda/fused/common/plan_bwd.h"
+#include "cuda/fused/fused_config.h"
+#include "cuda/fused/fused_launch.h"
+#include "fna/error.h"
+
+namespace fna::cuda::fused {
+namespace {
+
+RowView row_view(const TensorView& t, int spatial_rank) {
+  RowView v;
+  v.ptr = t.data;
+  v.sb = t.strides[0];
+  for (int r = 0; r < spatial_rank; ++r) v.sx[r] = t.strides[1 + r];
+  v.sh = t.strides[1 + spatial_rank];
+  return v;
+}
+
+// Whether every row of `t` starts on a 16-byte boundary (pointer and all non-unit strides).
+bool rows_aligned(const TensorView& t) {
+  const int64_t chunk = 16 / dtype_size(t.dtype);
+  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
+  for (int i = 0; i + 1 < t.rank(); ++i)
+    if (t.strides[i] % chunk != 0 && t.shape[i] > 1) return false;
+  return true;
+}
+
+// The planner is O(sum of extents) per call; problems repeat, so plans are cached.
+BwdPlan cached_plan(const Neighborhood& nb) {
+  using Key = std::array<int64_t, 16>;
+  Key key{nb.rank};
+  for (int r = 0; r < 3; ++r) {
+    const Axis& a = nb.axis[r];
+    key[1 + 5 * r] = a.extent;
+    key[2 + 5 * r] = a.window;
+    key[3 + 5 * r] = a.stride;
+    key[4 + 5 * r] = a.dilation;
+    key[5 + 5 * r] = a.causal;
+  }
+  static std::mutex mutex;
+  static std::map<Key, BwdPlan> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  if (cache.size() > 4096) cache.clear();
+  const BwdPlan plan = plan_backward(nb);
+  cache.emplace(key, plan);
+  return plan;
+}
+
+template <class Element, int kHeadDim>
+void launch(const BwdParams& p, cudaStream_t stream) {
+  if constexpr (head_dim_built(kHeadDim)) {
+    launch_bwd_sm80<Element, kHeadDim>(p, stream);
+  } else {
+    throw Error(ErrorKind::kNotAvailable,
+                "fna: cuda-fused backward: head_dim " + std::to_string(kHeadDim) +
+                    " is not compiled: enable with FNA_HEAD_DIMS=" + std::to_string(kHeadDim));
+  }
+}
+
+template <class Element>
+void dispatch_head_dim(const BwdParams& p, int64_t head_dim, cudaStream_t stream) {
+  switch (head_dim) {
+    case 32: return launch<Element, 32>(p, stream);
+    case 64: return launch<Element, 64>(p, stream);
+    case 128: return launch<Element, 128>(p, stream);
+    default:
+      throw Error(ErrorKind::kNotAvailable,
+                  "fna: cuda-fused backward: head_dim " + std::to_string(head_dim) +
+                      " is not supported (the backward supports 32, 64, 128)");
+  }
+}
+
+// Restores the calling thread's current CUDA device on scope exit.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    FNA_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device) FNA_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+}  // namespace
+
+void run_backward(const Problem& pr, const BackwardArgs& args, const Options& options) {
+  if (pr.head_dim != 32 && pr.head_dim != 64 && pr.head_dim != 128)
+    throw Error(ErrorKind::kNotAvailable,
+                "fna: cuda-fused backward: head_dim " + std::to_string(pr.head_dim) +
+                    " is not supported (the backward supports 32, 64, 128)");
+  const int rank = pr.rank;
+  BwdParams p;
+  p.nb = make_neighborhood(pr);
+  p.batch = pr.batch;
+  p.heads_q = pr.heads_q;
+  p.heads_kv = pr.heads_kv;
+  p.tokens = pr.tokens();
+  p.nadd = pr.additional_kv;
+  p.scale = static_cast<float>(pr.effective_scale());
+  p.scale_log2 = static_cast<float>(pr.effective_scale() * 1.4426950408889634);
+  p.q = row_view(args.q, rank);
+  p.k = row_view(args.k, rank);
+  p.v = row_view(args.v, rank);
+  p.out = row_view(args.out, rank);
+  p.dout = row_view(args.dout, rank);
+  p.dq = row_view(args.dq, rank);
+  p.dk = row_view(args.dk, rank);
+  p.dv = row_view(args.dv, rank);
+  p.lse = row_view(args.lse, rank);
+  bool aligned = true;
+  for (const TensorView* t : {&args.q, &args.k, &args.v, &args.dout, &args.dq, &args.dk, &args.dv})
+    aligned = aligned && rows_aligned(*t);
+  if (pr.additional_kv > 0) {
+    p.ak = row_view(*args.additional_k, 1);
+    p.av = row_view(*args.additional_v, 1);
+    p.dak = row_view(*args.d_additional_k, 1);
+    p.dav = row_view(*args.d_additional_v, 1);
+    for (const TensorView* t : {&*args.additional_k, &*args.additional_v, &*args.d_additional_k,
+                                &*args.d_additional_v})
+      aligned = aligned && rows_aligned(*t);
+  }
+  p.vec = aligned;
+
+  const BwdPlan plan = cached_plan(p.nb);
+  for (int r = 0; r < 3; ++r) {
+    p.dq_qbox[r] = plan.dq_qbox[r];
+    p.dq_kbox[r] = plan.dq_kbox[r];
+    p.kv_qbox[r] = plan.kv_qbox[r];
+    p.kv_kbox[r] = plan.kv_kbox[r];
+    const int64_t longest = ceil_div(p.nb.axis[r].extent, p.nb.axis[r].dilation);
+    p.dq_tiles[r] = ceil_div(longest, plan.dq_qbox[r]);
+    p.kv_tiles[r] = ceil_div(longest, plan.kv_kbox[r]);
+  }
+  p.add_tiles = ceil_div(pr.additional_kv, kBwdTileRows);
+  int64_t dq_ctas = 1, kv_ctas = p.add_tiles, spatial = 1;
+  for (int r = 0; r < 3; ++r) {
+    dq_ctas *= p.nb.axis[r].dilation * p.dq_tiles[r];
+    spatial *= p.nb.axis[r].dilation * p.kv_tiles[r];
+  }
+  kv_ctas += spatial;
+  if (dq_ctas > 0x7fffffff || kv_ctas > 0x7fffffff)
+    throw Error(ErrorKind::kInvalidArgument,
+                "fna: cuda-fused backward: the grid has " + std::to_string(std::max(dq_ctas, kv_ctas)) +
+                    " tiles, more than a CUDA grid holds (2^31 - 1)");
+
+  DeviceGuard guard(args.q.device.index);
+  cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
+  const int64_t rows = pr.batch * pr.heads_q * p.tokens;
+  float* workspace = nullptr;
+  FNA_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&workspace),
+                                 2 * rows * sizeof(float), stream));
+  p.ws_lse = workspace;
+  p.ws_delta = workspace + rows;
+  try {
+    switch (args.q.dtype) {
+      case DType::kFloat32: dispatch_head_dim<float>(p, pr.head_dim, stream); break;
+#if defined(FNA_BUILT_FP16)
+      case DType::kFloat16: dispatch_head_dim<cutlass::half_t>(p, pr.head_dim, stream); break;
+#endif
+#if defined(FNA_BUILT_BF16)
+      case DType::kBFloat16: dispatch_head_dim<cutlass::bfloat16_t>(p, pr.head_dim, stream); break;
+#endif
+      default:
+        throw Error(ErrorKind::kNotAvailable,
+                    std::string("fna: cuda-fused backward: dtype ") + dtype_name(args.q.dtype) +
+                        " is not compiled: enable with FNA_DTYPES=" + dtype_name(args.q.dtype));
+    }
+  } catch (...) {
+    cudaFreeAsync(workspace, stream);
+    throw;
+  }
+  FNA_CUDA_CHECK(cudaFreeAsync(workspace, stream));
+}
+
+}  // namespace fna::cuda::fused

@@ -1,0 +1,82 @@
+// Launcher of the fused sm_80+ backward for one (dtype, head dim): the delta kernel, then the
+// dK/dV and dQ kernels (independent of each other; both read delta). Included only by the
+// generated instances src/cuda/instances/fused_bwd_hdim<D>_<dtype>_sm80.cu.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda/cuda_check.h"
+#include "cuda/fused/backward_launch.h"
+#include "cuda/fused/sm80/dkdv_bwd_sm80.cuh"
+#include "cuda/fused/sm80/dq_bwd_sm80.cuh"
+
+namespace fna::cuda::fused::sm80 {
+
+inline constexpr int kDeltaWarps = 8;  // rows per CTA of the delta kernel (one warp per row)
+
+// delta = rowsum(dO * O) in fp32 and lse * log2(e), both into [B, Hq, tokens] workspaces.
+template <class Element, int kHeadDim>
+__global__ void __launch_bounds__(kDeltaWarps * 32) delta_kernel_sm80(const __grid_constant__ BwdParams p) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kDeltaWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= p.batch * p.tokens * p.heads_q) return;
+  const int64_t h = row % p.heads_q, t = (row / p.heads_q) % p.tokens;
+  const int64_t b = row / (p.heads_q * p.tokens);
+  int64_t x[3] = {0, 0, 0};
+  p.nb.coords(t, x);
+  int64_t off_o = b * p.out.sb + h * p.out.sh, off_do = b * p.dout.sb + h * p.dout.sh;
+  int64_t off_lse = b * p.lse.sb + h * p.lse.sh;
+  for (int r = 0; r < p.nb.rank; ++r) {
+    off_o += x[r] * p.out.sx[r];
+    off_do += x[r] * p.dout.sx[r];
+    off_lse += x[r] * p.lse.sx[r];
+  }
+  const Element* o = static_cast<const Element*>(p.out.ptr) + off_o;
+  const Element* dout = static_cast<const Element*>(p.dout.ptr) + off_do;
+  float acc = 0.f;
+#pragma unroll
+  for (int d = lane; d < kHeadDim; d += 32) acc += static_cast<float>(o[d]) * static_cast<float>(dout[d]);
+#pragma unroll
+  for (int w = 16; w > 0; w /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, w);
+  if (lane == 0) {
+    const int64_t idx = (b * p.heads_q + h) * p.tokens + t;
+    p.ws_delta[idx] = acc;
+    p.ws_lse[idx] = static_cast<const float*>(p.lse.ptr)[off_lse] * 1.4426950408889634f;
+  }
+}
+
+}  // namespace fna::cuda::fused::sm80
+
+namespace fna::cuda::fused {
+
+template <class Element, int kHeadDim>
+void launch_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
+  using namespace sm80;
+  using Traits = BwdTraits<Element, kHeadDim>;
+  const int64_t rows = p.batch * p.tokens * p.heads_q;
+  delta_kernel_sm80<Element, kHeadDim>
+      <<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps), kDeltaWarps * 32, 0, stream>>>(p);
+  FNA_CUDA_CHECK(cudaGetLastError());
+
+  constexpr int kSmem = sizeof(BwdSmem<Traits>);
+  int64_t kv_tiles = p.add_tiles, dq_tiles = 1, spatial = 1;
+  for (int r = 0; r < 3; ++r) {
+    spatial *= p.nb.axis[r].dilation * p.kv_tiles[r];
+    dq_tiles *= p.nb.axis[r].dilation * p.dq_tiles[r];
+  }
+  kv_tiles += spatial;
+  FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<Traits>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  FNA_CUDA_CHECK(cudaFuncSetAttribute(dq_kernel_sm80<Traits>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  const dim3 kv_grid(static_cast<unsigned>(kv_tiles), static_cast<unsigned>(p.heads_kv),
+                     static_cast<unsigned>(p.batch));
+  dkdv_kernel_sm80<Traits><<<kv_grid, Traits::kThreads, kSmem, stream>>>(p);
+  FNA_CUDA_CHECK(cudaGetLastError());
+  const dim3 dq_grid(static_cast<unsigned>(dq_tiles), static_cast<unsigned>(p.heads_q),
+                     static_cast<unsigned>(p.batch));
+  dq_kernel_sm80<Traits><<<dq_grid, Traits::kThreads, kSmem, stream>>>(p);
+  FNA_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace fna::cuda::fused
