@@ -3,7 +3,13 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
+
+import fna
+import oracle
+
+FUNCS = {1: fna.na1d, 2: fna.na2d, 3: fna.na3d}
 
 
 @dataclasses.dataclass
@@ -90,3 +96,49 @@ def make_inputs(case, device="cpu", requires_grad=False):
     if requires_grad:
         ts = [None if t is None else t.detach().requires_grad_() for t in ts]
     return ts
+
+
+def run_case(case, device, backend, backward=True):
+    if backend is not None and backend not in fna.available_backends(device, case.dtype,
+                                                                     case.rank, case.head_dim):
+        pytest.skip(f"backend {backend} cannot run {case.dtype} head_dim {case.head_dim}")
+    inputs = make_inputs(case, device, requires_grad=backward)
+    q, k, v, ak, av = inputs
+    snapshot = [None if t is None else t.detach().clone() for t in inputs]
+    res = FUNCS[case.rank](q, k, v, **case.kwargs(), additional_keys=ak, additional_values=av,
+                           return_lse=case.return_lse, backend=backend)
+    out, lse = res if case.return_lse else (res, None)
+    assert out.shape == (*q.shape[:-1], v.shape[-1]) and out.dtype == q.dtype
+    assert out.device == q.device
+    ref_inputs = [None if t is None else t.detach().cpu().double().requires_grad_()
+                  for t in inputs]
+    rq, rk, rv, rak, rav = ref_inputs
+    ref_out, ref_lse = oracle.attention(rq, rk, rv, case.kernel_size, case.stride, case.dilation,
+                                        case.is_causal, case.scale, rak, rav)
+    tol = oracle.TOL[case.dtype]
+    err = oracle.rel_err(out.detach().cpu(), ref_out.detach())
+    assert err <= tol, f"out error {err:.3g} > {tol} for {case}"
+    if lse is not None:
+        assert lse.dtype == torch.float32 and lse.shape == q.shape[:-1]
+        err = oracle.rel_err(lse.detach().cpu(), ref_lse.detach())
+        assert err <= tol, f"lse error {err:.3g} > {tol} for {case}"
+    for before, t in zip(snapshot, inputs):
+        assert t is None or torch.equal(before, t.detach()), f"an input was modified: {case}"
+    if not backward:
+        return
+    g = torch.Generator().manual_seed(case.seed + 1)
+    gout = torch.randn(ref_out.shape, generator=g, dtype=torch.float64)
+    glse = torch.randn(ref_lse.shape, generator=g, dtype=torch.float64)
+    loss = (out.double() * gout.to(device)).sum()
+    ref_loss = (ref_out * gout).sum()
+    if lse is not None:
+        loss = loss + (lse.double() * glse.to(device)).sum()
+        ref_loss = ref_loss + (ref_lse * glse).sum()
+    wrt = [t for t in inputs if t is not None]
+    grads = torch.autograd.grad(loss, wrt)
+    ref_grads = torch.autograd.grad(ref_loss, [t for t in ref_inputs if t is not None])
+    names = ["dq", "dk", "dv", "d_additional_k", "d_additional_v"]
+    for name, x, gr, ref in zip(names, wrt, grads, ref_grads):
+        assert gr.shape == x.shape and gr.dtype == x.dtype
+        err = oracle.rel_err(gr.cpu(), ref)
+        assert err <= 3 * tol, f"{name} error {err:.3g} > {3 * tol} for {case}"
