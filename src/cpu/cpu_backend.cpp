@@ -11,7 +11,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -44,17 +46,62 @@ const KernelTable& select_kernels() {
   return *table;
 }
 
-// 64-byte aligned fp32 storage (planes are read with unaligned loads, but aligned rows keep a
-// vector of lanes inside one cache line pair).
+// 64-byte aligned fp32 storage, recycled across calls: fresh pages cost a page fault per 4 KiB,
+// which was ~5% of a 64x64 forward. Up to kPoolBytes of released buffers are kept.
+class BufferPool {
+ public:
+  static BufferPool& get() {
+    static BufferPool pool;
+    return pool;
+  }
+  float* acquire(int64_t n, int64_t* capacity) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      int best = -1;
+      for (int i = 0; i < static_cast<int>(free_.size()); ++i)
+        if (free_[i].first >= n && (best < 0 || free_[i].first < free_[best].first)) best = i;
+      if (best >= 0) {
+        *capacity = free_[best].first;
+        float* p = free_[best].second;
+        pooled_ -= *capacity;
+        free_.erase(free_.begin() + best);
+        return p;
+      }
+    }
+    *capacity = n;
+    return static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64)));
+  }
+  void release(float* p, int64_t capacity) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if ((pooled_ + capacity) * static_cast<int64_t>(sizeof(float)) <= kPoolBytes) {
+        free_.emplace_back(capacity, p);
+        pooled_ += capacity;
+        return;
+      }
+    }
+    ::operator delete[](p, std::align_val_t(64));
+  }
+
+ private:
+  static constexpr int64_t kPoolBytes = int64_t{512} << 20;
+  std::mutex mu_;
+  std::vector<std::pair<int64_t, float*>> free_;
+  int64_t pooled_ = 0;
+};
+
 struct FloatBuffer {
-  struct Free {
-    void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
-  };
-  std::unique_ptr<float[], Free> ptr;
-  explicit FloatBuffer(int64_t n = 0)
-      : ptr(n > 0 ? static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64)))
-                  : nullptr) {}
-  float* get() const { return ptr.get(); }
+  float* ptr = nullptr;
+  int64_t capacity = 0;
+  explicit FloatBuffer(int64_t n = 0) {
+    if (n > 0) ptr = BufferPool::get().acquire(n, &capacity);
+  }
+  ~FloatBuffer() {
+    if (ptr) BufferPool::get().release(ptr, capacity);
+  }
+  FloatBuffer(const FloatBuffer&) = delete;
+  FloatBuffer& operator=(const FloatBuffer&) = delete;
+  float* get() const { return ptr; }
 };
 
 // Window tables of every axis and dilation group, the plane layout and the work-unit grid.
@@ -131,10 +178,11 @@ struct Geometry {
 
   // Unit `idx` of units_per_head(); false when it lies past the end of its (shorter) group.
   bool unit(int64_t idx, int64_t head, Unit* u) const {
-    const int64_t chunk = idx % chunks;
-    idx /= chunks;
+    // Line pairs vary fastest: consecutive units share most of their key rows in cache.
     const int64_t pair = idx % pairs;
     idx /= pairs;
+    const int64_t chunk = idx % chunks;
+    idx /= chunks;
     const int64_t o = idx % outer;
     u->group = idx / outer;
     u->head = head;
@@ -180,68 +228,101 @@ struct Geometry {
 };
 
 // ---- conversion between tensors and planes ----------------------------------------------------
+// A conversion task moves one plane line of a run of consecutive heads, so each token's rows of
+// all those heads (contiguous in the usual [..., H, D] layout) stream in one pass; converting one
+// head at a time read 256 B out of every 2 KiB and ran at DRAM latency, not bandwidth.
+// Tokens move in blocks of kLanes x kDimBlock through an L1 tile.
+constexpr int64_t kDimBlock = 64;
 
-// Plane line (group, line) of a [B, ..., H, dim] tensor's (b, head) slice, times `scale`; the
-// padding and lines past the group's end are zero.
+// Lines (group, line) of heads [head0, head0 + nheads) of a [B, ..., H, dim] tensor into
+// planes[h], times `scale`; padding and lines past the group's end are zero.
 template <typename T>
-void fill_line(const Geometry& geo, const T* src, const TokenLayout& lay, int64_t b, int64_t head,
-               int64_t group, int64_t line, int64_t dim, float scale, float* plane) {
-  const int64_t ldn = geo.kg.ldn, last = geo.last;
-  float* dst = plane + (group * geo.kg.lines + line) * dim * ldn;
+void fill_line(const Geometry& geo, const T* src, const TokenLayout& lay, int64_t b, int64_t head0,
+               int64_t nheads, int64_t group, int64_t line, int64_t dim, float scale,
+               float* const* planes) {
+  const int64_t ldn = geo.kg.ldn, last = geo.last, off = (group * geo.kg.lines + line) * dim * ldn;
   int64_t x[3] = {0, 0, 0}, gc[3], n_len = 0;
   if (!geo.line_coords(group, line, x, &n_len, gc)) {
-    std::memset(dst, 0, sizeof(float) * dim * ldn);
+    for (int64_t h = 0; h < nheads; ++h) std::memset(planes[h] + off, 0, sizeof(float) * dim * ldn);
     return;
   }
-  // Eight tokens at a time so each dim row of the plane is written eight floats at once.
+  auto row_of = [&](int64_t n) {
+    x[last] = n * geo.kg.dil[last] + gc[last];
+    return src + lay.offset(b, x, head0);
+  };
+  const int64_t span = ((nheads - 1) * lay.sh + dim) * static_cast<int64_t>(sizeof(T));
+  float tile[kLanes][kDimBlock];
   for (int64_t n0 = 0; n0 < n_len; n0 += kLanes) {
     const T* rows[kLanes];
     const int cnt = static_cast<int>(std::min<int64_t>(kLanes, n_len - n0));
-    for (int l = 0; l < cnt; ++l) {
-      x[last] = (n0 + l) * geo.kg.dil[last] + gc[last];
-      rows[l] = src + lay.offset(b, x, head);
+    for (int l = 0; l < cnt; ++l) rows[l] = row_of(n0 + l);
+    for (int64_t n = n0 + kLanes; n < std::min(n_len, n0 + 2 * kLanes); ++n) {
+      const char* next = reinterpret_cast<const char*>(row_of(n));
+      for (int64_t byte = 0; byte < span; byte += 64) __builtin_prefetch(next + byte);
     }
-    for (int64_t d = 0; d < dim; ++d) {
-      float* out = dst + d * ldn + n0;
-      for (int l = 0; l < cnt; ++l) out[l] = to_float(rows[l][d]) * scale;
-    }
+    for (int64_t h = 0; h < nheads; ++h)
+      for (int64_t d0 = 0; d0 < dim; d0 += kDimBlock) {
+        const int64_t nd = std::min(kDimBlock, dim - d0);
+        for (int l = 0; l < kLanes; ++l)
+          for (int64_t d = 0; d < nd; ++d)
+            tile[l][d] = l < cnt ? to_float(rows[l][h * lay.sh + d0 + d]) * scale : 0.0f;
+        float* dst = planes[h] + off + d0 * ldn + n0;
+        for (int64_t d = 0; d < nd; ++d)
+          for (int l = 0; l < kLanes; ++l) dst[d * ldn + l] = tile[l][d];
+      }
   }
-  for (int64_t d = 0; d < dim; ++d)
-    std::fill(dst + d * ldn + n_len, dst + (d + 1) * ldn, 0.0f);
+  const int64_t padded = (n_len + kLanes - 1) / kLanes * kLanes;
+  for (int64_t h = 0; h < nheads; ++h)
+    for (int64_t d = 0; d < dim; ++d)
+      std::fill(planes[h] + off + d * ldn + padded, planes[h] + off + (d + 1) * ldn, 0.0f);
 }
 
 // delta = rowsum(dO * O) of each query of the line (the FA2 backward's correction term).
 template <typename T>
 void fill_delta_line(const Geometry& geo, const T* dout, const TokenLayout& ldo, const T* out,
-                     const TokenLayout& lo, int64_t b, int64_t head, int64_t dv, int64_t group,
-                     int64_t line, float* plane) {
-  const int64_t ldn = geo.kg.ldn, last = geo.last;
-  float* dst = plane + (group * geo.kg.lines + line) * ldn;
-  std::fill(dst, dst + ldn, 0.0f);
+                     const TokenLayout& lo, int64_t b, int64_t head0, int64_t nheads, int64_t dv,
+                     int64_t group, int64_t line, float* const* planes) {
+  const int64_t ldn = geo.kg.ldn, last = geo.last, off = (group * geo.kg.lines + line) * ldn;
+  for (int64_t h = 0; h < nheads; ++h) std::fill(planes[h] + off, planes[h] + off + ldn, 0.0f);
   int64_t x[3] = {0, 0, 0}, gc[3], n_len = 0;
   if (!geo.line_coords(group, line, x, &n_len, gc)) return;
   for (int64_t n = 0; n < n_len; ++n) {
     x[last] = n * geo.kg.dil[last] + gc[last];
-    const T* a = dout + ldo.offset(b, x, head);
-    const T* c = out + lo.offset(b, x, head);
-    float s = 0;
-    for (int64_t d = 0; d < dv; ++d) s += to_float(a[d]) * to_float(c[d]);
-    dst[n] = s;
+    for (int64_t h = 0; h < nheads; ++h) {
+      const T* a = dout + ldo.offset(b, x, head0 + h);
+      const T* c = out + lo.offset(b, x, head0 + h);
+      float s = 0;
+      for (int64_t d = 0; d < dv; ++d) s += to_float(a[d]) * to_float(c[d]);
+      planes[h][off + n] = s;
+    }
   }
 }
 
-// Plane line -> tensor (valid positions only).
+// Plane lines of heads [head0, head0 + nheads) -> tensor (valid positions only).
 template <typename T>
-void store_line(const Geometry& geo, const float* plane, int64_t group, int64_t line, int64_t dim,
-                T* dstt, const TokenLayout& lay, int64_t b, int64_t head) {
-  const int64_t ldn = geo.kg.ldn, last = geo.last;
-  const float* src = plane + (group * geo.kg.lines + line) * dim * ldn;
+void store_line(const Geometry& geo, const float* const* planes, int64_t group, int64_t line,
+                int64_t dim, T* dstt, const TokenLayout& lay, int64_t b, int64_t head0,
+                int64_t nheads) {
+  const int64_t ldn = geo.kg.ldn, last = geo.last, off = (group * geo.kg.lines + line) * dim * ldn;
   int64_t x[3] = {0, 0, 0}, gc[3], n_len = 0;
   if (!geo.line_coords(group, line, x, &n_len, gc)) return;
-  for (int64_t n = 0; n < n_len; ++n) {
-    x[last] = n * geo.kg.dil[last] + gc[last];
-    T* row = dstt + lay.offset(b, x, head);
-    for (int64_t d = 0; d < dim; ++d) row[d] = from_float<T>(src[d * ldn + n]);
+  float tile[kLanes][kDimBlock];
+  for (int64_t n0 = 0; n0 < n_len; n0 += kLanes) {
+    T* rows[kLanes];
+    const int cnt = static_cast<int>(std::min<int64_t>(kLanes, n_len - n0));
+    for (int l = 0; l < cnt; ++l) {
+      x[last] = (n0 + l) * geo.kg.dil[last] + gc[last];
+      rows[l] = dstt + lay.offset(b, x, head0);
+    }
+    for (int64_t h = 0; h < nheads; ++h)
+      for (int64_t d0 = 0; d0 < dim; d0 += kDimBlock) {
+        const int64_t nd = std::min(kDimBlock, dim - d0);
+        const float* in = planes[h] + off + d0 * ldn + n0;
+        for (int64_t d = 0; d < nd; ++d)
+          for (int l = 0; l < kLanes; ++l) tile[l][d] = in[d * ldn + l];
+        for (int l = 0; l < cnt; ++l)
+          for (int64_t d = 0; d < nd; ++d) rows[l][h * lay.sh + d0 + d] = from_float<T>(tile[l][d]);
+      }
   }
 }
 
@@ -265,13 +346,14 @@ void store_additional(const float* plane, int64_t nadd, int64_t dim, int64_t ld,
   }
 }
 
-// Per-head plane storage: one buffer, a pointer per head.
-struct HeadPlanes {
+// Planes of `count` heads in one buffer, a pointer per head.
+struct PlaneSet {
   FloatBuffer buf;
   std::vector<float*> ptr;
-  HeadPlanes(int64_t heads, int64_t floats) : buf(heads * floats), ptr(heads) {
-    for (int64_t h = 0; h < heads; ++h) ptr[h] = buf.get() + h * floats;
+  PlaneSet(int64_t count, int64_t floats) : buf(count * floats), ptr(count) {
+    for (int64_t h = 0; h < count; ++h) ptr[h] = buf.get() + h * floats;
   }
+  float* const* at(int64_t i) const { return ptr.data() + i; }
 };
 
 // Per-thread scratch of the kernels.
@@ -286,6 +368,15 @@ struct ThreadScratch {
   }
 };
 
+// KV heads per block: planes of a block stay within kBlockBytes (all heads at once for typical
+// image problems; a few at a time for long videos), so conversion streams whole token rows.
+constexpr int64_t kBlockBytes = int64_t{384} << 20;
+
+int64_t heads_per_block(const Problem& p, int64_t floats_per_kv_head) {
+  const int64_t fit = kBlockBytes / std::max<int64_t>(1, floats_per_kv_head * 4);
+  return std::clamp<int64_t>(fit, 1, p.heads_kv);
+}
+
 // ---- forward -----------------------------------------------------------------------------------
 template <typename T>
 void forward_typed(const Problem& p, const ForwardArgs& a) {
@@ -295,22 +386,28 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
   const int64_t nadd = p.additional_kv, ld_add = (nadd + kLanes - 1) / kLanes * kLanes + kLanes;
   const int64_t rows = geo.kg.groups * geo.kg.lines;
   const float scale = static_cast<float>(p.effective_scale());
+  const int64_t hb = heads_per_block(
+      p, geo.plane_floats(D + Dv) + hpg * geo.plane_floats(D + Dv + 1) + (D + Dv) * ld_add);
 
-  FloatBuffer k(geo.plane_floats(D)), v(geo.plane_floats(Dv)), ak(D * ld_add), av(Dv * ld_add);
-  HeadPlanes q(hpg, geo.plane_floats(D)), o(hpg, geo.plane_floats(Dv)), lse(hpg, geo.plane_floats(1));
-  Planes pl{};
-  pl.head_dim = D;
-  pl.head_dim_v = Dv;
-  pl.k = k.get();
-  pl.v = v.get();
-  pl.q = q.ptr.data();
-  pl.o = o.ptr.data();
-  pl.lse = lse.ptr.data();
-  pl.nadd = nadd;
-  pl.ld_add = ld_add;
-  pl.ak = ak.get();
-  pl.av = av.get();
-  pl.scale = scale;
+  PlaneSet k(hb, geo.plane_floats(D)), v(hb, geo.plane_floats(Dv)), ak(hb, D * ld_add),
+      av(hb, Dv * ld_add), q(hb * hpg, geo.plane_floats(D)), o(hb * hpg, geo.plane_floats(Dv)),
+      lse(hb * hpg, geo.plane_floats(1));
+  std::vector<Planes> pl(hb);
+  for (int64_t j = 0; j < hb; ++j) {
+    Planes& x = pl[j];
+    x.head_dim = D;
+    x.head_dim_v = Dv;
+    x.k = k.ptr[j];
+    x.v = v.ptr[j];
+    x.q = q.at(j * hpg);
+    x.o = o.at(j * hpg);
+    x.lse = lse.at(j * hpg);
+    x.nadd = nadd;
+    x.ld_add = ld_add;
+    x.ak = ak.ptr[j];
+    x.av = av.ptr[j];
+    x.scale = scale;
+  }
 
   const TokenLayout lq(a.q, p.rank), lk(a.k, p.rank), lv(a.v, p.rank), lo(a.out, p.rank);
   TokenLayout ll, lak, lav;
@@ -323,36 +420,45 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
           *vs = static_cast<const T*>(a.v.data);
   T* out = static_cast<T*>(a.out.data);
   float* lse_out = a.lse ? static_cast<float*>(a.lse->data) : nullptr;
-  const int64_t fills = (2 + hpg) * rows + (nadd ? 2 : 0), units = hpg * geo.units_per_head();
+  const int64_t per_head = geo.units_per_head();
 
 #pragma omp parallel
   {
     ThreadScratch ts(D, Dv);
     for (int64_t b = 0; b < p.batch; ++b)
-      for (int64_t hk = 0; hk < p.heads_kv; ++hk) {
-#pragma omp for schedule(dynamic, 4)
-        for (int64_t t = 0; t < fills; ++t) {
+      for (int64_t hk0 = 0; hk0 < p.heads_kv; hk0 += hb) {
+        const int64_t nh = std::min(hb, p.heads_kv - hk0);
+        // Conversion: K, V, Q lines of all heads of the block, then the additional tokens.
+#pragma omp for schedule(dynamic, 2)
+        for (int64_t t = 0; t < 3 * rows + (nadd ? 2 * nh : 0); ++t) {
           const int64_t kind = t / rows, r = t % rows, g = r / geo.kg.lines, line = r % geo.kg.lines;
-          if (kind == 0) fill_line(geo, ks, lk, b, hk, g, line, D, 1.0f, pl.k);
-          else if (kind == 1) fill_line(geo, vs, lv, b, hk, g, line, Dv, 1.0f, pl.v);
-          else if (t < (2 + hpg) * rows)
-            fill_line(geo, qs, lq, b, hk * hpg + kind - 2, g, line, D, scale, q.ptr[kind - 2]);
-          else if (t == (2 + hpg) * rows)
-            fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk, nadd, D, ld_add, pl.ak);
-          else
-            fill_additional(static_cast<const T*>(a.additional_v->data), lav, b, hk, nadd, Dv, ld_add, pl.av);
+          if (kind == 0) {
+            fill_line(geo, ks, lk, b, hk0, nh, g, line, D, 1.0f, k.at(0));
+          } else if (kind == 1) {
+            fill_line(geo, vs, lv, b, hk0, nh, g, line, Dv, 1.0f, v.at(0));
+          } else if (kind == 2) {
+            fill_line(geo, qs, lq, b, hk0 * hpg, nh * hpg, g, line, D, scale, q.at(0));
+          } else {
+            const int64_t i = t - 3 * rows, j = i / 2;
+            if (i % 2 == 0)
+              fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk0 + j, nadd,
+                              D, ld_add, ak.ptr[j]);
+            else
+              fill_additional(static_cast<const T*>(a.additional_v->data), lav, b, hk0 + j, nadd,
+                              Dv, ld_add, av.ptr[j]);
+          }
         }
 #pragma omp for schedule(dynamic)
-        for (int64_t i = 0; i < units; ++i) {
+        for (int64_t i = 0; i < nh * hpg * per_head; ++i) {
+          const int64_t hq = i / per_head;
           Unit u;
-          if (geo.unit(i % geo.units_per_head(), i / geo.units_per_head(), &u))
-            kt.forward(geo.kg, pl, u, ts.sc);
+          if (geo.unit(i % per_head, hq % hpg, &u)) kt.forward(geo.kg, pl[hq / hpg], u, ts.sc);
         }
-#pragma omp for schedule(dynamic, 4)
-        for (int64_t t = 0; t < hpg * rows; ++t) {
-          const int64_t h = t / rows, r = t % rows, g = r / geo.kg.lines, line = r % geo.kg.lines;
-          store_line(geo, o.ptr[h], g, line, Dv, out, lo, b, hk * hpg + h);
-          if (lse_out) store_line(geo, lse.ptr[h], g, line, 1, lse_out, ll, b, hk * hpg + h);
+#pragma omp for schedule(dynamic, 2)
+        for (int64_t t = 0; t < rows; ++t) {
+          const int64_t g = t / geo.kg.lines, line = t % geo.kg.lines;
+          store_line(geo, o.at(0), g, line, Dv, out, lo, b, hk0 * hpg, nh * hpg);
+          if (lse_out) store_line(geo, lse.at(0), g, line, 1, lse_out, ll, b, hk0 * hpg, nh * hpg);
         }
       }
   }
@@ -367,31 +473,37 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
   const int64_t nadd = p.additional_kv, ld_add = (nadd + kLanes - 1) / kLanes * kLanes + kLanes;
   const int64_t rows = geo.kg.groups * geo.kg.lines;
   const float scale = static_cast<float>(p.effective_scale());
+  const int64_t hb = heads_per_block(p, 2 * geo.plane_floats(D + Dv) +
+                                            hpg * geo.plane_floats(2 * D + Dv + 2) +
+                                            2 * (D + Dv) * ld_add);
 
-  FloatBuffer k(geo.plane_floats(D)), v(geo.plane_floats(Dv)), dk(geo.plane_floats(D)),
-      dv(geo.plane_floats(Dv)), ak(D * ld_add), av(Dv * ld_add), dak(D * ld_add),
-      dav(Dv * ld_add);
-  HeadPlanes q(hpg, geo.plane_floats(D)), dout(hpg, geo.plane_floats(Dv)),
-      lse(hpg, geo.plane_floats(1)), delta(hpg, geo.plane_floats(1)), dq(hpg, geo.plane_floats(D));
-  Planes pl{};
-  pl.head_dim = D;
-  pl.head_dim_v = Dv;
-  pl.k = k.get();
-  pl.v = v.get();
-  pl.q = q.ptr.data();
-  pl.lse = lse.ptr.data();
-  pl.dout = dout.ptr.data();
-  pl.delta = delta.ptr.data();
-  pl.dq = dq.ptr.data();
-  pl.dk = dk.get();
-  pl.dv = dv.get();
-  pl.nadd = nadd;
-  pl.ld_add = ld_add;
-  pl.ak = ak.get();
-  pl.av = av.get();
-  pl.dak = dak.get();
-  pl.dav = dav.get();
-  pl.scale = scale;
+  PlaneSet k(hb, geo.plane_floats(D)), v(hb, geo.plane_floats(Dv)), dk(hb, geo.plane_floats(D)),
+      dv(hb, geo.plane_floats(Dv)), ak(hb, D * ld_add), av(hb, Dv * ld_add), dak(hb, D * ld_add),
+      dav(hb, Dv * ld_add), q(hb * hpg, geo.plane_floats(D)), dout(hb * hpg, geo.plane_floats(Dv)),
+      lse(hb * hpg, geo.plane_floats(1)), delta(hb * hpg, geo.plane_floats(1)),
+      dq(hb * hpg, geo.plane_floats(D));
+  std::vector<Planes> pl(hb);
+  for (int64_t j = 0; j < hb; ++j) {
+    Planes& x = pl[j];
+    x.head_dim = D;
+    x.head_dim_v = Dv;
+    x.k = k.ptr[j];
+    x.v = v.ptr[j];
+    x.q = q.at(j * hpg);
+    x.lse = lse.at(j * hpg);
+    x.dout = dout.at(j * hpg);
+    x.delta = delta.at(j * hpg);
+    x.dq = dq.at(j * hpg);
+    x.dk = dk.ptr[j];
+    x.dv = dv.ptr[j];
+    x.nadd = nadd;
+    x.ld_add = ld_add;
+    x.ak = ak.ptr[j];
+    x.av = av.ptr[j];
+    x.dak = dak.ptr[j];
+    x.dav = dav.ptr[j];
+    x.scale = scale;
+  }
 
   const int R = p.rank;
   const TokenLayout lq(a.q, R), lk(a.k, R), lv(a.v, R), lo(a.out, R), ll(a.lse, R),
@@ -407,60 +519,67 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
           *vs = static_cast<const T*>(a.v.data), *os = static_cast<const T*>(a.out.data),
           *dos = static_cast<const T*>(a.dout.data);
   const float* lses = static_cast<const float*>(a.lse.data);
-  // Fill tasks: K, V, then per head Q, dO, lse, delta; then the two additional planes.
-  const int64_t fills = (2 + 4 * hpg) * rows + (nadd ? 2 : 0);
   const int64_t per_head = geo.units_per_head(), add_units = (nadd + kLanes - 1) / kLanes;
-  // Compute tasks: additional-key units first (the longest), then dK/dV units, then dQ units.
-  const int64_t tasks = add_units + per_head + hpg * per_head;
-  const int64_t stores = (2 + hpg) * rows + (nadd ? 1 : 0);
 
 #pragma omp parallel
   {
     ThreadScratch ts(D, Dv);
     for (int64_t b = 0; b < p.batch; ++b)
-      for (int64_t hk = 0; hk < p.heads_kv; ++hk) {
-#pragma omp for schedule(dynamic, 4)
-        for (int64_t t = 0; t < fills; ++t) {
+      for (int64_t hk0 = 0; hk0 < p.heads_kv; hk0 += hb) {
+        const int64_t nh = std::min(hb, p.heads_kv - hk0), hq0 = hk0 * hpg, nq = nh * hpg;
+        // Conversion: K, V, Q (scaled), dO, lse, delta lines, then the additional tokens.
+#pragma omp for schedule(dynamic, 2)
+        for (int64_t t = 0; t < 6 * rows + (nadd ? 2 * nh : 0); ++t) {
           const int64_t kind = t / rows, r = t % rows, g = r / geo.kg.lines, line = r % geo.kg.lines;
-          const int64_t h = kind >= 2 ? (kind - 2) % hpg : 0, hq = hk * hpg + h;
-          const int64_t which = t >= (2 + 4 * hpg) * rows ? 4 : kind >= 2 ? (kind - 2) / hpg : -1;
-          if (kind == 0) fill_line(geo, ks, lk, b, hk, g, line, D, 1.0f, pl.k);
-          else if (kind == 1) fill_line(geo, vs, lv, b, hk, g, line, Dv, 1.0f, pl.v);
-          else if (which == 0) fill_line(geo, qs, lq, b, hq, g, line, D, scale, q.ptr[h]);
-          else if (which == 1) fill_line(geo, dos, ldo, b, hq, g, line, Dv, 1.0f, dout.ptr[h]);
-          else if (which == 2) fill_line(geo, lses, ll, b, hq, g, line, 1, 1.0f, lse.ptr[h]);
-          else if (which == 3) fill_delta_line(geo, dos, ldo, os, lo, b, hq, Dv, g, line, delta.ptr[h]);
-          else if (t == (2 + 4 * hpg) * rows)
-            fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk, nadd, D, ld_add, pl.ak);
-          else
-            fill_additional(static_cast<const T*>(a.additional_v->data), lav, b, hk, nadd, Dv, ld_add, pl.av);
-        }
-#pragma omp for schedule(dynamic)
-        for (int64_t i = 0; i < tasks; ++i) {
-          Unit u;
-          if (i < add_units) {
-            kt.backward_dkv_additional(geo.kg, pl, i * kLanes, std::min(nadd, (i + 1) * kLanes),
-                                       hpg, ts.sc);
-          } else if (i < add_units + per_head) {
-            if (geo.unit(i - add_units, 0, &u)) kt.backward_dkv(geo.kg, pl, u, hpg, ts.sc);
-          } else {
-            const int64_t j = i - add_units - per_head;
-            if (geo.unit(j % per_head, j / per_head, &u)) kt.backward_dq(geo.kg, pl, u, hpg, ts.sc);
+          switch (kind) {
+            case 0: fill_line(geo, ks, lk, b, hk0, nh, g, line, D, 1.0f, k.at(0)); break;
+            case 1: fill_line(geo, vs, lv, b, hk0, nh, g, line, Dv, 1.0f, v.at(0)); break;
+            case 2: fill_line(geo, qs, lq, b, hq0, nq, g, line, D, scale, q.at(0)); break;
+            case 3: fill_line(geo, dos, ldo, b, hq0, nq, g, line, Dv, 1.0f, dout.at(0)); break;
+            case 4: fill_line(geo, lses, ll, b, hq0, nq, g, line, 1, 1.0f, lse.at(0)); break;
+            case 5: fill_delta_line(geo, dos, ldo, os, lo, b, hq0, nq, Dv, g, line, delta.at(0)); break;
+            default: {
+              const int64_t i = t - 6 * rows, j = i / 2;
+              if (i % 2 == 0)
+                fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk0 + j, nadd,
+                                D, ld_add, ak.ptr[j]);
+              else
+                fill_additional(static_cast<const T*>(a.additional_v->data), lav, b, hk0 + j, nadd,
+                                Dv, ld_add, av.ptr[j]);
+            }
           }
         }
-#pragma omp for schedule(dynamic, 4)
-        for (int64_t t = 0; t < stores; ++t) {
+        // Compute: additional-key units first (the longest), then dK/dV units, then dQ units.
+        const int64_t per_kv = add_units + per_head + hpg * per_head;
+#pragma omp for schedule(dynamic)
+        for (int64_t i = 0; i < nh * per_kv; ++i) {
+          const int64_t kind = i / nh, j = i % nh;  // heads interleaved: long units spread first
+          Unit u;
+          if (kind < add_units) {
+            kt.backward_dkv_additional(geo.kg, pl[j], kind * kLanes,
+                                       std::min(nadd, (kind + 1) * kLanes), hpg, ts.sc);
+          } else if (kind < add_units + per_head) {
+            if (geo.unit(kind - add_units, 0, &u)) kt.backward_dkv(geo.kg, pl[j], u, hpg, ts.sc);
+          } else {
+            const int64_t w = kind - add_units - per_head;
+            if (geo.unit(w % per_head, w / per_head, &u)) kt.backward_dq(geo.kg, pl[j], u, hpg, ts.sc);
+          }
+        }
+#pragma omp for schedule(dynamic, 2)
+        for (int64_t t = 0; t < 3 * rows + (nadd ? nh : 0); ++t) {
           const int64_t kind = t / rows, r = t % rows, g = r / geo.kg.lines, line = r % geo.kg.lines;
           if (kind == 0) {
-            store_line(geo, pl.dk, g, line, D, static_cast<T*>(a.dk.data), ldk, b, hk);
+            store_line(geo, dk.at(0), g, line, D, static_cast<T*>(a.dk.data), ldk, b, hk0, nh);
           } else if (kind == 1) {
-            store_line(geo, pl.dv, g, line, Dv, static_cast<T*>(a.dv.data), ldv, b, hk);
-          } else if (t < (2 + hpg) * rows) {
-            const int64_t h = kind - 2;
-            store_line(geo, dq.ptr[h], g, line, D, static_cast<T*>(a.dq.data), ldq, b, hk * hpg + h);
+            store_line(geo, dv.at(0), g, line, Dv, static_cast<T*>(a.dv.data), ldv, b, hk0, nh);
+          } else if (kind == 2) {
+            store_line(geo, dq.at(0), g, line, D, static_cast<T*>(a.dq.data), ldq, b, hq0, nq);
           } else {
-            store_additional(pl.dak, nadd, D, ld_add, static_cast<T*>(a.d_additional_k->data), ldak, b, hk);
-            store_additional(pl.dav, nadd, Dv, ld_add, static_cast<T*>(a.d_additional_v->data), ldav, b, hk);
+            const int64_t j = t - 3 * rows;
+            store_additional(dak.ptr[j], nadd, D, ld_add, static_cast<T*>(a.d_additional_k->data),
+                             ldak, b, hk0 + j);
+            store_additional(dav.ptr[j], nadd, Dv, ld_add, static_cast<T*>(a.d_additional_v->data),
+                             ldav, b, hk0 + j);
           }
         }
       }
