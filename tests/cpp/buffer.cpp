@@ -104,9 +104,12 @@ bool is_poison(const std::byte* p, fna::DType dtype) {
 
 const char* layout_name(Layout layout) {
   switch (layout) {
-    case Layout::kContiguous: return "contiguous";
-    case Layout::kStrided: return "strided";
-    case Layout::kInterleaved: return "interleaved";
+    case Layout::kContiguous:
+      return "contiguous";
+    case Layout::kStrided:
+      return "strided";
+    case Layout::kInterleaved:
+      return "interleaved";
   }
   return "?";
 }
@@ -204,14 +207,16 @@ std::vector<double> Buffer::to_dense() const {
   const int es = fna::dtype_size(dtype_);
   const std::vector<int64_t> offs = offsets();
   std::vector<double> out(offs.size());
-  for (size_t i = 0; i < offs.size(); ++i) out[i] = load_element(storage_->data() + offs[i] * es, dtype_);
+  for (size_t i = 0; i < offs.size(); ++i)
+    out[i] = load_element(storage_->data() + offs[i] * es, dtype_);
   return out;
 }
 
 void Buffer::from_dense(const std::vector<double>& values) {
   const int es = fna::dtype_size(dtype_);
   const std::vector<int64_t> offs = offsets();
-  for (size_t i = 0; i < offs.size(); ++i) store_element(storage_->data() + offs[i] * es, dtype_, values[i]);
+  for (size_t i = 0; i < offs.size(); ++i)
+    store_element(storage_->data() + offs[i] * es, dtype_, values[i]);
 }
 
 std::vector<double> Buffer::fill_random(std::mt19937_64& rng, double amplitude) {
@@ -232,8 +237,8 @@ std::string Buffer::check_outside_untouched(const std::vector<const Buffer*>& vi
   for (int64_t i = 0; i < total; ++i)
     if (!covered[i] && !is_poison(first.storage_->data() + i * es, first.dtype_))
       return "element " + std::to_string(i) + " of the storage lies outside every view but was " +
-             "written (value " + std::to_string(load_element(first.storage_->data() + i * es,
-                                                             first.dtype_)) + ")";
+             "written (value " +
+             std::to_string(load_element(first.storage_->data() + i * es, first.dtype_)) + ")";
   return "";
 }
 

@@ -8,7 +8,8 @@
 namespace fna_test {
 namespace {
 
-// Tiny problems (every feature, <= 24 tokens, D, Dv <= 3) so that differencing every input is cheap.
+// Tiny problems (every feature, <= 24 tokens, D, Dv <= 3) so that differencing every input is
+// cheap.
 fna::Problem tiny_problem(std::mt19937_64& rng) {
   for (;;) {
     fna::Problem p = random_problem(rng);
@@ -88,8 +89,8 @@ TEST_P(GradCheck, FiniteDifferencesFloat64) {
                           {"d_additional_v", &DenseInputs::av, &analytic.dav, &run.grads.dav}};
     for (const Item& it : items) {
       const std::vector<double> numeric = numeric_grad(p, in, dout, it.input);
-      const std::string where = std::string(it.name) + ", seed " + std::to_string(seed) + " {" +
-                                p.to_string() + "}";
+      const std::string where =
+          std::string(it.name) + ", seed " + std::to_string(seed) + " {" + p.to_string() + "}";
       EXPECT_LE(relative_error(*it.oracle, numeric), kOracleTolerance) << "oracle " << where;
       if (ran) {
         EXPECT_LE(relative_error(*it.backend, numeric), backend_tolerance)
@@ -99,8 +100,7 @@ TEST_P(GradCheck, FiniteDifferencesFloat64) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, GradCheck,
-                         ::testing::Values("reference", "cpu"),
+INSTANTIATE_TEST_SUITE_P(Backends, GradCheck, ::testing::Values("reference", "cpu"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

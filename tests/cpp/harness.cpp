@@ -56,16 +56,66 @@ int sweep_count(int quick) {
 
 double forward_tolerance(fna::DType dtype) {
   switch (dtype) {
-    case fna::DType::kFloat32: return 2e-4;
-    case fna::DType::kFloat16: return 5e-3;
-    case fna::DType::kBFloat16: return 3e-2;
+    case fna::DType::kFloat32:
+      return 2e-4;
+    case fna::DType::kFloat16:
+      return 5e-3;
+    case fna::DType::kBFloat16:
+      return 3e-2;
   }
   return 0;
 }
 
+namespace {
+
+// Per-axis window, stride, dilation and causal flag for the extents already in `p`.
+void random_axes(std::mt19937_64& rng, fna::Problem* p, double dilation_probability) {
+  for (int r = 0; r < p->rank; ++r) {
+    const int64_t L = p->extent[r];
+    const int64_t d = L >= 2 && coin(rng, dilation_probability)
+                          ? uniform_int(rng, 2, std::min<int64_t>(L, 5))
+                          : 1;
+    const int64_t max_window = L / d;
+    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+    const int64_t K = u < 0.15 ? 1 : u < 0.35 ? max_window : uniform_int(rng, 1, max_window);
+    const int64_t s = coin(rng, 0.5) ? 1 : coin(rng, 0.3) ? K : uniform_int(rng, 1, K);
+    p->dilation[r] = d;
+    p->window[r] = K;
+    p->stride[r] = s;
+    p->causal[r] = coin(rng, 0.35);
+  }
+}
+
+// A larger problem for the paths small ones never reach in a tiled backend: long rows (windows of
+// more than 192 keys on the last axis, several online-softmax chunks in `cpu`), head dims past
+// 64 (several conversion blocks), many work units along the last axis.
+fna::Problem large_problem(std::mt19937_64& rng) {
+  fna::Problem p;
+  if (coin(rng, 0.6)) {
+    p.rank = 1;
+    p.extent[0] = pick(rng, std::vector<int64_t>{193, 255, 300, 331});
+  } else {
+    p.rank = 2;
+    p.extent[0] = pick(rng, std::vector<int64_t>{2, 3, 5});
+    p.extent[1] = pick(rng, std::vector<int64_t>{61, 97, 129});
+  }
+  random_axes(rng, &p, 0.15);
+  p.heads_kv = 1;
+  p.heads_q = uniform_int(rng, 1, 2);
+  p.head_dim = pick(rng, std::vector<int64_t>{24, 64, 65, 96});
+  p.head_dim_v = coin(rng, 0.3) ? pick(rng, std::vector<int64_t>{32, 72}) : p.head_dim;
+  p.additional_kv = coin(rng, 0.3) ? uniform_int(rng, 1, 9) : 0;
+  if (coin(rng, 0.3)) p.scale = std::uniform_real_distribution<double>(0.02, 0.3)(rng);
+  return p;
+}
+
+}  // namespace
+
 fna::Problem random_problem(std::mt19937_64& rng) {
-  // Odd extents dominate (1, 3, 13, 37, ...); the dense oracle is O(tokens^2), so stay <= 256.
-  static const std::vector<int64_t> kExtents[3] = {{1, 2, 3, 5, 8, 13, 16, 21, 37, 64},
+  // One problem in 16 is large; the rest are small (the dense oracle is O(tokens^2)).
+  if (coin(rng, 1.0 / 16)) return large_problem(rng);
+  // Odd extents dominate (1, 3, 13, 37, 113, ...); at most 256 tokens.
+  static const std::vector<int64_t> kExtents[3] = {{1, 2, 3, 5, 8, 13, 16, 21, 37, 64, 113},
                                                    {1, 2, 3, 4, 5, 7, 9, 12, 13, 16, 37},
                                                    {1, 2, 3, 4, 5, 7, 9, 13}};
   constexpr int64_t kMaxTokens = 256;
@@ -74,18 +124,7 @@ fna::Problem random_problem(std::mt19937_64& rng) {
   do {
     for (int r = 0; r < p.rank; ++r) p.extent[r] = pick(rng, kExtents[p.rank - 1]);
   } while (p.tokens() > kMaxTokens);
-  for (int r = 0; r < p.rank; ++r) {
-    const int64_t L = p.extent[r];
-    const int64_t d = L >= 2 && coin(rng, 0.35) ? uniform_int(rng, 2, std::min<int64_t>(L, 5)) : 1;
-    const int64_t max_window = L / d;
-    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-    const int64_t K = u < 0.15 ? 1 : u < 0.35 ? max_window : uniform_int(rng, 1, max_window);
-    const int64_t s = coin(rng, 0.5) ? 1 : coin(rng, 0.3) ? K : uniform_int(rng, 1, K);
-    p.dilation[r] = d;
-    p.window[r] = K;
-    p.stride[r] = s;
-    p.causal[r] = coin(rng, 0.35);
-  }
+  random_axes(rng, &p, 0.35);
   p.batch = uniform_int(rng, 1, 2);
   if (coin(rng, 0.15)) {  // MQA
     p.heads_kv = 1;
@@ -94,7 +133,7 @@ fna::Problem random_problem(std::mt19937_64& rng) {
     p.heads_kv = uniform_int(rng, 1, 2);
     p.heads_q = p.heads_kv * (coin(rng, 0.3) ? uniform_int(rng, 2, 3) : 1);
   }
-  static const std::vector<int64_t> kDims{1, 2, 3, 4, 5, 8, 16};
+  static const std::vector<int64_t> kDims{1, 2, 3, 4, 5, 8, 16, 32};
   p.head_dim = pick(rng, kDims);
   p.head_dim_v = coin(rng, 0.3) ? pick(rng, kDims) : p.head_dim;
   p.additional_kv = coin(rng, 0.35) ? uniform_int(rng, 1, 5) : 0;
@@ -135,12 +174,15 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
     if (!s.empty()) result.failure += std::string(what) + ": " + s + "; ";
   };
 
-  const auto qs = token_shape(p, p.heads_q, p.head_dim), ks = token_shape(p, p.heads_kv, p.head_dim);
+  const auto qs = token_shape(p, p.heads_q, p.head_dim),
+             ks = token_shape(p, p.heads_kv, p.head_dim);
   const auto vs = token_shape(p, p.heads_kv, p.head_dim_v);
   const auto os = token_shape(p, p.heads_q, p.head_dim_v), ls = token_shape(p, p.heads_q, 0);
   const std::vector<int64_t> aks{p.batch, p.additional_kv, p.heads_kv, p.head_dim};
   const std::vector<int64_t> avs{p.batch, p.additional_kv, p.heads_kv, p.head_dim_v};
-  auto make = [&](const std::vector<int64_t>& s, fna::DType d) { return Buffer::make(s, d, strided, rng); };
+  auto make = [&](const std::vector<int64_t>& s, fna::DType d) {
+    return Buffer::make(s, d, strided, rng);
+  };
 
   Buffer q, k, v, ak, av;
   if (interleaved) {
@@ -164,8 +206,8 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
 
   // ---- forward
   Buffer out = make(os, dt), lse = make(ls, fna::DType::kFloat32);
-  fna::ForwardArgs fa{q.view(), k.view(), v.view(), out.view(), std::nullopt, std::nullopt,
-                      std::nullopt};
+  fna::ForwardArgs fa{q.view(),     k.view(),     v.view(),    out.view(),
+                      std::nullopt, std::nullopt, std::nullopt};
   if (spec.with_lse) fa.lse = lse.view();
   if (has_add) fa.additional_k = ak.view(), fa.additional_v = av.view();
   try {
@@ -196,9 +238,9 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
   } else {
     dq = make(qs, dt), dk = make(ks, dt), dv = make(vs, dt);
   }
-  fna::BackwardArgs ba{q.view(), k.view(), v.view(), out_in.view(), lse_in.view(), dout.view(),
-                       dq.view(), dk.view(), dv.view(), std::nullopt, std::nullopt,
-                       std::nullopt, std::nullopt};
+  fna::BackwardArgs ba{q.view(),     k.view(),     v.view(),    out_in.view(), lse_in.view(),
+                       dout.view(),  dq.view(),    dk.view(),   dv.view(),     std::nullopt,
+                       std::nullopt, std::nullopt, std::nullopt};
   if (has_add) {
     dak = make(aks, dt), dav = make(avs, dt);
     ba.additional_k = ak.view(), ba.additional_v = av.view();
@@ -263,7 +305,8 @@ BackendRun run_backend(const fna::Problem& p, const DenseInputs& in,
     if (values) b.from_dense(*values);
     return b;
   };
-  const auto qs = token_shape(p, p.heads_q, p.head_dim), ks = token_shape(p, p.heads_kv, p.head_dim);
+  const auto qs = token_shape(p, p.heads_q, p.head_dim),
+             ks = token_shape(p, p.heads_kv, p.head_dim);
   const auto vs = token_shape(p, p.heads_kv, p.head_dim_v);
   const auto os = token_shape(p, p.heads_q, p.head_dim_v), ls = token_shape(p, p.heads_q, 0);
   const std::vector<int64_t> aks{p.batch, p.additional_kv, p.heads_kv, p.head_dim};
@@ -274,8 +317,8 @@ BackendRun run_backend(const fna::Problem& p, const DenseInputs& in,
   Buffer out = make(os, dt, nullptr), lse = make(ls, fna::DType::kFloat32, nullptr);
   fna::Options options;
   options.backend = backend;
-  fna::ForwardArgs fa{q.view(), k.view(), v.view(), out.view(), lse.view(), std::nullopt,
-                      std::nullopt};
+  fna::ForwardArgs fa{q.view(),   k.view(),     v.view(),    out.view(),
+                      lse.view(), std::nullopt, std::nullopt};
   if (has_add) {
     ak = make(aks, dt, &in.ak), av = make(avs, dt, &in.av);
     fa.additional_k = ak.view(), fa.additional_v = av.view();
@@ -286,9 +329,9 @@ BackendRun run_backend(const fna::Problem& p, const DenseInputs& in,
   r.lse = lse.to_dense();
   Buffer go = make(os, dt, &dout);
   Buffer dq = make(qs, dt, nullptr), dk = make(ks, dt, nullptr), dv = make(vs, dt, nullptr);
-  fna::BackwardArgs ba{q.view(), k.view(), v.view(), out.view(), lse.view(), go.view(),
-                       dq.view(), dk.view(), dv.view(), std::nullopt, std::nullopt,
-                       std::nullopt, std::nullopt};
+  fna::BackwardArgs ba{q.view(),     k.view(),     v.view(),    out.view(), lse.view(),
+                       go.view(),    dq.view(),    dk.view(),   dv.view(),  std::nullopt,
+                       std::nullopt, std::nullopt, std::nullopt};
   if (has_add) {
     dak = make(aks, dt, nullptr), dav = make(avs, dt, nullptr);
     ba.additional_k = ak.view(), ba.additional_v = av.view();
@@ -331,19 +374,20 @@ std::vector<std::string> problem_features(const fna::Problem& p, Layout layout) 
   if (causal && noncausal) f.push_back("mixed_causal");
   if (causal && !noncausal) f.push_back("all_causal");
   if (p.batch > 1) f.push_back("batch>1");
+  if (p.head_dim > 64 || p.head_dim_v > 64) f.push_back("head_dim>64");
+  if (p.window[p.rank - 1] > 192) f.push_back("last_axis_window>192");
   if (p.heads_kv == 1 && p.heads_q > 1) f.push_back("mqa");
   if (p.heads_q != p.heads_kv && p.heads_kv > 1) f.push_back("gqa");
   if (p.scale) f.push_back("custom_scale");
   f.push_back(std::string("layout:") + layout_name(layout));
   // Pairwise combinations of the problem-level features.
-  const std::pair<const char*, bool> flags[] = {
-      {"stride", stride},
-      {"dilation", dilation},
-      {"causal", causal},
-      {"add_kv", p.additional_kv > 0},
-      {"gqa_or_mqa", p.heads_q != p.heads_kv},
-      {"dv!=d", p.head_dim != p.head_dim_v},
-      {"noncontiguous", layout != Layout::kContiguous}};
+  const std::pair<const char*, bool> flags[] = {{"stride", stride},
+                                                {"dilation", dilation},
+                                                {"causal", causal},
+                                                {"add_kv", p.additional_kv > 0},
+                                                {"gqa_or_mqa", p.heads_q != p.heads_kv},
+                                                {"dv!=d", p.head_dim != p.head_dim_v},
+                                                {"noncontiguous", layout != Layout::kContiguous}};
   const int n = static_cast<int>(std::size(flags));
   for (int i = 0; i < n; ++i) {
     if (flags[i].second) f.push_back(flags[i].first);

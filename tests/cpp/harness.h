@@ -34,9 +34,9 @@ struct CaseSpec {
   fna::Problem problem;
   fna::DType dtype = fna::DType::kFloat32;
   Layout layout = Layout::kContiguous;
-  bool with_lse = true;   // pass the optional lse output to forward
-  bool backward = true;   // also check backward
-  uint64_t seed = 0;      // inputs and strided layouts are drawn from this
+  bool with_lse = true;  // pass the optional lse output to forward
+  bool backward = true;  // also check backward
+  uint64_t seed = 0;     // inputs and strided layouts are drawn from this
   std::string describe() const;
 };
 

@@ -93,8 +93,11 @@ TEST_P(Invariants, WindowOneIsValueAtSelf) {
     const std::string where = "seed " + std::to_string(seed) + " {" + p.to_string() + "}";
     EXPECT_LE(relative_error(r.out, out), 1e-6) << where;
     EXPECT_LE(relative_error(r.lse, lse), forward_tolerance(kF32)) << where;
-    EXPECT_LE(relative_error(r.grads.dq, std::vector<double>(in.q.size(), 0.0)), 1e-6) << where;
-    EXPECT_LE(relative_error(r.grads.dk, std::vector<double>(in.k.size(), 0.0)), 1e-6) << where;
+    // out and dv are exact up to one rounding (P = 1); dq and dk are P * (dP - rowsum(dO * O))
+    // = 0 only up to fp32 cancellation in dP - delta, so they get the DESIGN.md gradient bound.
+    const double gt = gradient_tolerance(kF32);
+    EXPECT_LE(relative_error(r.grads.dq, std::vector<double>(in.q.size(), 0.0)), gt) << where;
+    EXPECT_LE(relative_error(r.grads.dk, std::vector<double>(in.k.size(), 0.0)), gt) << where;
     EXPECT_LE(relative_error(r.grads.dv, dv), 1e-6) << where;
   }
 }
@@ -183,8 +186,7 @@ TEST_P(Invariants, DilationIsIndependentSubgrids) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Invariants,
-                         ::testing::Values("reference", "cpu"),
+INSTANTIATE_TEST_SUITE_P(Backends, Invariants, ::testing::Values("reference", "cpu"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -1,9 +1,10 @@
 // The library's one definition of the neighborhood (src/common/neighborhood.h) against the test
 // oracle's independent brute-force mask, and the FLOP counter against a brute-force pair count.
 // This is the only test file that includes the library's internal headers: that is the point.
+#include "common/neighborhood.h"
+
 #include <gtest/gtest.h>
 
-#include "common/neighborhood.h"
 #include "common/problem_util.h"
 #include "harness.h"
 
@@ -30,8 +31,8 @@ TEST(Neighborhood, AxisAttendsMatchesOracleExhaustively) {
                 const bool want = oracle_axis_attends(L, K, s, d, c, x, y);
                 count += want;
                 // The range form must describe the same set: y = j * d + group, j in [start, end).
-                const bool in_range = y % d == range.group && y / d >= range.start &&
-                                      y / d < range.end;
+                const bool in_range =
+                    y % d == range.group && y / d >= range.start && y / d < range.end;
                 if ((fna::axis_attends(axis, x, y) != want || in_range != want) && ++failures <= 10)
                   ADD_FAILURE() << "L=" << L << " K=" << K << " s=" << s << " d=" << d
                                 << " causal=" << c << " x=" << x << " y=" << y << ": oracle says "
@@ -45,8 +46,8 @@ TEST(Neighborhood, AxisAttendsMatchesOracleExhaustively) {
                               << fna::axis_window_size(axis, x) << " != oracle count " << count;
               // Non-causal windows hold exactly K keys (DESIGN.md section 2: clamped, not cut).
               if (!c && count != K && ++failures <= 10)
-                ADD_FAILURE() << "L=" << L << " K=" << K << " s=" << s << " d=" << d
-                              << " x=" << x << ": a non-causal window of " << count << " keys";
+                ADD_FAILURE() << "L=" << L << " K=" << K << " s=" << s << " d=" << d << " x=" << x
+                              << ": a non-causal window of " << count << " keys";
             }
           }
   EXPECT_EQ(failures, 0);
@@ -101,7 +102,8 @@ TEST(FlopCounter, MatchesBruteForcePairCount) {
     // additional KV tokens are attended by every query.
     const double flops = 2.0 * B * H * (pairs + T * N) * (D + Dv);
     ASSERT_EQ(fna::attended_pairs(p), pairs) << "seed " << seed << " {" << p.to_string() << "}";
-    ASSERT_DOUBLE_EQ(fna::forward_flops(p), flops) << "seed " << seed << " {" << p.to_string() << "}";
+    ASSERT_DOUBLE_EQ(fna::forward_flops(p), flops)
+        << "seed " << seed << " {" << p.to_string() << "}";
     ASSERT_DOUBLE_EQ(fna::backward_flops(p), 2.5 * flops) << "seed " << seed;
     ASSERT_DOUBLE_EQ(fna::density(p), (pairs + T * N) / (T * (T + N))) << "seed " << seed;
   }

@@ -8,13 +8,12 @@
 
 namespace fna_test {
 
-bool oracle_axis_attends(int64_t L, int64_t K, int64_t s, int64_t d, bool c, int64_t x,
-                         int64_t y) {
+bool oracle_axis_attends(int64_t L, int64_t K, int64_t s, int64_t d, bool c, int64_t x, int64_t y) {
   // "Dilation splits the axis into d interleaved groups": a key in another group is never seen.
   if (x % d != y % d) return false;
   const int64_t g = x % d;
-  const int64_t i = x / d;              // the query's index inside its group
-  const int64_t j = y / d;              // the key's index inside the same group
+  const int64_t i = x / d;                 // the query's index inside its group
+  const int64_t j = y / d;                 // the key's index inside the same group
   const int64_t lg = (L - g + d - 1) / d;  // ceil((L - g) / d), L - g >= 1
   int64_t start = 0, end = 0;
   if (!c) {
@@ -68,8 +67,7 @@ struct Row {
 };
 
 std::vector<Row> attended_rows(const fna::Problem& p, const DenseInputs& in,
-                               const std::vector<uint8_t>& mask, int64_t b, int64_t t,
-                               int64_t hk) {
+                               const std::vector<uint8_t>& mask, int64_t b, int64_t t, int64_t hk) {
   const int64_t T = p.tokens(), N = p.additional_kv, Hkv = p.heads_kv;
   const int64_t D = p.head_dim, Dv = p.head_dim_v;
   std::vector<Row> rows;
@@ -161,9 +159,8 @@ DenseGrads oracle_backward(const fna::Problem& p, const DenseInputs& in,
           const double dlogit = prob[j] * (dprob[j] - weighted) * scale;
           double* dk = rows[j].spatial >= 0 ? &g.dk[((b * T + rows[j].spatial) * Hkv + hk) * D]
                                             : &g.dak[((b * N + rows[j].add) * Hkv + hk) * D];
-          double* dv = rows[j].spatial >= 0
-                           ? &g.dv[((b * T + rows[j].spatial) * Hkv + hk) * Dv]
-                           : &g.dav[((b * N + rows[j].add) * Hkv + hk) * Dv];
+          double* dv = rows[j].spatial >= 0 ? &g.dv[((b * T + rows[j].spatial) * Hkv + hk) * Dv]
+                                            : &g.dav[((b * N + rows[j].add) * Hkv + hk) * Dv];
           for (int64_t e = 0; e < D; ++e) {
             g.dq[row * D + e] += dlogit * rows[j].k[e];
             dk[e] += dlogit * q[e];

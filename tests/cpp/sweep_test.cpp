@@ -76,8 +76,7 @@ TEST_P(Sweep, RandomProblemsBf16ForwardBackward) {
   run_sweep(backend(), fna::DType::kBFloat16, sweep_count(100), 2000003);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Sweep,
-                         ::testing::Values("reference", "cpu"),
+INSTANTIATE_TEST_SUITE_P(Backends, Sweep, ::testing::Values("reference", "cpu"),
                          [](const auto& info) { return info.param; });
 
 // The quick sweep really covers every parameter and every pairwise combination (the problems
@@ -86,16 +85,41 @@ TEST(SweepCoverage, EveryParameterAndCombination) {
   std::map<std::string, int> seen;
   for (const CaseSpec& c : sweep_cases(fna::DType::kFloat32, sweep_count(kQuickProblems), 0))
     for (const std::string& f : problem_features(c.problem, c.layout)) ++seen[f];
-  const char* required[] = {
-      "rank1", "rank2", "rank3", "extent=1", "odd_extent", "even_window", "odd_window>1",
-      "window=extent", "window*dilation=extent", "stride=window", "axis:stride+causal",
-      "axis:stride+noncausal", "axis:dilation+causal", "axis:dilation+noncausal",
-      "axis:stride+dilation", "axis:even_window+causal", "mixed_causal", "all_causal", "batch>1",
-      "mqa", "gqa", "custom_scale", "layout:contiguous", "layout:strided", "layout:interleaved",
-      "stride", "dilation", "causal", "add_kv", "gqa_or_mqa", "dv!=d", "noncontiguous"};
+  const char* required[] = {"rank1",
+                            "rank2",
+                            "rank3",
+                            "extent=1",
+                            "odd_extent",
+                            "even_window",
+                            "odd_window>1",
+                            "window=extent",
+                            "window*dilation=extent",
+                            "stride=window",
+                            "axis:stride+causal",
+                            "axis:stride+noncausal",
+                            "axis:dilation+causal",
+                            "axis:dilation+noncausal",
+                            "axis:stride+dilation",
+                            "axis:even_window+causal",
+                            "mixed_causal",
+                            "all_causal",
+                            "batch>1",
+                            "mqa",
+                            "gqa",
+                            "custom_scale",
+                            "layout:contiguous",
+                            "layout:strided",
+                            "layout:interleaved",
+                            "stride",
+                            "dilation",
+                            "causal",
+                            "add_kv",
+                            "gqa_or_mqa",
+                            "dv!=d",
+                            "noncontiguous"};
   for (const char* f : required) EXPECT_GE(seen[f], 3) << "feature '" << f << "' is under-covered";
-  const char* flags[] = {"stride", "dilation", "causal", "add_kv", "gqa_or_mqa", "dv!=d",
-                         "noncontiguous"};
+  const char* flags[] = {"stride",     "dilation", "causal",       "add_kv",
+                         "gqa_or_mqa", "dv!=d",    "noncontiguous"};
   for (const char* a : flags)
     for (const char* b : flags)
       if (std::string(a) < std::string(b)) {

@@ -87,8 +87,8 @@ class Validation : public ::testing::Test {
     } catch (const fna::Error& e) {
       const std::string msg = e.what();
       for (const std::string& n : needles)
-        EXPECT_NE(msg.find(n), std::string::npos) << "the message \"" << msg << "\" lacks \"" << n
-                                                  << "\"";
+        EXPECT_NE(msg.find(n), std::string::npos)
+            << "the message \"" << msg << "\" lacks \"" << n << "\"";
       if (kind) {
         EXPECT_EQ(static_cast<int>(e.kind()), static_cast<int>(*kind)) << msg;
       }
@@ -122,11 +122,21 @@ class Validation : public ::testing::Test {
 };
 
 // Named access to the tensor arguments, so that each rule is checked on every argument.
-const std::vector<std::string> kForwardNames = {"q",   "k",   "v",           "out",
-                                                "lse", "additional_k", "additional_v"};
-const std::vector<std::string> kBackwardNames = {
-    "q",  "k",  "v",  "out",          "lse",          "dout",           "dq",
-    "dk", "dv", "additional_k", "additional_v", "d_additional_k", "d_additional_v"};
+const std::vector<std::string> kForwardNames = {
+    "q", "k", "v", "out", "lse", "additional_k", "additional_v"};
+const std::vector<std::string> kBackwardNames = {"q",
+                                                 "k",
+                                                 "v",
+                                                 "out",
+                                                 "lse",
+                                                 "dout",
+                                                 "dq",
+                                                 "dk",
+                                                 "dv",
+                                                 "additional_k",
+                                                 "additional_v",
+                                                 "d_additional_k",
+                                                 "d_additional_v"};
 
 TensorView& field(ForwardArgs& a, const std::string& n) {
   if (n == "q") return a.q;
@@ -185,8 +195,8 @@ TEST_F(Validation, NonPositiveSizes) {
       SCOPED_TRACE(name);
       fna::Problem bp = p;
       bp.*member = bad;
-      expect_problem_rejected(bp, {std::string("problem.") + name + " = " + std::to_string(bad),
-                                   ">= 1"});
+      expect_problem_rejected(
+          bp, {std::string("problem.") + name + " = " + std::to_string(bad), ">= 1"});
     }
   fna::Problem bp = p;
   bp.extent[1] = 0;
@@ -214,8 +224,8 @@ TEST_F(Validation, WindowTimesDilationExceedsExtent) {
 TEST_F(Validation, StrideExceedsWindow) {
   fna::Problem bp = p;
   bp.stride[0] = 4;
-  expect_problem_rejected(bp, {"problem.stride[0] = 4", "window[0] = 3",
-                               "stride must be <= window"});
+  expect_problem_rejected(bp,
+                          {"problem.stride[0] = 4", "window[0] = 3", "stride must be <= window"});
 }
 
 TEST_F(Validation, WindowStrideDilationBelowOne) {
@@ -228,8 +238,8 @@ TEST_F(Validation, WindowStrideDilationBelowOne) {
       SCOPED_TRACE(name);
       fna::Problem bp = p;
       (bp.*member)[1] = bad;
-      expect_problem_rejected(bp, {std::string("problem.") + name + "[1] = " + std::to_string(bad),
-                                   ">= 1"});
+      expect_problem_rejected(
+          bp, {std::string("problem.") + name + "[1] = " + std::to_string(bad), ">= 1"});
     }
 }
 
@@ -365,8 +375,9 @@ TEST_F(Validation, OutputOverlapsInput) {
     SCOPED_TRACE(std::string(output) + " over " + input);
     ForwardArgs a = fwd();
     field(a, output).data = field(a, input).data;
-    expect_rejected([&] { fna::forward(p, a, ref()); },
-                    {std::string("'") + output + "'", std::string("overlaps input '") + input + "'"});
+    expect_rejected(
+        [&] { fna::forward(p, a, ref()); },
+        {std::string("'") + output + "'", std::string("overlaps input '") + input + "'"});
   }
   {
     ForwardArgs a = fwd();
@@ -384,8 +395,9 @@ TEST_F(Validation, OutputOverlapsInput) {
     SCOPED_TRACE(std::string(output) + " over " + input);
     BackwardArgs a = bwd();
     field(a, output).data = field(a, input).data;
-    expect_rejected([&] { fna::backward(p, a, ref()); },
-                    {std::string("'") + output + "'", std::string("overlaps input '") + input + "'"});
+    expect_rejected(
+        [&] { fna::backward(p, a, ref()); },
+        {std::string("'") + output + "'", std::string("overlaps input '") + input + "'"});
   }
   BackwardArgs a = bwd();
   a.d_additional_v->data = static_cast<float*>(a.additional_k->data) + 1;
