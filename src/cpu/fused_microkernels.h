@@ -37,6 +37,14 @@ inline v8f vsplat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
 inline v8i vsplati(int32_t x) { return v8i{x, x, x, x, x, x, x, x}; }
 inline v8f vmax(v8f a, v8f b) { return a > b ? a : b; }
 
+// Pins a loaded key/value vector in a register. Without it GCC folds the load into both FMAs
+// that use it (R = 2), doubling the loads of the kernels' load-bound inner loops.
+inline void keep_in_register([[maybe_unused]] v8f& v) {
+#if defined(FNA_FUSED_WIDE)
+  __asm__("" : "+x"(v));
+#endif
+}
+
 // e^x per lane (Cephes expf polynomial, ~1 ulp); exactly 0 below -87 (covers -inf).
 inline v8f vexp(v8f x) {
   const v8f lo = vsplat(-87.0f), hi = vsplat(88.0f);
@@ -78,7 +86,8 @@ inline void dot_block(const float* const* a, int64_t lda, const float* b, int64_
     const float* bd = b + d * ldb;
 #pragma GCC unroll 16
     for (int o = 0; o < N; ++o) {
-      const v8f bv = Shift ? vload(bd + o) : vsplat(bd[o]);
+      v8f bv = Shift ? vload(bd + o) : vsplat(bd[o]);
+      if constexpr (R > 1) keep_in_register(bv);
 #pragma GCC unroll 2
       for (int r = 0; r < R; ++r) acc[r][o] += av[r] * bv;
     }
@@ -142,7 +151,8 @@ inline void acc_block(const Seg* segs, int nseg, const float* const* p, int64_t 
       for (int r = 0; r < R; ++r) pv[r] = vload(pr[r] + o * 8);
 #pragma GCC unroll 16
       for (int j = 0; j < N; ++j) {
-        const v8f bv = Shift ? vload(b + j * ldb + o) : vsplat(b[j * ldb + o]);
+        v8f bv = Shift ? vload(b + j * ldb + o) : vsplat(b[j * ldb + o]);
+        if constexpr (R > 1) keep_in_register(bv);
 #pragma GCC unroll 2
         for (int r = 0; r < R; ++r) acc[r][j] += pv[r] * bv;
       }
