@@ -298,7 +298,8 @@ DenseInputs random_inputs(const fna::Problem& p, std::mt19937_64& rng, fna::DTyp
 }
 
 BackendRun run_backend(const fna::Problem& p, const DenseInputs& in,
-                       const std::vector<double>& dout, fna::Backend backend, fna::DType dt) {
+                       const std::vector<double>& dout, fna::Backend backend, fna::DType dt,
+                       bool deterministic) {
   std::mt19937_64 unused_rng(0);  // contiguous buffers draw nothing
   auto make = [&](const std::vector<int64_t>& s, fna::DType d, const std::vector<double>* values) {
     Buffer b = Buffer::make(s, d, false, unused_rng);
@@ -317,6 +318,7 @@ BackendRun run_backend(const fna::Problem& p, const DenseInputs& in,
   Buffer out = make(os, dt, nullptr), lse = make(ls, fna::DType::kFloat32, nullptr);
   fna::Options options;
   options.backend = backend;
+  options.deterministic = deterministic;
   fna::ForwardArgs fa{q.view(),   k.view(),     v.view(),    out.view(),
                       lse.view(), std::nullopt, std::nullopt};
   if (has_add) {

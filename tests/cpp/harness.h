@@ -66,7 +66,7 @@ struct BackendRun {
 };
 BackendRun run_backend(const fna::Problem& p, const DenseInputs& in,
                        const std::vector<double>& dout, fna::Backend backend,
-                       fna::DType dtype = fna::DType::kFloat32);
+                       fna::DType dtype = fna::DType::kFloat32, bool deterministic = false);
 
 // Feature flags of a problem, for asserting that a sweep covered every parameter combination.
 std::vector<std::string> problem_features(const fna::Problem& p, Layout layout);
