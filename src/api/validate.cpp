@@ -6,11 +6,12 @@
 #include <string>
 #include <vector>
 
+#include "api/validate_util.h"
 #include "common/problem_util.h"
 #include "fna/fna.h"
 
 namespace fna {
-namespace {
+namespace detail {
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::ostringstream os;
@@ -20,7 +21,7 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return os.str();
 }
 
-[[noreturn]] void fail(const std::string& msg, ErrorKind kind = ErrorKind::kInvalidArgument) {
+[[noreturn]] void fail(const std::string& msg, ErrorKind kind) {
   throw Error(kind, "fna: " + msg);
 }
 
@@ -88,11 +89,6 @@ bool self_overlapping(const TensorView& t) {
   return false;
 }
 
-struct Named {
-  const char* name;
-  const TensorView* view;
-};
-
 void check_view(const char* name, const TensorView& t, const std::vector<int64_t>& expected,
                 const char* layout) {
   if (t.rank() != static_cast<int>(expected.size()))
@@ -118,7 +114,7 @@ void check_view(const char* name, const TensorView& t, const std::vector<int64_t
 }
 
 void check_same(const char* what, const std::vector<Named>& views, DType dtype,
-                const Device& device, const char* dtype_ref) {
+                const Device& device, const char* dtype_ref, const char* device_ref) {
   for (const Named& n : views) {
     if (n.view->dtype != dtype)
       fail(std::string("argument '") + n.name + "': dtype " + dtype_name(n.view->dtype) +
@@ -126,7 +122,7 @@ void check_same(const char* what, const std::vector<Named>& views, DType dtype,
            ErrorKind::kTypeError);
     if (n.view->device != device)
       fail(std::string("argument '") + n.name + "': device " + device_name(n.view->device) +
-           " does not match q's device " + device_name(device) +
+           " does not match " + device_ref + "'s device " + device_name(device) +
            " (all tensors must be on one device)");
   }
 }
@@ -163,7 +159,9 @@ void check_additional(const Problem& p, const std::optional<TensorView>& ak,
   }
 }
 
-}  // namespace
+}  // namespace detail
+
+using namespace detail;
 
 void validate_problem(const Problem& p) {
   if (p.rank < 1 || p.rank > kMaxRank)

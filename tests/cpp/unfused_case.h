@@ -1,8 +1,8 @@
 // Test support for the unfused ops (include/fna/unfused.h), shared by the CPU test
 // (unfused_ops_test.cpp) and the GPU test (tests/gpu/unfused_gpu_test.cpp): an independent float64
 // oracle of na_qk / na_av (windows found from the brute-force oracle mask of oracle.h, not from
-// src/common/neighborhood.h), gradients of the oracle by central finite differences, and one case
-// runner that checks all four ops on a device through a small mirror interface.
+// src/common/neighborhood.h), its analytic gradients (checked against central finite differences
+// of the oracle forward by the CPU test), and one case runner that checks all four ops on a device through a small mirror interface.
 #pragma once
 
 #include <cmath>
@@ -78,9 +78,9 @@ inline bool oracle_slot(const fna::Problem& p, const OracleWindow& w, int64_t s,
 
 // Calls f(b, token, h, slot, key token, bias index, valid) for every attn element, canonical order
 // [B, T, Hq, W].
-inline void for_each_slot(const fna::Problem& p,
-                          const std::function<void(int64_t, int64_t, int64_t, int64_t, int64_t,
-                                                   int64_t, bool)>& f) {
+inline void for_each_slot(
+    const fna::Problem& p,
+    const std::function<void(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool)>& f) {
   const int64_t T = p.tokens(), W = oracle_slots(p);
   for (int64_t t = 0; t < T; ++t) {
     int64_t x[3] = {0, 0, 0}, rest = t;
@@ -105,18 +105,18 @@ inline std::vector<double> oracle_qk(const fna::Problem& p, const std::vector<do
   const int64_t T = p.tokens(), W = oracle_slots(p), D = p.head_dim, E = oracle_bias_elems(p);
   const int64_t group = p.heads_q / p.heads_kv;
   std::vector<double> attn(p.batch * T * p.heads_q * W);
-  for_each_slot(p, [&](int64_t b, int64_t t, int64_t h, int64_t s, int64_t key, int64_t e,
-                       bool valid) {
-    double v = -std::numeric_limits<double>::infinity();
-    if (valid) {
-      v = 0;
-      for (int64_t d = 0; d < D; ++d)
-        v += q[((b * T + t) * p.heads_q + h) * D + d] *
-             k[((b * T + key) * p.heads_kv + h / group) * D + d];
-      if (rpb) v += (*rpb)[h * E + e];
-    }
-    attn[((b * T + t) * p.heads_q + h) * W + s] = v;
-  });
+  for_each_slot(
+      p, [&](int64_t b, int64_t t, int64_t h, int64_t s, int64_t key, int64_t e, bool valid) {
+        double v = -std::numeric_limits<double>::infinity();
+        if (valid) {
+          v = 0;
+          for (int64_t d = 0; d < D; ++d)
+            v += q[((b * T + t) * p.heads_q + h) * D + d] *
+                 k[((b * T + key) * p.heads_kv + h / group) * D + d];
+          if (rpb) v += (*rpb)[h * E + e];
+        }
+        attn[((b * T + t) * p.heads_q + h) * W + s] = v;
+      });
   return attn;
 }
 
@@ -126,15 +126,65 @@ inline std::vector<double> oracle_av(const fna::Problem& p, const std::vector<do
   const int64_t T = p.tokens(), W = oracle_slots(p), Dv = p.head_dim_v;
   const int64_t group = p.heads_q / p.heads_kv;
   std::vector<double> out(p.batch * T * p.heads_q * Dv, 0.0);
+  for_each_slot(p,
+                [&](int64_t b, int64_t t, int64_t h, int64_t s, int64_t key, int64_t, bool valid) {
+                  if (!valid) return;
+                  const double a = attn[((b * T + t) * p.heads_q + h) * W + s];
+                  for (int64_t d = 0; d < Dv; ++d)
+                    out[((b * T + t) * p.heads_q + h) * Dv + d] +=
+                        a * v[((b * T + key) * p.heads_kv + h / group) * Dv + d];
+                });
+  return out;
+}
+
+// Analytic gradients of sum(oracle_qk(q, k, rpb) * g) (valid slots only) and of
+// sum(oracle_av(attn, v) * g); checked against finite_difference below in unfused_ops_test.cpp.
+struct OracleQkGrads {
+  std::vector<double> dq, dk, d_rpb;
+};
+inline OracleQkGrads oracle_qk_backward(const fna::Problem& p, const std::vector<double>& q,
+                                        const std::vector<double>& k,
+                                        const std::vector<double>& g) {
+  const int64_t T = p.tokens(), W = oracle_slots(p), D = p.head_dim, E = oracle_bias_elems(p);
+  const int64_t group = p.heads_q / p.heads_kv;
+  OracleQkGrads r{std::vector<double>(q.size()), std::vector<double>(k.size()),
+                  std::vector<double>(p.heads_q * E)};
+  for_each_slot(p, [&](int64_t b, int64_t t, int64_t h, int64_t s, int64_t key, int64_t e,
+                       bool valid) {
+    if (!valid) return;
+    const double gs = g[((b * T + t) * p.heads_q + h) * W + s];
+    const int64_t qo = ((b * T + t) * p.heads_q + h) * D;
+    const int64_t ko = ((b * T + key) * p.heads_kv + h / group) * D;
+    for (int64_t d = 0; d < D; ++d) {
+      r.dq[qo + d] += gs * k[ko + d];
+      r.dk[ko + d] += gs * q[qo + d];
+    }
+    r.d_rpb[h * E + e] += gs;
+  });
+  return r;
+}
+
+struct OracleAvGrads {
+  std::vector<double> d_attn, dv;
+};
+inline OracleAvGrads oracle_av_backward(const fna::Problem& p, const std::vector<double>& attn,
+                                        const std::vector<double>& v,
+                                        const std::vector<double>& g) {
+  const int64_t T = p.tokens(), W = oracle_slots(p), Dv = p.head_dim_v;
+  const int64_t group = p.heads_q / p.heads_kv;
+  OracleAvGrads r{std::vector<double>(attn.size()), std::vector<double>(v.size())};
   for_each_slot(p, [&](int64_t b, int64_t t, int64_t h, int64_t s, int64_t key, int64_t,
                        bool valid) {
     if (!valid) return;
-    const double a = attn[((b * T + t) * p.heads_q + h) * W + s];
-    for (int64_t d = 0; d < Dv; ++d)
-      out[((b * T + t) * p.heads_q + h) * Dv + d] +=
-          a * v[((b * T + key) * p.heads_kv + h / group) * Dv + d];
+    const int64_t ai = ((b * T + t) * p.heads_q + h) * W + s;
+    const int64_t go = ((b * T + t) * p.heads_q + h) * Dv;
+    const int64_t vo = ((b * T + key) * p.heads_kv + h / group) * Dv;
+    for (int64_t d = 0; d < Dv; ++d) {
+      r.d_attn[ai] += g[go + d] * v[vo + d];
+      r.dv[vo + d] += g[go + d] * attn[ai];
+    }
   });
-  return out;
+  return r;
 }
 
 // sum(f(x) * g) over the elements where f(x) is finite (the -inf slots are constants).
@@ -168,7 +218,7 @@ inline std::vector<double> finite_difference(
 struct Mirror {
   virtual ~Mirror() = default;
   virtual fna::TensorView view(const Buffer& b) = 0;  // uploads the storage on first use
-  virtual void download(const Buffer& b) = 0;          // device storage -> host storage
+  virtual void download(const Buffer& b) = 0;         // device storage -> host storage
   virtual void sync() {}
 };
 struct HostMirror : Mirror {
@@ -266,7 +316,8 @@ inline std::string run_unfused_case(const UnfusedSpec& spec, Mirror& mirror,
   const double ftol = std::max(forward_tolerance(dt), forward_tolerance(wt));
   const double gtol = 3 * ftol;
   auto check = [&](const char* what, double err, double tol) {
-    if (!(err <= tol)) failure += std::string(what) + " error " + fmt(err) + " > " + fmt(tol) + "; ";
+    if (!(err <= tol))
+      failure += std::string(what) + " error " + fmt(err) + " > " + fmt(tol) + "; ";
   };
   auto untouched = [&](const char* what, const Buffer& b) {
     const std::string s = Buffer::check_outside_untouched({&b});
@@ -280,13 +331,14 @@ inline std::string run_unfused_case(const UnfusedSpec& spec, Mirror& mirror,
     // na_av
     fna::na_av(p, {mirror.view(weights_in), mirror.view(v), mirror.view(out)}, options);
     // na_qk_backward
-    fna::QkBackwardArgs qb{mirror.view(q), mirror.view(k), mirror.view(d_attn_in),
+    fna::QkBackwardArgs qb{mirror.view(q),  mirror.view(k),  mirror.view(d_attn_in),
                            mirror.view(dq), mirror.view(dk), std::nullopt};
     if (spec.rpb) qb.d_rpb = mirror.view(d_rpb);
     fna::na_qk_backward(p, qb, options);
     // na_av_backward
-    fna::na_av_backward(p, {mirror.view(weights_in), mirror.view(v), mirror.view(d_out),
-                            mirror.view(d_attn), mirror.view(dv)},
+    fna::na_av_backward(p,
+                        {mirror.view(weights_in), mirror.view(v), mirror.view(d_out),
+                         mirror.view(d_attn), mirror.view(dv)},
                         options);
     mirror.sync();
     for (const Buffer* b : {&attn, &out, &dq, &dk, &d_rpb, &d_attn, &dv}) mirror.download(*b);
@@ -297,22 +349,19 @@ inline std::string run_unfused_case(const UnfusedSpec& spec, Mirror& mirror,
   const std::vector<double>* rpb_ptr = spec.rpb ? &rd : nullptr;
   check("attn", logits_error(attn.to_dense(), oracle_qk(p, qd, kd, rpb_ptr)), ftol);
   check("out", relative_error(out.to_dense(), oracle_av(p, wclean, vd)), ftol);
-  auto qk_of_q = [&](const std::vector<double>& x) { return oracle_qk(p, x, kd, rpb_ptr); };
-  auto qk_of_k = [&](const std::vector<double>& x) { return oracle_qk(p, qd, x, rpb_ptr); };
-  check("dq", relative_error(dq.to_dense(), finite_difference(qd, qk_of_q, gclean)), gtol);
-  check("dk", relative_error(dk.to_dense(), finite_difference(kd, qk_of_k, gclean)), gtol);
-  if (spec.rpb) {
-    auto qk_of_rpb = [&](const std::vector<double>& x) { return oracle_qk(p, qd, kd, &x); };
-    check("d_rpb", relative_error(d_rpb.to_dense(), finite_difference(rd, qk_of_rpb, gclean)),
-          gtol);
-  }
-  auto av_of_w = [&](const std::vector<double>& x) { return oracle_av(p, x, vd); };
-  auto av_of_v = [&](const std::vector<double>& x) { return oracle_av(p, wclean, x); };
-  std::vector<double> d_attn_ref = finite_difference(wclean, av_of_w, dod);
-  check("d_attn", relative_error(d_attn.to_dense(), d_attn_ref), gtol);
-  check("dv", relative_error(dv.to_dense(), finite_difference(vd, av_of_v, dod)), gtol);
-  for (auto [name, b] : {std::pair<const char*, const Buffer*>{"attn", &attn}, {"out", &out},
-                         {"dq", &dq}, {"dk", &dk}, {"d_attn", &d_attn}, {"dv", &dv}})
+  const OracleQkGrads qk_ref = oracle_qk_backward(p, qd, kd, gclean);
+  check("dq", relative_error(dq.to_dense(), qk_ref.dq), gtol);
+  check("dk", relative_error(dk.to_dense(), qk_ref.dk), gtol);
+  if (spec.rpb) check("d_rpb", relative_error(d_rpb.to_dense(), qk_ref.d_rpb), gtol);
+  const OracleAvGrads av_ref = oracle_av_backward(p, wclean, vd, dod);
+  check("d_attn", relative_error(d_attn.to_dense(), av_ref.d_attn), gtol);
+  check("dv", relative_error(dv.to_dense(), av_ref.dv), gtol);
+  for (auto [name, b] : {std::pair<const char*, const Buffer*>{"attn", &attn},
+                         {"out", &out},
+                         {"dq", &dq},
+                         {"dk", &dk},
+                         {"d_attn", &d_attn},
+                         {"dv", &dv}})
     untouched(name, *b);
   if (spec.rpb) untouched("d_rpb", d_rpb);
   return failure;

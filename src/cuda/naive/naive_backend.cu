@@ -10,6 +10,7 @@
 #include "api/backend.h"
 #include "common/problem_util.h"
 #include "cuda/cuda_check.h"
+#include "cuda/naive/naive_host.cuh"
 #include "cuda/naive/naive_kernels.cuh"
 
 namespace fna::cuda::naive {
@@ -17,39 +18,6 @@ namespace {
 
 // Workspace budget for the attention weights of one chunk (forward: one buffer; backward: two).
 constexpr int64_t kWorkspaceBytes = int64_t(1) << 30;
-constexpr int kThreads = 256;
-
-Layout layout(const TensorView& t, int rank) {
-  Layout l;
-  l.sb = t.strides[0];
-  for (int r = 0; r < rank; ++r) l.sx[r] = t.strides[1 + r];
-  l.sh = t.strides[1 + rank];
-  return l;
-}
-
-Params make_params(const Problem& pr) {
-  Params p{};
-  p.nb = make_neighborhood(pr);
-  p.batch = pr.batch;
-  p.tokens = pr.tokens();
-  p.heads_q = pr.heads_q;
-  p.heads_kv = pr.heads_kv;
-  p.head_dim = pr.head_dim;
-  p.head_dim_v = pr.head_dim_v;
-  p.additional_kv = pr.additional_kv;
-  int64_t spatial = 1;
-  for (int r = 0; r < 3; ++r) {
-    p.window[r] = r < pr.rank ? pr.window[r] : 1;
-    spatial *= p.window[r];
-  }
-  p.slots = spatial + pr.additional_kv;
-  p.scale = static_cast<float>(pr.effective_scale());
-  return p;
-}
-
-unsigned grid_for(int64_t work) {
-  return static_cast<unsigned>(std::clamp<int64_t>((work + kThreads - 1) / kThreads, 1, 65535 * 8));
-}
 
 // Units (batch x kv-head) per chunk so `buffers` fp32 workspaces fit the budget.
 int64_t units_per_chunk(const Params& p, int buffers) {
@@ -153,15 +121,6 @@ void backward_typed(const Problem& pr, const BackwardArgs& a, cudaStream_t strea
           p, attn, dattn, q, dout, u0, n_units, dak, dav);
       FNA_CUDA_CHECK(cudaGetLastError());
     }
-  }
-}
-
-template <typename F>
-void dispatch(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::kFloat32: return f(float{});
-    case DType::kFloat16: return f(__half{});
-    case DType::kBFloat16: return f(__nv_bfloat16{});
   }
 }
 
