@@ -56,29 +56,34 @@ def check_additional(fn, additional_keys, additional_values):
 
 
 def check_tensors(fn, rank, named, dtype_of, device_of, supported_dtypes, hint):
-    """Rank, dtype and device agreement of (name, shape, strides, array) tuples; q comes first."""
-    qname, qshape, _, q = named[0]
+    """Rank, dtype and device agreement of (name, shape, strides, array) tuples; q comes first.
+
+    dtype_of returns a comparable dtype object, supported_dtypes maps those to display names.
+    """
+    qname, _, _, q = named[0]
+    q_dtype, q_device = dtype_of(q), device_of(q)
     for name, shape, strides, x in named:
-        want = 4 if name.startswith("additional") else rank + 3
-        lay = (f"[B, n_additional, heads_kv, {'head_dim_v' if name.endswith('values') else 'head_dim'}]"
-               if name.startswith("additional")
-               else layout(rank, "heads_kv" if name in ("key", "value") else "heads",
-                           "head_dim_v" if name == "value" else "head_dim"))
+        additional = name.startswith("additional")
+        want = 4 if additional else rank + 3
         if len(shape) != want:
+            dim = "head_dim_v" if name.endswith("values") or name == "value" else "head_dim"
+            lay = (f"[B, n_additional, heads_kv, {dim}]" if additional
+                   else layout(rank, "heads_kv" if name in ("key", "value") else "heads", dim))
             raise ValueError(
                 f"fna.{fn}: {name} has shape {tuple(shape)} (rank {len(shape)}): {fn} expects "
                 f"{name} as {lay} (rank {want})")
-        if dtype_of(x) not in supported_dtypes:
+        dtype = dtype_of(x)
+        if dtype not in supported_dtypes:
             raise TypeError(
-                f"fna.{fn}: {name} has dtype {dtype_of(x)}: fna takes "
-                f"{', '.join(supported_dtypes)}{hint}")
-        if dtype_of(x) != dtype_of(q):
+                f"fna.{fn}: {name} has dtype {str(dtype).replace('torch.', '')}: fna takes "
+                f"{', '.join(supported_dtypes.values())}{hint}")
+        if dtype != q_dtype:
             raise TypeError(
-                f"fna.{fn}: {name} has dtype {dtype_of(x)} but {qname} has {dtype_of(q)}: all "
-                f"inputs must share one dtype")
-        if device_of(x) != device_of(q):
+                f"fna.{fn}: {name} has dtype {supported_dtypes[dtype]} but {qname} has "
+                f"{supported_dtypes[q_dtype]}: all inputs must share one dtype")
+        if device_of(x) != q_device:
             raise ValueError(
-                f"fna.{fn}: {name} is on {device_of(x)} but {qname} is on {device_of(q)}: all "
+                f"fna.{fn}: {name} is on {device_of(x)} but {qname} is on {q_device}: all "
                 f"inputs must be on one device")
         if shape[-1] > 1 and strides[-1] != 1:
             raise ValueError(

@@ -37,8 +37,7 @@ def _out_shapes(query: Tensor, value: Tensor):
     return (*query.shape[:-1], value.shape[-1]), tuple(query.shape[:-1])
 
 
-@torch.library.custom_op("fna::na_forward", mutates_args=())
-def na_forward(query: Tensor, key: Tensor, value: Tensor, additional_keys: Optional[Tensor],
+def _forward_impl(query: Tensor, key: Tensor, value: Tensor, additional_keys: Optional[Tensor],
                additional_values: Optional[Tensor], kernel_size: List[int], stride: List[int],
                dilation: List[int], is_causal: List[bool], scale: float, backend: str,
                lse_grad: bool) -> Tuple[Tensor, Tensor]:
@@ -52,6 +51,9 @@ def na_forward(query: Tensor, key: Tensor, value: Tensor, additional_keys: Optio
                    _d(additional_values), kernel_size, stride, dilation, is_causal, scale,
                    backend, stream)
     return out, lse
+
+
+na_forward = torch.library.custom_op("fna::na_forward", mutates_args=())(_forward_impl)
 
 
 @na_forward.register_fake
@@ -126,6 +128,13 @@ def torch_na(query, key, value, kernel_size, stride, dilation, is_causal, scale,
              additional_values, return_lse, backend):
     if scale is None:
         scale = query.shape[-1] ** -0.5
-    out, lse = na_forward(query, key, value, additional_keys, additional_values, kernel_size,
-                          stride, dilation, is_causal, float(scale), backend, bool(return_lse))
+    args = (query, key, value, additional_keys, additional_values, kernel_size, stride, dilation,
+            is_causal, float(scale), backend, bool(return_lse))
+    if not torch.compiler.is_compiling() and not (
+            torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:5])):
+        # Eager inference: nothing to record, so skip the dispatcher (tens of microseconds per
+        # call, which matters next to small GPU kernels). Same implementation as the op.
+        out, lse = _forward_impl(*args)
+    else:
+        out, lse = na_forward(*args)
     return (out, lse) if return_lse else out

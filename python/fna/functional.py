@@ -18,18 +18,26 @@ except ImportError:  # NumPy and other DLPack producers still work without torch
     _torch_ops = None
 
 _BACKENDS = ["auto"] + _C.all_backends()
-_NUMPY_DTYPES = ("float32", "float16")
-_TORCH_DTYPES = ("float32", "float16", "bfloat16")
+_NUMPY_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}
+_TORCH_DTYPES = ({torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+                 if torch is not None else {})
 
 
 def _is_torch(x):
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def _dtype(t):
+    return t.dtype
+
+
+def _device(t):
+    return t.device
+
+
 def _torch_checks(fn, rank, tensors):
     named = [(n, t.shape, t.stride(), t) for n, t in tensors if t is not None]
-    _args.check_tensors(fn, rank, named, lambda t: str(t.dtype).replace("torch.", ""),
-                        lambda t: t.device, _TORCH_DTYPES, "")
+    _args.check_tensors(fn, rank, named, _dtype, _device, _TORCH_DTYPES, "")
 
 
 def _numpy_checks(fn, rank, tensors):
@@ -41,7 +49,7 @@ def _numpy_checks(fn, rank, tensors):
             raise TypeError(f"fna.{fn}: {n} is a {type(a).__name__} but query is a NumPy array: "
                             f"all inputs must be of one kind")
         named.append((n, a.shape, tuple(s // a.itemsize for s in a.strides), a))
-    _args.check_tensors(fn, rank, named, lambda a: a.dtype.name, lambda a: "cpu", _NUMPY_DTYPES,
+    _args.check_tensors(fn, rank, named, _dtype, lambda a: "cpu", _NUMPY_DTYPES,
                         " (NumPy has no bfloat16; cast with .astype(np.float32))")
 
 
