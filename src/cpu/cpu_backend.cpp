@@ -415,13 +415,39 @@ struct ThreadScratch {
   }
 };
 
-// KV heads per block: planes of a block stay within kBlockBytes (all heads at once for typical
-// image problems; a few at a time for long videos), so conversion streams whole token rows.
+// Work is done per block of consecutive (batch, kv head) slices s = b * heads_kv + hk, in three
+// phases (conversion, kernels, conversion back) separated by barriers. A block's planes stay within
+// kBlockBytes: every slice of a small problem at once (few barriers), a few heads of a long video.
 constexpr int64_t kBlockBytes = int64_t{384} << 20;
 
-int64_t heads_per_block(const Problem& p, int64_t floats_per_kv_head) {
-  const int64_t fit = kBlockBytes / std::max<int64_t>(1, floats_per_kv_head * 4);
-  return std::clamp<int64_t>(fit, 1, p.heads_kv);
+// Below about half a millisecond of work, waking a thread team costs more than it saves (and on
+// an oversubscribed machine a barrier can wait a whole scheduler slice for a preempted thread).
+constexpr double kParallelMinFlops = 1e7;
+
+bool run_parallel(const Problem& p) {
+  return fna::forward_flops(p) + 4.0 * p.batch * p.tokens() * p.heads_q * (p.head_dim + p.head_dim_v) >=
+         kParallelMinFlops;
+}
+
+int64_t slices_per_block(const Problem& p, int64_t floats_per_slice) {
+  const int64_t fit = kBlockBytes / std::max<int64_t>(1, floats_per_slice * 4);
+  return std::clamp<int64_t>(fit, 1, p.batch * p.heads_kv);
+}
+
+// The slices of a block as runs of consecutive kv heads of one batch (j0: first slice in block).
+struct SliceRun {
+  int64_t b, hk0, nh, j0;
+};
+
+std::vector<SliceRun> slice_runs(const Problem& p, int64_t s0, int64_t ns) {
+  std::vector<SliceRun> runs;
+  for (int64_t s = s0; s < s0 + ns;) {
+    const int64_t b = s / p.heads_kv, hk = s % p.heads_kv;
+    const int64_t nh = std::min(p.heads_kv - hk, s0 + ns - s);
+    runs.push_back({b, hk, nh, s - s0});
+    s += nh;
+  }
+  return runs;
 }
 
 // ---- forward -----------------------------------------------------------------------------------
@@ -433,7 +459,7 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
   const int64_t nadd = p.additional_kv, ld_add = (nadd + kLanes - 1) / kLanes * kLanes + kLanes;
   const int64_t rows = geo.kg.groups * geo.kg.lines;
   const float scale = static_cast<float>(p.effective_scale());
-  const int64_t hb = heads_per_block(
+  const int64_t hb = slices_per_block(
       p, geo.plane_floats(D + Dv) + hpg * geo.plane_floats(D + Dv + 1) + (D + Dv) * ld_add);
 
   PlaneSet k(hb, geo.plane_floats(D)), v(hb, geo.plane_floats(Dv)), ak(hb, D * ld_add),
@@ -469,45 +495,53 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
   float* lse_out = a.lse ? static_cast<float*>(a.lse->data) : nullptr;
   const int64_t per_head = geo.units_per_head();
 
-#pragma omp parallel
+#pragma omp parallel if (run_parallel(p))
   {
     ThreadScratch ts(D, Dv);
-    for (int64_t b = 0; b < p.batch; ++b)
-      for (int64_t hk0 = 0; hk0 < p.heads_kv; hk0 += hb) {
-        const int64_t nh = std::min(hb, p.heads_kv - hk0);
-        // Conversion: K, V, Q lines of all heads of the block, then the additional tokens.
+    for (int64_t s0 = 0; s0 < p.batch * p.heads_kv; s0 += hb) {
+      const int64_t ns = std::min(hb, p.batch * p.heads_kv - s0);
+      const std::vector<SliceRun> runs = slice_runs(p, s0, ns);
+      const int64_t nr = static_cast<int64_t>(runs.size());
+      // Conversion: K, V, Q lines of every run of heads, then the additional tokens per slice.
 #pragma omp for schedule(dynamic, 2)
-        for (int64_t t = 0; t < 3 * rows + (nadd ? 2 * nh : 0); ++t) {
-          const int64_t kind = t / rows, r = t % rows, g = r / geo.kg.lines, line = r % geo.kg.lines;
-          if (kind == 0) {
-            fill_line(geo, ks, lk, b, hk0, nh, g, line, D, 1.0f, k.at(0));
-          } else if (kind == 1) {
-            fill_line(geo, vs, lv, b, hk0, nh, g, line, Dv, 1.0f, v.at(0));
-          } else if (kind == 2) {
-            fill_line(geo, qs, lq, b, hk0 * hpg, nh * hpg, g, line, D, scale, q.at(0));
-          } else {
-            const int64_t i = t - 3 * rows, j = i / 2;
-            if (i % 2 == 0)
-              fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk0 + j, nadd,
-                              D, ld_add, ak.ptr[j]);
-            else
-              fill_additional(static_cast<const T*>(a.additional_v->data), lav, b, hk0 + j, nadd,
-                              Dv, ld_add, av.ptr[j]);
-          }
-        }
-#pragma omp for schedule(dynamic)
-        for (int64_t i = 0; i < nh * hpg * per_head; ++i) {
-          const int64_t hq = i / per_head;
-          Unit u;
-          if (geo.unit(i % per_head, hq % hpg, &u)) kt.forward(geo.kg, pl[hq / hpg], u, ts.sc);
-        }
-#pragma omp for schedule(dynamic, 2)
-        for (int64_t t = 0; t < rows; ++t) {
-          const int64_t g = t / geo.kg.lines, line = t % geo.kg.lines;
-          store_line(geo, o.at(0), g, line, Dv, out, lo, b, hk0 * hpg, nh * hpg);
-          if (lse_out) store_line(geo, lse.at(0), g, line, 1, lse_out, ll, b, hk0 * hpg, nh * hpg);
+      for (int64_t t = 0; t < nr * 3 * rows + (nadd ? 2 * ns : 0); ++t) {
+        if (t < nr * 3 * rows) {
+          const SliceRun& rn = runs[t / (3 * rows)];
+          const int64_t kind = t % (3 * rows) / rows, r = t % rows;
+          const int64_t g = r / geo.kg.lines, line = r % geo.kg.lines;
+          if (kind == 0)
+            fill_line(geo, ks, lk, rn.b, rn.hk0, rn.nh, g, line, D, 1.0f, k.at(rn.j0));
+          else if (kind == 1)
+            fill_line(geo, vs, lv, rn.b, rn.hk0, rn.nh, g, line, Dv, 1.0f, v.at(rn.j0));
+          else
+            fill_line(geo, qs, lq, rn.b, rn.hk0 * hpg, rn.nh * hpg, g, line, D, scale,
+                      q.at(rn.j0 * hpg));
+        } else {
+          const int64_t i = t - nr * 3 * rows, j = i / 2, b = (s0 + j) / p.heads_kv,
+                        hk = (s0 + j) % p.heads_kv;
+          if (i % 2 == 0)
+            fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk, nadd, D,
+                            ld_add, ak.ptr[j]);
+          else
+            fill_additional(static_cast<const T*>(a.additional_v->data), lav, b, hk, nadd, Dv,
+                            ld_add, av.ptr[j]);
         }
       }
+#pragma omp for schedule(dynamic)
+      for (int64_t i = 0; i < ns * hpg * per_head; ++i) {
+        const int64_t hq = i / per_head;
+        Unit u;
+        if (geo.unit(i % per_head, hq % hpg, &u)) kt.forward(geo.kg, pl[hq / hpg], u, ts.sc);
+      }
+#pragma omp for schedule(dynamic, 2)
+      for (int64_t t = 0; t < nr * rows; ++t) {
+        const SliceRun& rn = runs[t / rows];
+        const int64_t g = t % rows / geo.kg.lines, line = t % rows % geo.kg.lines;
+        const int64_t h0 = rn.hk0 * hpg, nq = rn.nh * hpg;
+        store_line(geo, o.at(rn.j0 * hpg), g, line, Dv, out, lo, rn.b, h0, nq);
+        if (lse_out) store_line(geo, lse.at(rn.j0 * hpg), g, line, 1, lse_out, ll, rn.b, h0, nq);
+      }
+    }
   }
 }
 
@@ -520,7 +554,7 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
   const int64_t nadd = p.additional_kv, ld_add = (nadd + kLanes - 1) / kLanes * kLanes + kLanes;
   const int64_t rows = geo.kg.groups * geo.kg.lines;
   const float scale = static_cast<float>(p.effective_scale());
-  const int64_t hb = heads_per_block(p, 2 * geo.plane_floats(D + Dv) +
+  const int64_t hb = slices_per_block(p, 2 * geo.plane_floats(D + Dv) +
                                             hpg * geo.plane_floats(2 * D + Dv + 2) +
                                             2 * (D + Dv) * ld_add);
 
@@ -568,68 +602,83 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
   const float* lses = static_cast<const float*>(a.lse.data);
   const int64_t per_head = geo.units_per_head(), add_units = (nadd + kLanes - 1) / kLanes;
 
-#pragma omp parallel
+#pragma omp parallel if (run_parallel(p))
   {
     ThreadScratch ts(D, Dv);
-    for (int64_t b = 0; b < p.batch; ++b)
-      for (int64_t hk0 = 0; hk0 < p.heads_kv; hk0 += hb) {
-        const int64_t nh = std::min(hb, p.heads_kv - hk0), hq0 = hk0 * hpg, nq = nh * hpg;
-        // Conversion: K, V, Q (scaled), dO, lse, delta lines, then the additional tokens.
+    for (int64_t s0 = 0; s0 < p.batch * p.heads_kv; s0 += hb) {
+      const int64_t ns = std::min(hb, p.batch * p.heads_kv - s0);
+      const std::vector<SliceRun> runs = slice_runs(p, s0, ns);
+      const int64_t nr = static_cast<int64_t>(runs.size());
+      // Conversion: K, V, Q (scaled), dO, lse, delta lines of every run, then additional tokens.
 #pragma omp for schedule(dynamic, 2)
-        for (int64_t t = 0; t < 6 * rows + (nadd ? 2 * nh : 0); ++t) {
-          const int64_t kind = t / rows, r = t % rows, g = r / geo.kg.lines, line = r % geo.kg.lines;
+      for (int64_t t = 0; t < nr * 6 * rows + (nadd ? 2 * ns : 0); ++t) {
+        if (t < nr * 6 * rows) {
+          const SliceRun& rn = runs[t / (6 * rows)];
+          const int64_t kind = t % (6 * rows) / rows, r = t % rows;
+          const int64_t g = r / geo.kg.lines, line = r % geo.kg.lines, b = rn.b;
+          const int64_t hq0 = rn.hk0 * hpg, nq = rn.nh * hpg, jq = rn.j0 * hpg;
           switch (kind) {
-            case 0: fill_line(geo, ks, lk, b, hk0, nh, g, line, D, 1.0f, k.at(0)); break;
-            case 1: fill_line(geo, vs, lv, b, hk0, nh, g, line, Dv, 1.0f, v.at(0)); break;
-            case 2: fill_line(geo, qs, lq, b, hq0, nq, g, line, D, scale, q.at(0)); break;
-            case 3: fill_line(geo, dos, ldo, b, hq0, nq, g, line, Dv, 1.0f, dout.at(0)); break;
-            case 4: fill_line(geo, lses, ll, b, hq0, nq, g, line, 1, 1.0f, lse.at(0)); break;
-            case 5: fill_delta_line(geo, dos, ldo, os, lo, b, hq0, nq, Dv, g, line, delta.at(0)); break;
-            default: {
-              const int64_t i = t - 6 * rows, j = i / 2;
-              if (i % 2 == 0)
-                fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk0 + j, nadd,
-                                D, ld_add, ak.ptr[j]);
-              else
-                fill_additional(static_cast<const T*>(a.additional_v->data), lav, b, hk0 + j, nadd,
-                                Dv, ld_add, av.ptr[j]);
-            }
+            case 0: fill_line(geo, ks, lk, b, rn.hk0, rn.nh, g, line, D, 1.0f, k.at(rn.j0)); break;
+            case 1: fill_line(geo, vs, lv, b, rn.hk0, rn.nh, g, line, Dv, 1.0f, v.at(rn.j0)); break;
+            case 2: fill_line(geo, qs, lq, b, hq0, nq, g, line, D, scale, q.at(jq)); break;
+            case 3: fill_line(geo, dos, ldo, b, hq0, nq, g, line, Dv, 1.0f, dout.at(jq)); break;
+            case 4: fill_line(geo, lses, ll, b, hq0, nq, g, line, 1, 1.0f, lse.at(jq)); break;
+            default:
+              fill_delta_line(geo, dos, ldo, os, lo, b, hq0, nq, Dv, g, line, delta.at(jq));
           }
-        }
-        // Compute: additional-key units first (the longest), then dK/dV units, then dQ units.
-        const int64_t per_kv = add_units + per_head + hpg * per_head;
-#pragma omp for schedule(dynamic)
-        for (int64_t i = 0; i < nh * per_kv; ++i) {
-          const int64_t kind = i / nh, j = i % nh;  // heads interleaved: long units spread first
-          Unit u;
-          if (kind < add_units) {
-            kt.backward_dkv_additional(geo.kg, pl[j], kind * kLanes,
-                                       std::min(nadd, (kind + 1) * kLanes), hpg, ts.sc);
-          } else if (kind < add_units + per_head) {
-            if (geo.unit(kind - add_units, 0, &u)) kt.backward_dkv(geo.kg, pl[j], u, hpg, ts.sc);
-          } else {
-            const int64_t w = kind - add_units - per_head;
-            if (geo.unit(w % per_head, w / per_head, &u)) kt.backward_dq(geo.kg, pl[j], u, hpg, ts.sc);
-          }
-        }
-#pragma omp for schedule(dynamic, 2)
-        for (int64_t t = 0; t < 3 * rows + (nadd ? nh : 0); ++t) {
-          const int64_t kind = t / rows, r = t % rows, g = r / geo.kg.lines, line = r % geo.kg.lines;
-          if (kind == 0) {
-            store_line(geo, dk.at(0), g, line, D, static_cast<T*>(a.dk.data), ldk, b, hk0, nh);
-          } else if (kind == 1) {
-            store_line(geo, dv.at(0), g, line, Dv, static_cast<T*>(a.dv.data), ldv, b, hk0, nh);
-          } else if (kind == 2) {
-            store_line(geo, dq.at(0), g, line, D, static_cast<T*>(a.dq.data), ldq, b, hq0, nq);
-          } else {
-            const int64_t j = t - 3 * rows;
-            store_additional(dak.ptr[j], nadd, D, ld_add, static_cast<T*>(a.d_additional_k->data),
-                             ldak, b, hk0 + j);
-            store_additional(dav.ptr[j], nadd, Dv, ld_add, static_cast<T*>(a.d_additional_v->data),
-                             ldav, b, hk0 + j);
-          }
+        } else {
+          const int64_t i = t - nr * 6 * rows, j = i / 2, b = (s0 + j) / p.heads_kv,
+                        hk = (s0 + j) % p.heads_kv;
+          if (i % 2 == 0)
+            fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk, nadd, D,
+                            ld_add, ak.ptr[j]);
+          else
+            fill_additional(static_cast<const T*>(a.additional_v->data), lav, b, hk, nadd, Dv,
+                            ld_add, av.ptr[j]);
         }
       }
+      // Compute: additional-key units first (the longest), then dK/dV units, then dQ units; the
+      // slices are interleaved so long units spread over the threads first.
+      const int64_t per_slice = add_units + per_head + hpg * per_head;
+#pragma omp for schedule(dynamic)
+      for (int64_t i = 0; i < ns * per_slice; ++i) {
+        const int64_t kind = i / ns, j = i % ns;
+        Unit u;
+        if (kind < add_units) {
+          kt.backward_dkv_additional(geo.kg, pl[j], kind * kLanes,
+                                     std::min(nadd, (kind + 1) * kLanes), hpg, ts.sc);
+        } else if (kind < add_units + per_head) {
+          if (geo.unit(kind - add_units, 0, &u)) kt.backward_dkv(geo.kg, pl[j], u, hpg, ts.sc);
+        } else {
+          const int64_t w = kind - add_units - per_head;
+          if (geo.unit(w % per_head, w / per_head, &u)) kt.backward_dq(geo.kg, pl[j], u, hpg, ts.sc);
+        }
+      }
+#pragma omp for schedule(dynamic, 2)
+      for (int64_t t = 0; t < nr * 3 * rows + (nadd ? ns : 0); ++t) {
+        if (t < nr * 3 * rows) {
+          const SliceRun& rn = runs[t / (3 * rows)];
+          const int64_t kind = t % (3 * rows) / rows, r = t % rows;
+          const int64_t g = r / geo.kg.lines, line = r % geo.kg.lines, b = rn.b;
+          if (kind == 0)
+            store_line(geo, dk.at(rn.j0), g, line, D, static_cast<T*>(a.dk.data), ldk, b, rn.hk0,
+                       rn.nh);
+          else if (kind == 1)
+            store_line(geo, dv.at(rn.j0), g, line, Dv, static_cast<T*>(a.dv.data), ldv, b, rn.hk0,
+                       rn.nh);
+          else
+            store_line(geo, dq.at(rn.j0 * hpg), g, line, D, static_cast<T*>(a.dq.data), ldq, b,
+                       rn.hk0 * hpg, rn.nh * hpg);
+        } else {
+          const int64_t j = t - nr * 3 * rows, b = (s0 + j) / p.heads_kv,
+                        hk = (s0 + j) % p.heads_kv;
+          store_additional(dak.ptr[j], nadd, D, ld_add, static_cast<T*>(a.d_additional_k->data),
+                           ldak, b, hk);
+          store_additional(dav.ptr[j], nadd, Dv, ld_add, static_cast<T*>(a.d_additional_v->data),
+                           ldav, b, hk);
+        }
+      }
+    }
   }
 }
 
