@@ -214,6 +214,59 @@ inline std::vector<double> finite_difference(
   return grad;
 }
 
+inline fna::Problem unfused_problem(int rank, std::vector<int64_t> extent, std::vector<int64_t> window,
+                  std::vector<int64_t> stride = {}, std::vector<int64_t> dilation = {},
+                  std::vector<bool> causal = {}) {
+  fna::Problem p;
+  p.rank = rank;
+  p.batch = 2;
+  p.heads_q = 2;
+  p.heads_kv = 2;
+  p.head_dim = 3;
+  p.head_dim_v = 3;
+  for (int r = 0; r < rank; ++r) {
+    p.extent[r] = extent[r];
+    p.window[r] = window[r];
+    if (!stride.empty()) p.stride[r] = stride[r];
+    if (!dilation.empty()) p.dilation[r] = dilation[r];
+    if (!causal.empty()) p.causal[r] = causal[r];
+  }
+  return p;
+}
+
+// Tiny problems covering every parameter: odd/even windows, window = extent, stride, dilation,
+// causal per axis (no rpb there), GQA, Dv != D, rank 1..3.
+inline std::vector<fna::Problem> unfused_problems() {
+  std::vector<fna::Problem> ps;
+  ps.push_back(unfused_problem(1, {13}, {5}));
+  ps.push_back(unfused_problem(1, {13}, {4}, {2}, {2}));
+  ps.push_back(unfused_problem(1, {9}, {9}));
+  ps.push_back(unfused_problem(1, {11}, {4}, {3}, {1}, {true}));
+  ps.push_back(unfused_problem(2, {5, 7}, {3, 4}, {1, 2}));
+  ps.push_back(unfused_problem(2, {7, 6}, {3, 2}, {3, 1}, {2, 3}));
+  ps.push_back(unfused_problem(2, {6, 5}, {3, 3}, {2, 1}, {1, 1}, {true, false}));
+  ps.push_back(unfused_problem(3, {3, 4, 5}, {2, 3, 3}, {1, 2, 3}, {1, 1, 1}));
+  ps.push_back(unfused_problem(3, {4, 3, 6}, {2, 3, 2}, {2, 1, 1}, {2, 1, 2}, {false, true, true}));
+  fna::Problem gqa = unfused_problem(2, {5, 6}, {3, 5}, {1, 1}, {1, 1});
+  gqa.heads_q = 4;
+  gqa.heads_kv = 2;
+  gqa.head_dim = 4;
+  gqa.head_dim_v = 2;
+  ps.push_back(gqa);
+  fna::Problem mqa = unfused_problem(1, {10}, {3}, {1}, {3});
+  mqa.heads_q = 3;
+  mqa.heads_kv = 1;
+  mqa.head_dim_v = 5;
+  ps.push_back(mqa);
+  return ps;
+}
+
+inline bool any_causal(const fna::Problem& p) {
+  for (int r = 0; r < p.rank; ++r)
+    if (p.causal[r]) return true;
+  return false;
+}
+
 // Where the ops run: identity on CPU; a device mirror for the GPU test.
 struct Mirror {
   virtual ~Mirror() = default;

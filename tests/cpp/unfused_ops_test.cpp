@@ -16,63 +16,10 @@ namespace {
 
 using fna::DType;
 
-fna::Problem make(int rank, std::vector<int64_t> extent, std::vector<int64_t> window,
-                  std::vector<int64_t> stride = {}, std::vector<int64_t> dilation = {},
-                  std::vector<bool> causal = {}) {
-  fna::Problem p;
-  p.rank = rank;
-  p.batch = 2;
-  p.heads_q = 2;
-  p.heads_kv = 2;
-  p.head_dim = 3;
-  p.head_dim_v = 3;
-  for (int r = 0; r < rank; ++r) {
-    p.extent[r] = extent[r];
-    p.window[r] = window[r];
-    if (!stride.empty()) p.stride[r] = stride[r];
-    if (!dilation.empty()) p.dilation[r] = dilation[r];
-    if (!causal.empty()) p.causal[r] = causal[r];
-  }
-  return p;
-}
-
-// Tiny problems covering every parameter: odd/even windows, window = extent, stride, dilation,
-// causal per axis (no rpb there), GQA, Dv != D, rank 1..3.
-std::vector<fna::Problem> problems() {
-  std::vector<fna::Problem> ps;
-  ps.push_back(make(1, {13}, {5}));
-  ps.push_back(make(1, {13}, {4}, {2}, {2}));
-  ps.push_back(make(1, {9}, {9}));
-  ps.push_back(make(1, {11}, {4}, {3}, {1}, {true}));
-  ps.push_back(make(2, {5, 7}, {3, 4}, {1, 2}));
-  ps.push_back(make(2, {7, 6}, {3, 2}, {3, 1}, {2, 3}));
-  ps.push_back(make(2, {6, 5}, {3, 3}, {2, 1}, {1, 1}, {true, false}));
-  ps.push_back(make(3, {3, 4, 5}, {2, 3, 3}, {1, 2, 3}, {1, 1, 1}));
-  ps.push_back(make(3, {4, 3, 6}, {2, 3, 2}, {2, 1, 1}, {2, 1, 2}, {false, true, true}));
-  fna::Problem gqa = make(2, {5, 6}, {3, 5}, {1, 1}, {1, 1});
-  gqa.heads_q = 4;
-  gqa.heads_kv = 2;
-  gqa.head_dim = 4;
-  gqa.head_dim_v = 2;
-  ps.push_back(gqa);
-  fna::Problem mqa = make(1, {10}, {3}, {1}, {3});
-  mqa.heads_q = 3;
-  mqa.heads_kv = 1;
-  mqa.head_dim_v = 5;
-  ps.push_back(mqa);
-  return ps;
-}
-
-bool any_causal(const fna::Problem& p) {
-  for (int r = 0; r < p.rank; ++r)
-    if (p.causal[r]) return true;
-  return false;
-}
-
 TEST(UnfusedOracle, WindowsHoldKSlotsAndTheQueryItself) {
   // The oracle's windows: non-causal windows have exactly K keys and contain the query (so the
   // bias index stays in [0, 2K-2]); causal windows end at the query.
-  for (const fna::Problem& p : problems())
+  for (const fna::Problem& p : unfused_problems())
     for (int64_t t = 0; t < p.tokens(); ++t) {
       int64_t x[3] = {0, 0, 0}, rest = t;
       for (int r = p.rank - 1; r >= 0; --r) {
@@ -95,7 +42,7 @@ TEST(UnfusedOracle, WindowsHoldKSlotsAndTheQueryItself) {
 // oracle forward (float64, every problem, with a bias where allowed).
 TEST(UnfusedOracle, GradientsMatchFiniteDifferences) {
   std::mt19937_64 rng(base_seed() + 5);
-  for (fna::Problem p : problems()) {
+  for (fna::Problem p : unfused_problems()) {
     p.batch = 1;  // finite differences cost O(n^2): keep n small
     const int64_t T = p.tokens(), W = oracle_slots(p);
     const auto q = random_values(T * p.heads_q * p.head_dim, 2.0, rng);
@@ -138,7 +85,7 @@ TEST(UnfusedOps, MatchOracleEveryProblemDtypeAndLayout) {
       {DType::kBFloat16, DType::kFloat32, false}, {DType::kBFloat16, DType::kBFloat16, true}};
   HostMirror host;
   uint64_t seed = base_seed();
-  for (const fna::Problem& p : problems())
+  for (const fna::Problem& p : unfused_problems())
     for (const Combo& c : combos)
       for (bool rpb : {false, true}) {
         if (rpb && any_causal(p)) continue;
@@ -152,13 +99,13 @@ TEST(UnfusedOps, ReferenceAndCpuBackendOptionsRunOnCpu) {
   for (fna::Backend b : {fna::Backend::kReference, fna::Backend::kCpu}) {
     fna::Options o;
     o.backend = b;
-    UnfusedSpec spec{problems()[1], DType::kFloat32, DType::kFloat32, false, true, 7};
+    UnfusedSpec spec{unfused_problems()[1], DType::kFloat32, DType::kFloat32, false, true, 7};
     EXPECT_EQ(run_unfused_case(spec, host, o), "") << fna::backend_name(b);
   }
 }
 
 TEST(UnfusedOps, ShapeHelpers) {
-  const fna::Problem p = make(2, {5, 7}, {3, 4});
+  const fna::Problem p = unfused_problem(2, {5, 7}, {3, 4});
   EXPECT_EQ(fna::attn_shape(p), (std::vector<int64_t>{2, 5, 7, 2, 12}));
   EXPECT_EQ(fna::rpb_shape(p), (std::vector<int64_t>{2, 5, 7}));
 }
@@ -166,7 +113,7 @@ TEST(UnfusedOps, ShapeHelpers) {
 // softmax(na_qk(scale * q, k)) -> na_av equals fna::forward (reference backend), and the chained
 // backward (na_av_backward -> softmax backward -> na_qk_backward) equals fna::backward.
 TEST(UnfusedOps, ComposeToNeighborhoodAttention) {
-  for (fna::Problem p : problems()) {
+  for (fna::Problem p : unfused_problems()) {
     p.head_dim_v = p.head_dim;  // keep the composition simple
     std::mt19937_64 rng(base_seed() + 99);
     const DenseInputs in = random_inputs(p, rng);
@@ -245,7 +192,7 @@ TEST(UnfusedOps, ComposeToNeighborhoodAttention) {
 class UnfusedValidation : public ::testing::Test {
  protected:
   void SetUp() override {
-    p = make(2, {5, 6}, {3, 3}, {1, 2}, {1, 2});
+    p = unfused_problem(2, {5, 6}, {3, 3}, {1, 2}, {1, 2});
     p.heads_q = 4;
     p.heads_kv = 2;
     p.head_dim = 4;
