@@ -41,37 +41,47 @@ Span span_of(const TensorView& t) {
   return {lo, lo + static_cast<uintptr_t>((reach + 1) * es)};
 }
 
-// Whether `delta` (elements) is a difference of two index vectors under shared shape/strides:
-// delta = sum k_i * stride_i with |k_i| < shape_i. Dims are tried from the largest stride down;
-// only k_i that leave a remainder the smaller dims can still cover are explored.
-bool reachable(const std::vector<std::pair<int64_t, int64_t>>& dims, size_t i, int64_t delta,
-               const std::vector<int64_t>& tail_reach) {
+// One dim of two views that share its stride: k = (index in a) - (index in b) lies in [lo, hi].
+struct DiffDim {
+  int64_t stride, lo, hi;
+};
+
+// Whether delta = sum k_i * stride_i has a solution with lo_i <= k_i <= hi_i. Dims are sorted by
+// stride, largest first; the dims after i can add between min_rest[i + 1] and max_rest[i + 1], so
+// only the k_i that leave a remainder inside that range are explored (exact integer floor_div /
+// ceil_div from common/neighborhood.h).
+bool reachable(const std::vector<DiffDim>& dims, size_t i, int64_t delta,
+               const std::vector<int64_t>& min_rest, const std::vector<int64_t>& max_rest) {
   if (i == dims.size()) return delta == 0;
-  const auto [stride, n] = dims[i];
-  const int64_t rest = tail_reach[i + 1];
-  if (stride == 0) return reachable(dims, i + 1, delta, tail_reach);
-  const int64_t lo = std::max(-(n - 1), static_cast<int64_t>(std::floor(double(delta - rest) / stride)));
-  const int64_t hi = std::min(n - 1, static_cast<int64_t>(std::ceil(double(delta + rest) / stride)));
+  const DiffDim& d = dims[i];
+  if (d.stride == 0) return reachable(dims, i + 1, delta, min_rest, max_rest);
+  const int64_t lo = std::max(d.lo, ceil_div(delta - max_rest[i + 1], d.stride));
+  const int64_t hi = std::min(d.hi, floor_div(delta - min_rest[i + 1], d.stride));
   for (int64_t k = lo; k <= hi; ++k)
-    if (reachable(dims, i + 1, delta - k * stride, tail_reach)) return true;
+    if (reachable(dims, i + 1, delta - k * d.stride, min_rest, max_rest)) return true;
   return false;
 }
 
-// Whether two views share a byte. Exact for views with the same dtype, shape and strides (e.g.
-// dq, dk, dv = dqkv.unbind(-3)); otherwise conservative (byte spans intersect).
+// Whether two views share a byte. Exact for views with the same dtype and strides, whatever their
+// shapes (e.g. dq, dk, dv = dqkv.unbind(-3), or disjoint head ranges of one fused GQA gradient);
+// otherwise conservative (byte spans intersect).
 bool overlaps(const TensorView& a, const TensorView& b) {
   const Span sa = span_of(a), sb = span_of(b);
   if (sa.hi <= sb.lo || sb.hi <= sa.lo) return false;
-  if (a.dtype != b.dtype || a.shape != b.shape || a.strides != b.strides) return true;
+  if (a.dtype != b.dtype || a.strides != b.strides) return true;
   const int64_t es = dtype_size(a.dtype);
   const int64_t bytes = static_cast<int64_t>(sb.lo) - static_cast<int64_t>(sa.lo);
   if (bytes % es != 0) return true;
-  std::vector<std::pair<int64_t, int64_t>> dims;
-  for (int i = 0; i < a.rank(); ++i) dims.push_back({a.strides[i], a.shape[i]});
-  std::sort(dims.begin(), dims.end(), [](auto x, auto y) { return x.first > y.first; });
-  std::vector<int64_t> tail(dims.size() + 1, 0);
-  for (size_t i = dims.size(); i-- > 0;) tail[i] = tail[i + 1] + (dims[i].second - 1) * dims[i].first;
-  return reachable(dims, 0, bytes / es, tail);
+  // a[ia] and b[ib] coincide iff sum (ia_i - ib_i) * stride_i = (b.data - a.data) / es.
+  std::vector<DiffDim> dims;
+  for (int i = 0; i < a.rank(); ++i) dims.push_back({a.strides[i], 1 - b.shape[i], a.shape[i] - 1});
+  std::sort(dims.begin(), dims.end(), [](auto x, auto y) { return x.stride > y.stride; });
+  std::vector<int64_t> min_rest(dims.size() + 1, 0), max_rest(dims.size() + 1, 0);
+  for (size_t i = dims.size(); i-- > 0;) {
+    min_rest[i] = min_rest[i + 1] + dims[i].lo * dims[i].stride;
+    max_rest[i] = max_rest[i + 1] + dims[i].hi * dims[i].stride;
+  }
+  return reachable(dims, 0, bytes / es, min_rest, max_rest);
 }
 
 // Whether distinct indices of the view map to distinct elements (sufficient condition: sorted by

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <set>
 
 #include "harness.h"
 
@@ -561,6 +562,142 @@ TEST_F(Validation, AdditionalKvUnexpected) {
   b.additional_v.reset();
   expect_rejected([&] { fna::backward(np, b, ref()); },
                   {"'d_additional_k' was given", "additional_kv = 0"});
+}
+
+// The overlap check is exact for views sharing strides, whatever their shapes: dq, dk, dv placed
+// at random offsets in one buffer with the strides of a fused [B, X, H_total, D] gradient are
+// rejected iff two of them share an element (checked by brute force), in both directions.
+TEST(OverlapCheck, ExactForViewsSharingStrides) {
+  int rejected = 0, accepted = 0;
+  for (int i = 0; i < sweep_count(400); ++i) {
+    const uint64_t seed = base_seed() + 9400033 + i;
+    std::mt19937_64 rng(seed);
+    auto uni = [&](int64_t lo, int64_t hi) {
+      return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+    };
+    fna::Problem p = fna::Problem::make({uni(1, 5)}, {1}, uni(1, 2), 1, uni(1, 3));
+    p.heads_kv = uni(1, 3);
+    p.heads_q = p.heads_kv * uni(1, 2);
+    const int64_t D = p.head_dim, B = p.batch, L = p.extent[0];
+    const int64_t sh = D + uni(0, 1), heads_total = uni(p.heads_q, p.heads_q + 2 * p.heads_kv + 1);
+    const int64_t sl = heads_total * sh, sb = L * sl + uni(0, 2);
+    const std::vector<int64_t> strides{sb, sl, sh, 1};
+    const int64_t span = (B - 1) * sb + (L - 1) * sl + (heads_total - 1) * sh + D;
+    std::vector<float> dqkv(3 * span + 8, 0.0f);
+    const int64_t off[3] = {0, uni(0, span), uni(0, 2 * span)};
+    const int64_t heads[3] = {p.heads_q, p.heads_kv, p.heads_kv};
+    std::vector<TensorView> views(3);
+    std::vector<std::set<int64_t>> elements(3);
+    for (int t = 0; t < 3; ++t) {
+      views[t] =
+          TensorView::contiguous(dqkv.data() + off[t], fna::DType::kFloat32, {B, L, heads[t], D});
+      views[t].strides = strides;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t x = 0; x < L; ++x)
+          for (int64_t h = 0; h < heads[t]; ++h)
+            for (int64_t d = 0; d < D; ++d)
+              elements[t].insert(off[t] + b * sb + x * sl + h * sh + d);
+    }
+    bool overlap = false;
+    for (int s = 0; s < 3; ++s)
+      for (int t = s + 1; t < 3; ++t)
+        for (int64_t e : elements[s]) overlap |= elements[t].count(e) > 0;
+    // Valid inputs in their own memory.
+    std::vector<float> q(B * L * p.heads_q * D, 1.0f), kv(B * L * p.heads_kv * D, 1.0f);
+    std::vector<float> o(q), go(q), l(B * L * p.heads_q, 0.0f), v(kv);
+    auto view = [&](std::vector<float>& m, int64_t h) {
+      return TensorView::contiguous(m.data(), fna::DType::kFloat32, {B, L, h, D});
+    };
+    BackwardArgs a{view(q, p.heads_q),
+                   view(kv, p.heads_kv),
+                   view(v, p.heads_kv),
+                   view(o, p.heads_q),
+                   TensorView::contiguous(l.data(), fna::DType::kFloat32, {B, L, p.heads_q}),
+                   view(go, p.heads_q),
+                   views[0],
+                   views[1],
+                   views[2],
+                   std::nullopt,
+                   std::nullopt,
+                   std::nullopt,
+                   std::nullopt};
+    const std::string where = "seed " + std::to_string(seed) + " {" + p.to_string() +
+                              "} heads_total=" + std::to_string(heads_total) + " offsets " +
+                              std::to_string(off[1]) + ", " + std::to_string(off[2]);
+    try {
+      fna::validate_backward(p, a);
+      EXPECT_FALSE(overlap) << "overlapping gradients were accepted: " << where;
+      ++accepted;
+    } catch (const fna::Error& e) {
+      EXPECT_TRUE(overlap) << "disjoint gradients were rejected (" << e.what() << "): " << where;
+      EXPECT_NE(std::string(e.what()).find("overlaps output"), std::string::npos) << e.what();
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 20);
+  EXPECT_GT(accepted, 20);
+}
+
+// The case that motivated the exact check: a fused GQA projection's gradient buffer
+// [B, X, Y, Hq + 2 Hkv, D] split into dq, dk, dv head ranges runs and gives the same gradients
+// as separate buffers.
+TEST(OverlapCheck, FusedGqaGradientBufferRuns) {
+  fna::Problem p = base_problem();
+  p.head_dim_v = p.head_dim;
+  std::mt19937_64 rng(base_seed());
+  const DenseInputs in = random_inputs(p, rng);
+  const int64_t B = p.batch, X = p.extent[0], Y = p.extent[1], D = p.head_dim;
+  const int64_t hq = p.heads_q, hkv = p.heads_kv, ht = hq + 2 * hkv;
+  const std::vector<double> dout = random_values(B * X * Y * hq * D, 1.0, rng);
+  for (const char* backend : {"reference", "cpu"}) {
+    SCOPED_TRACE(backend);
+    BackendRun separate;
+    try {
+      separate = run_backend(p, in, dout, fna::parse_backend(backend));
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+      continue;
+    }
+    auto buffer = [&](const std::vector<double>& values, std::vector<int64_t> shape) {
+      Buffer b = Buffer::make(shape, fna::DType::kFloat32, false, rng);
+      b.from_dense(values);
+      return b;
+    };
+    Buffer q = buffer(in.q, {B, X, Y, hq, D}), k = buffer(in.k, {B, X, Y, hkv, D});
+    Buffer v = buffer(in.v, {B, X, Y, hkv, D}), o = buffer(separate.out, {B, X, Y, hq, D});
+    Buffer l = buffer(separate.lse, {B, X, Y, hq}), go = buffer(dout, {B, X, Y, hq, D});
+    Buffer ak = buffer(in.ak, {B, 2, hkv, D}), av = buffer(in.av, {B, 2, hkv, D});
+    Buffer dak = buffer(in.ak, {B, 2, hkv, D}), dav = buffer(in.av, {B, 2, hkv, D});
+    std::vector<float> dqkv(B * X * Y * ht * D, std::numeric_limits<float>::quiet_NaN());
+    const std::vector<int64_t> strides{X * Y * ht * D, Y * ht * D, ht * D, D, 1};
+    auto part = [&](int64_t first_head, int64_t heads) {
+      TensorView t = TensorView::contiguous(dqkv.data() + first_head * D, fna::DType::kFloat32,
+                                            {B, X, Y, heads, D});
+      t.strides = strides;
+      return t;
+    };
+    BackwardArgs a{q.view(),    k.view(),      v.view(),
+                   o.view(),    l.view(),      go.view(),
+                   part(0, hq), part(hq, hkv), part(hq + hkv, hkv),
+                   ak.view(),   av.view(),     dak.view(),
+                   dav.view()};
+    fna::Options opt;
+    opt.backend = fna::parse_backend(backend);
+    ASSERT_NO_THROW(fna::backward(p, a, opt));
+    // Read the three head ranges back in canonical order.
+    std::vector<double> got[3];
+    const int64_t first[3] = {0, hq, hq + hkv}, count[3] = {hq, hkv, hkv};
+    for (int t = 0; t < 3; ++t)
+      for (int64_t row = 0; row < B * X * Y; ++row)
+        for (int64_t h = 0; h < count[t]; ++h)
+          for (int64_t d = 0; d < D; ++d) got[t].push_back(dqkv[(row * ht + first[t] + h) * D + d]);
+    EXPECT_LE(relative_error(got[0], separate.grads.dq), 1e-6);
+    EXPECT_LE(relative_error(got[1], separate.grads.dk), 1e-6);
+    EXPECT_LE(relative_error(got[2], separate.grads.dv), 1e-6);
+    // Shifting dk by one head into dq's range is an overlap.
+    a.dk = part(hq - 1, hkv);
+    EXPECT_THROW(fna::backward(p, a, opt), fna::Error);
+  }
 }
 
 }  // namespace
