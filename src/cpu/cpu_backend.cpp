@@ -451,37 +451,83 @@ std::vector<SliceRun> slice_runs(const Problem& p, int64_t s0, int64_t ns) {
 }
 
 // ---- forward -----------------------------------------------------------------------------------
+// Queries and outputs of one (batch, kv head) slice, read and written per lane vector by the
+// kernels (Planes::load_q / store_out).
+template <typename T>
+struct ForwardIO {
+  const Geometry* geo;
+  const T* q;
+  T* out;
+  float* lse;
+  TokenLayout lq, lo, ll;
+  int64_t b, hq0, D, Dv;
+  float scale;
+
+  // Rows of lanes n0.. of (group, line) for query head hq0 + head; returns the coordinates.
+  template <typename P>
+  int rows(P* base, const TokenLayout& lay, int64_t head, int64_t group, int64_t line, int64_t n0,
+           int valid, P** rows, int64_t* x) const {
+    int64_t gc[3], n_len = 0;
+    x[0] = x[1] = x[2] = 0;
+    geo->line_coords(group, line, x, &n_len, gc);
+    for (int l = 0; l < valid; ++l) {
+      x[geo->last] = (n0 + l) * geo->kg.dil[geo->last] + gc[geo->last];
+      rows[l] = base + lay.offset(b, x, hq0 + head);
+    }
+    return static_cast<int>(gc[geo->last]);
+  }
+
+  static void load_q(const void* ctx, int64_t head, int64_t group, int64_t line, int64_t n0,
+                     int valid, float* dst) {
+    const ForwardIO& io = *static_cast<const ForwardIO*>(ctx);
+    const T* rows[kLanes];
+    int64_t x[3];
+    io.rows(io.q, io.lq, head, group, line, n0, valid, rows, x);
+    alignas(64) float tile[kLanes][kDimBlock];
+    for (int l = valid; l < kLanes; ++l)
+      for (int64_t d = 0; d < kDimBlock; ++d) tile[l][d] = 0.0f;
+    for (int64_t d0 = 0; d0 < io.D; d0 += kDimBlock) {
+      const int64_t nd = std::min(kDimBlock, io.D - d0);
+      for (int l = 0; l < valid; ++l)
+        for (int64_t d = 0; d < nd; ++d) tile[l][d] = to_float(rows[l][d0 + d]) * io.scale;
+      tile_to_plane(tile, nd, dst + d0 * kLanes, kLanes);
+    }
+  }
+
+  static void store_out(const void* ctx, int64_t head, int64_t group, int64_t line, int64_t n0,
+                        int valid, const float* o, const float* lse) {
+    const ForwardIO& io = *static_cast<const ForwardIO*>(ctx);
+    T* rows[kLanes];
+    int64_t x[3];
+    const int64_t g = io.rows(io.out, io.lo, head, group, line, n0, valid, rows, x);
+    alignas(64) float tile[kLanes][kDimBlock];
+    for (int64_t d0 = 0; d0 < io.Dv; d0 += kDimBlock) {
+      const int64_t nd = std::min(kDimBlock, io.Dv - d0);
+      plane_to_tile(o + d0 * kLanes, kLanes, nd, tile);
+      for (int l = 0; l < valid; ++l)
+        for (int64_t d = 0; d < nd; ++d) rows[l][d0 + d] = from_float<T>(tile[l][d]);
+    }
+    if (!io.lse) return;
+    const int last = io.geo->last;
+    for (int l = 0; l < valid; ++l) {
+      x[last] = (n0 + l) * io.geo->kg.dil[last] + g;
+      io.lse[io.ll.offset(io.b, x, io.hq0 + head)] = lse[l];
+    }
+  }
+};
+
 template <typename T>
 void forward_typed(const Problem& p, const ForwardArgs& a) {
   const KernelTable& kt = select_kernels();
   const Geometry geo(p);
   const int64_t D = p.head_dim, Dv = p.head_dim_v, hpg = p.heads_q / p.heads_kv;
   const int64_t nadd = p.additional_kv, ld_add = (nadd + kLanes - 1) / kLanes * kLanes + kLanes;
-  const int64_t rows = geo.kg.groups * geo.kg.lines;
+  const int64_t rows = geo.kg.groups * geo.kg.lines, slices = p.batch * p.heads_kv;
   const float scale = static_cast<float>(p.effective_scale());
-  const int64_t hb = slices_per_block(
-      p, geo.plane_floats(D + Dv) + hpg * geo.plane_floats(D + Dv + 1) + (D + Dv) * ld_add);
+  const int64_t hb = slices_per_block(p, geo.plane_floats(D + Dv) + (D + Dv) * ld_add);
 
   PlaneSet k(hb, geo.plane_floats(D)), v(hb, geo.plane_floats(Dv)), ak(hb, D * ld_add),
-      av(hb, Dv * ld_add), q(hb * hpg, geo.plane_floats(D)), o(hb * hpg, geo.plane_floats(Dv)),
-      lse(hb * hpg, geo.plane_floats(1));
-  std::vector<Planes> pl(hb);
-  for (int64_t j = 0; j < hb; ++j) {
-    Planes& x = pl[j];
-    x.head_dim = D;
-    x.head_dim_v = Dv;
-    x.k = k.ptr[j];
-    x.v = v.ptr[j];
-    x.q = q.at(j * hpg);
-    x.o = o.at(j * hpg);
-    x.lse = lse.at(j * hpg);
-    x.nadd = nadd;
-    x.ld_add = ld_add;
-    x.ak = ak.ptr[j];
-    x.av = av.ptr[j];
-    x.scale = scale;
-  }
-
+      av(hb, Dv * ld_add);
   const TokenLayout lq(a.q, p.rank), lk(a.k, p.rank), lv(a.v, p.rank), lo(a.out, p.rank);
   TokenLayout ll, lak, lav;
   if (a.lse) ll = TokenLayout(*a.lse, p.rank);
@@ -489,35 +535,51 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
     lak = TokenLayout(*a.additional_k, 1);
     lav = TokenLayout(*a.additional_v, 1);
   }
-  const T *qs = static_cast<const T*>(a.q.data), *ks = static_cast<const T*>(a.k.data),
-          *vs = static_cast<const T*>(a.v.data);
-  T* out = static_cast<T*>(a.out.data);
-  float* lse_out = a.lse ? static_cast<float*>(a.lse->data) : nullptr;
+  const T *ks = static_cast<const T*>(a.k.data), *vs = static_cast<const T*>(a.v.data);
+  // Per slice: its I/O and its planes (slice s uses plane set s % hb inside its block).
+  std::vector<ForwardIO<T>> io(slices);
+  std::vector<Planes> pl(slices);
+  for (int64_t sl = 0; sl < slices; ++sl) {
+    const int64_t j = sl % hb;
+    io[sl] = ForwardIO<T>{&geo, static_cast<const T*>(a.q.data), static_cast<T*>(a.out.data),
+                          a.lse ? static_cast<float*>(a.lse->data) : nullptr, lq, lo, ll,
+                          sl / p.heads_kv, sl % p.heads_kv * hpg, D, Dv, scale};
+    Planes& x = pl[sl];
+    x.head_dim = D;
+    x.head_dim_v = Dv;
+    x.k = k.ptr[j];
+    x.v = v.ptr[j];
+    x.nadd = nadd;
+    x.ld_add = ld_add;
+    x.ak = ak.ptr[j];
+    x.av = av.ptr[j];
+    x.scale = scale;
+    x.io = &io[sl];
+    x.load_q = &ForwardIO<T>::load_q;
+    x.store_out = &ForwardIO<T>::store_out;
+  }
   const int64_t per_head = geo.units_per_head();
 
 #pragma omp parallel if (run_parallel(p))
   {
     ThreadScratch ts(D, Dv);
-    for (int64_t s0 = 0; s0 < p.batch * p.heads_kv; s0 += hb) {
-      const int64_t ns = std::min(hb, p.batch * p.heads_kv - s0);
+    for (int64_t s0 = 0; s0 < slices; s0 += hb) {
+      const int64_t ns = std::min(hb, slices - s0);
       const std::vector<SliceRun> runs = slice_runs(p, s0, ns);
       const int64_t nr = static_cast<int64_t>(runs.size());
-      // Conversion: K, V, Q lines of every run of heads, then the additional tokens per slice.
+      // Conversion: K and V lines of every run of heads, then the additional tokens per slice.
 #pragma omp for schedule(dynamic, 2)
-      for (int64_t t = 0; t < nr * 3 * rows + (nadd ? 2 * ns : 0); ++t) {
-        if (t < nr * 3 * rows) {
-          const SliceRun& rn = runs[t / (3 * rows)];
-          const int64_t kind = t % (3 * rows) / rows, r = t % rows;
+      for (int64_t t = 0; t < nr * 2 * rows + (nadd ? 2 * ns : 0); ++t) {
+        if (t < nr * 2 * rows) {
+          const SliceRun& rn = runs[t / (2 * rows)];
+          const int64_t kind = t % (2 * rows) / rows, r = t % rows;
           const int64_t g = r / geo.kg.lines, line = r % geo.kg.lines;
           if (kind == 0)
             fill_line(geo, ks, lk, rn.b, rn.hk0, rn.nh, g, line, D, 1.0f, k.at(rn.j0));
-          else if (kind == 1)
-            fill_line(geo, vs, lv, rn.b, rn.hk0, rn.nh, g, line, Dv, 1.0f, v.at(rn.j0));
           else
-            fill_line(geo, qs, lq, rn.b, rn.hk0 * hpg, rn.nh * hpg, g, line, D, scale,
-                      q.at(rn.j0 * hpg));
+            fill_line(geo, vs, lv, rn.b, rn.hk0, rn.nh, g, line, Dv, 1.0f, v.at(rn.j0));
         } else {
-          const int64_t i = t - nr * 3 * rows, j = i / 2, b = (s0 + j) / p.heads_kv,
+          const int64_t i = t - nr * 2 * rows, j = i / 2, b = (s0 + j) / p.heads_kv,
                         hk = (s0 + j) % p.heads_kv;
           if (i % 2 == 0)
             fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk, nadd, D,
@@ -531,15 +593,7 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
       for (int64_t i = 0; i < ns * hpg * per_head; ++i) {
         const int64_t hq = i / per_head;
         Unit u;
-        if (geo.unit(i % per_head, hq % hpg, &u)) kt.forward(geo.kg, pl[hq / hpg], u, ts.sc);
-      }
-#pragma omp for schedule(dynamic, 2)
-      for (int64_t t = 0; t < nr * rows; ++t) {
-        const SliceRun& rn = runs[t / rows];
-        const int64_t g = t % rows / geo.kg.lines, line = t % rows % geo.kg.lines;
-        const int64_t h0 = rn.hk0 * hpg, nq = rn.nh * hpg;
-        store_line(geo, o.at(rn.j0 * hpg), g, line, Dv, out, lo, rn.b, h0, nq);
-        if (lse_out) store_line(geo, lse.at(rn.j0 * hpg), g, line, 1, lse_out, ll, rn.b, h0, nq);
+        if (geo.unit(i % per_head, hq % hpg, &u)) kt.forward(geo.kg, pl[s0 + hq / hpg], u, ts.sc);
       }
     }
   }

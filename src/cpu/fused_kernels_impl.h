@@ -224,16 +224,16 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
   const int last = g.rank - 1;
   const Tables t = group_tables(g, u, false);
   float* S[2] = {sc.buf, sc.buf + kChunkSlots * 8};
-  float* O[2] = {sc.buf + 4 * kChunkSlots * 8, sc.buf + 4 * kChunkSlots * 8 + Dv * 8};
+  float* acc_base = sc.buf + 4 * kChunkSlots * 8;
+  float* O[2] = {acc_base, acc_base + Dv * 8};
+  float* Q[2] = {acc_base + 2 * Dv * 8, acc_base + 2 * Dv * 8 + D * 8};
   Seg segs[kMaxPieces];
   Piece* pieces = static_cast<Piece*>(sc.pieces);
-  const float* q = P.q[u.head];
-  int64_t row[2];
-  for (int r = 0; r < 2; ++r) row[r] = u.group * g.lines + u.line[r < u.nlines ? r : 0];
 
   for (int64_t n0 = u.n_begin; n0 < u.n_end; n0 += kLanes) {
     const Lanes ln = make_lanes(t.lo[last], t.hi[last], n0, u.n_end);
-    const float* qa[2] = {q + row[0] * D * ldn + n0, q + row[1] * D * ldn + n0};
+    for (int r = 0; r < u.nlines; ++r) P.load_q(P.io, u.head, u.group, u.line[r], n0, ln.valid, Q[r]);
+    const float* qa[2] = {Q[0], Q[u.nlines - 1]};
     v8f m[2] = {vsplat(kNegInf), vsplat(kNegInf)}, l[2] = {v8f{}, v8f{}};
     for (int r = 0; r < u.nlines; ++r) zero(O[r], Dv * 8);
 
@@ -241,9 +241,9 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
       for (int i = 0; i < c.np; ++i) {
         const Piece& pc = c.pieces[i];
         if (pc.kind == kRowAdditional)
-          dot_piece(pc, ln, qa, ldn, P.ak + pc.pos0, P.ld_add, D, S, true);
+          dot_piece(pc, ln, qa, kLanes, P.ak + pc.pos0, P.ld_add, D, S, true);
         else
-          dot_piece(pc, ln, qa, ldn, P.k + pc.row * D * ldn + pc.pos0, ldn, D, S, true);
+          dot_piece(pc, ln, qa, kLanes, P.k + pc.row * D * ldn + pc.pos0, ldn, D, S, true);
       }
       // Online softmax: new running max, rescale the sums and accumulators, probabilities in S.
       for (int r = 0; r < u.nlines; ++r) {
@@ -288,13 +288,12 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
 
     for (int r = 0; r < u.nlines; ++r) {
       const v8f inv = 1.0f / l[r];
-      float* o = P.o[u.head] + row[r] * Dv * ldn + n0;
-      for (int64_t d = 0; d < Dv; ++d) vstore(o + d * ldn, vload(O[r] + d * 8) * inv);
-      float mv[kLanes], lv[kLanes], out[kLanes];
+      for (int64_t d = 0; d < Dv; ++d) vstore(O[r] + d * 8, vload(O[r] + d * 8) * inv);
+      float mv[kLanes], lv[kLanes], lse[kLanes];
       vstore(mv, m[r]);
       vstore(lv, l[r]);
-      for (int k = 0; k < kLanes; ++k) out[k] = mv[k] + __builtin_logf(lv[k]);
-      __builtin_memcpy(P.lse[u.head] + row[r] * ldn + n0, out, sizeof out);
+      for (int k = 0; k < kLanes; ++k) lse[k] = mv[k] + __builtin_logf(lv[k]);
+      P.store_out(P.io, u.head, u.group, u.line[r], n0, ln.valid, O[r], lse);
     }
   }
 }

@@ -69,9 +69,8 @@ struct Planes {
   int64_t head_dim, head_dim_v;
   float* k;                 // [dim D]
   float* v;                 // [dim Dv]
-  float* const* q;          // per head [D], pre-multiplied by the softmax scale
-  float* const* o;          // per head [Dv]: forward output (normalized)
-  float* const* lse;        // per head [1]: forward output / backward input
+  float* const* q;          // per head [D], pre-multiplied by the softmax scale (backward)
+  float* const* lse;        // per head [1] (backward input)
   float* const* dout;       // per head [Dv] (backward)
   float* const* delta;      // per head [1]: rowsum(dO * O) (backward)
   float* const* dq;         // per head [D] (backward output, already multiplied by scale)
@@ -84,6 +83,16 @@ struct Planes {
   float* dak;
   float* dav;
   float scale;  // softmax scale (dQ = scale * dS K; Q planes already carry it)
+  // Forward only: queries are gathered from, and outputs written to, the user's tensors per lane
+  // vector instead of through planes (two fewer full passes over memory). `io` is the driver's.
+  const void* io;
+  // dst [D][kLanes] = scale * q of lanes n0.. of (group, line), query head `head` of the group;
+  // lanes >= valid are zero.
+  void (*load_q)(const void* io, int64_t head, int64_t group, int64_t line, int64_t n0, int valid,
+                 float* dst);
+  // out of lanes n0..n0 + valid - 1 from o [Dv][kLanes] (normalized), lse from lse[kLanes].
+  void (*store_out)(const void* io, int64_t head, int64_t group, int64_t line, int64_t n0,
+                    int valid, const float* o, const float* lse);
 };
 
 // Per-thread scratch, sized by the driver with scratch_floats().
