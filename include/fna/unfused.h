@@ -43,8 +43,8 @@ namespace fna {
 
 struct QkArgs {
   TensorView q, k;
-  TensorView attn;                 // output logits
-  std::optional<TensorView> rpb;   // optional relative positional bias (non-causal only)
+  TensorView attn;                // output logits
+  std::optional<TensorView> rpb;  // optional relative positional bias (non-causal only)
 };
 
 struct QkBackwardArgs {

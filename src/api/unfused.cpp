@@ -113,7 +113,8 @@ void validate_na_qk(const Problem& p, const QkArgs& a) {
     inputs.push_back({"rpb", &*a.rpb});
   }
   check_same("attn is on q's device", {{"attn", &a.attn}}, a.attn.dtype, a.q.device, "its own");
-  if (a.rpb) check_same("rpb is on q's device", {{"rpb", &*a.rpb}}, a.rpb->dtype, a.q.device, "its own");
+  if (a.rpb)
+    check_same("rpb is on q's device", {{"rpb", &*a.rpb}}, a.rpb->dtype, a.q.device, "its own");
   check_no_overlap({{"attn", &a.attn}}, inputs);
 }
 

@@ -11,9 +11,9 @@ namespace fna {
 // One query's window on every axis, with its index inside its dilation group.
 struct QueryWindow {
   int rank;
-  AxisRange range[3];    // keys (group coordinates) per axis; {0, 1, 0} on unused axes
-  int64_t index[3];      // the query's index inside its dilation group, i = x div d
-  int64_t window[3];     // K per axis (1 on unused axes)
+  AxisRange range[3];  // keys (group coordinates) per axis; {0, 1, 0} on unused axes
+  int64_t index[3];    // the query's index inside its dilation group, i = x div d
+  int64_t window[3];   // K per axis (1 on unused axes)
   int64_t dilation[3];
 };
 

@@ -2,6 +2,8 @@
 // per-query outputs (attn, out, dq, d_attn); the key-side gradients (dk, dv) and d_rpb are
 // scattered inside one (batch, kv head) unit / one head per thread, so no two threads touch one
 // accumulator and the result is deterministic. Accumulation is fp32.
+#include "cpu/unfused_ops.h"
+
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -9,16 +11,14 @@
 #include "common/problem_util.h"
 #include "common/unfused_slots.h"
 #include "cpu/strided.h"
-#include "cpu/unfused_ops.h"
 
 namespace fna::cpu {
 namespace {
 
 // Attention weights and biases are fp32 or the token dtype: loaded / stored by runtime dtype.
 float load_weight(const TensorView& t, int64_t off) {
-  return dispatch_dtype(t.dtype, [&](auto tag) {
-    return to_float(static_cast<const decltype(tag)*>(t.data)[off]);
-  });
+  return dispatch_dtype(
+      t.dtype, [&](auto tag) { return to_float(static_cast<const decltype(tag)*>(t.data)[off]); });
 }
 void store_weight(const TensorView& t, int64_t off, float x) {
   dispatch_dtype(t.dtype, [&](auto tag) {

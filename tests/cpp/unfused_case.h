@@ -2,7 +2,8 @@
 // (unfused_ops_test.cpp) and the GPU test (tests/gpu/unfused_gpu_test.cpp): an independent float64
 // oracle of na_qk / na_av (windows found from the brute-force oracle mask of oracle.h, not from
 // src/common/neighborhood.h), its analytic gradients (checked against central finite differences
-// of the oracle forward by the CPU test), and one case runner that checks all four ops on a device through a small mirror interface.
+// of the oracle forward by the CPU test), and one case runner that checks all four ops on a device
+// through a small mirror interface.
 #pragma once
 
 #include <cmath>
@@ -149,18 +150,18 @@ inline OracleQkGrads oracle_qk_backward(const fna::Problem& p, const std::vector
   const int64_t group = p.heads_q / p.heads_kv;
   OracleQkGrads r{std::vector<double>(q.size()), std::vector<double>(k.size()),
                   std::vector<double>(p.heads_q * E)};
-  for_each_slot(p, [&](int64_t b, int64_t t, int64_t h, int64_t s, int64_t key, int64_t e,
-                       bool valid) {
-    if (!valid) return;
-    const double gs = g[((b * T + t) * p.heads_q + h) * W + s];
-    const int64_t qo = ((b * T + t) * p.heads_q + h) * D;
-    const int64_t ko = ((b * T + key) * p.heads_kv + h / group) * D;
-    for (int64_t d = 0; d < D; ++d) {
-      r.dq[qo + d] += gs * k[ko + d];
-      r.dk[ko + d] += gs * q[qo + d];
-    }
-    r.d_rpb[h * E + e] += gs;
-  });
+  for_each_slot(
+      p, [&](int64_t b, int64_t t, int64_t h, int64_t s, int64_t key, int64_t e, bool valid) {
+        if (!valid) return;
+        const double gs = g[((b * T + t) * p.heads_q + h) * W + s];
+        const int64_t qo = ((b * T + t) * p.heads_q + h) * D;
+        const int64_t ko = ((b * T + key) * p.heads_kv + h / group) * D;
+        for (int64_t d = 0; d < D; ++d) {
+          r.dq[qo + d] += gs * k[ko + d];
+          r.dk[ko + d] += gs * q[qo + d];
+        }
+        r.d_rpb[h * E + e] += gs;
+      });
   return r;
 }
 
@@ -173,17 +174,17 @@ inline OracleAvGrads oracle_av_backward(const fna::Problem& p, const std::vector
   const int64_t T = p.tokens(), W = oracle_slots(p), Dv = p.head_dim_v;
   const int64_t group = p.heads_q / p.heads_kv;
   OracleAvGrads r{std::vector<double>(attn.size()), std::vector<double>(v.size())};
-  for_each_slot(p, [&](int64_t b, int64_t t, int64_t h, int64_t s, int64_t key, int64_t,
-                       bool valid) {
-    if (!valid) return;
-    const int64_t ai = ((b * T + t) * p.heads_q + h) * W + s;
-    const int64_t go = ((b * T + t) * p.heads_q + h) * Dv;
-    const int64_t vo = ((b * T + key) * p.heads_kv + h / group) * Dv;
-    for (int64_t d = 0; d < Dv; ++d) {
-      r.d_attn[ai] += g[go + d] * v[vo + d];
-      r.dv[vo + d] += g[go + d] * attn[ai];
-    }
-  });
+  for_each_slot(p,
+                [&](int64_t b, int64_t t, int64_t h, int64_t s, int64_t key, int64_t, bool valid) {
+                  if (!valid) return;
+                  const int64_t ai = ((b * T + t) * p.heads_q + h) * W + s;
+                  const int64_t go = ((b * T + t) * p.heads_q + h) * Dv;
+                  const int64_t vo = ((b * T + key) * p.heads_kv + h / group) * Dv;
+                  for (int64_t d = 0; d < Dv; ++d) {
+                    r.d_attn[ai] += g[go + d] * v[vo + d];
+                    r.dv[vo + d] += g[go + d] * attn[ai];
+                  }
+                });
   return r;
 }
 
@@ -214,9 +215,10 @@ inline std::vector<double> finite_difference(
   return grad;
 }
 
-inline fna::Problem unfused_problem(int rank, std::vector<int64_t> extent, std::vector<int64_t> window,
-                  std::vector<int64_t> stride = {}, std::vector<int64_t> dilation = {},
-                  std::vector<bool> causal = {}) {
+inline fna::Problem unfused_problem(int rank, std::vector<int64_t> extent,
+                                    std::vector<int64_t> window, std::vector<int64_t> stride = {},
+                                    std::vector<int64_t> dilation = {},
+                                    std::vector<bool> causal = {}) {
   fna::Problem p;
   p.rank = rank;
   p.batch = 2;

@@ -143,13 +143,25 @@ TEST(UnfusedOps, ComposeToNeighborhoodAttention) {
     // The fused definition (reference backend, float64 inside) on the same inputs.
     Buffer q_ref = buf(qshape, &in.q), out_ref = buf(oshape, nullptr), d_out = buf(oshape, &dout);
     Buffer lse = buf(std::vector<int64_t>(qshape.begin(), qshape.end() - 1), nullptr);
-    Buffer dq_ref = buf(qshape, nullptr), dk_ref = buf(kshape, nullptr), dv_ref = buf(vshape, nullptr);
+    Buffer dq_ref = buf(qshape, nullptr), dk_ref = buf(kshape, nullptr),
+           dv_ref = buf(vshape, nullptr);
     fna::Options ref_options;
     ref_options.backend = fna::Backend::kReference;
     fna::ForwardArgs fa{q_ref.view(), k.view(), v.view(), out_ref.view(), lse.view(), {}, {}};
     fna::forward(p, fa, ref_options);
-    fna::BackwardArgs ba{q_ref.view(), k.view(), v.view(), out_ref.view(), lse.view(),
-                         d_out.view(), dq_ref.view(), dk_ref.view(), dv_ref.view(), {}, {}, {}, {}};
+    fna::BackwardArgs ba{q_ref.view(),
+                         k.view(),
+                         v.view(),
+                         out_ref.view(),
+                         lse.view(),
+                         d_out.view(),
+                         dq_ref.view(),
+                         dk_ref.view(),
+                         dv_ref.view(),
+                         {},
+                         {},
+                         {},
+                         {}};
     fna::backward(p, ba, ref_options);
     Buffer out = buf(oshape, nullptr);
     fna::na_qk(pu, {q.view(), k.view(), attn.view(), std::nullopt});

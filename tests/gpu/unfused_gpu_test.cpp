@@ -60,12 +60,10 @@ struct Combo {
   DType dtype, weights;
   bool strided;
 };
-constexpr Combo kCombos[] = {{DType::kFloat32, DType::kFloat32, false},
-                             {DType::kFloat32, DType::kFloat32, true},
-                             {DType::kFloat16, DType::kFloat32, true},
-                             {DType::kFloat16, DType::kFloat16, false},
-                             {DType::kBFloat16, DType::kFloat32, false},
-                             {DType::kBFloat16, DType::kBFloat16, true}};
+constexpr Combo kCombos[] = {
+    {DType::kFloat32, DType::kFloat32, false},  {DType::kFloat32, DType::kFloat32, true},
+    {DType::kFloat16, DType::kFloat32, true},   {DType::kFloat16, DType::kFloat16, false},
+    {DType::kBFloat16, DType::kFloat32, false}, {DType::kBFloat16, DType::kBFloat16, true}};
 
 TEST(UnfusedGpu, MatchOracleEveryProblemDtypeAndLayout) {
   uint64_t seed = base_seed();
@@ -133,9 +131,8 @@ TEST(UnfusedGpu, DeterministicOnAStream) {
     Buffer dk = Buffer::make(tok(4, 32), DType::kFloat32, false, rng);
     Buffer d_rpb = Buffer::make(fna::rpb_shape(p), DType::kFloat32, false, rng);
     CudaMirror dev;
-    fna::na_qk_backward(p, {dev.view(q), dev.view(k), dev.view(g), dev.view(dq), dev.view(dk),
-                            dev.view(d_rpb)},
-                        o);
+    fna::na_qk_backward(
+        p, {dev.view(q), dev.view(k), dev.view(g), dev.view(dq), dev.view(dk), dev.view(d_rpb)}, o);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
     for (const Buffer* b : {&dq, &dk, &d_rpb}) {
       dev.download(*b);

@@ -19,22 +19,28 @@ namespace {
 struct WeightView {
   void* data = nullptr;
   DType dtype = DType::kFloat32;
-  Layout l;                       // token views [B, *extent, Hq, W]
-  int64_t s[4] = {0, 0, 0, 0};    // bias views [Hq, 2K0-1, ...]: strides
+  Layout l;                     // token views [B, *extent, Hq, W]
+  int64_t s[4] = {0, 0, 0, 0};  // bias views [Hq, 2K0-1, ...]: strides
 };
 
 __device__ __forceinline__ float load_weight(const WeightView& w, int64_t off) {
   switch (w.dtype) {
-    case DType::kFloat16: return load(static_cast<const __half*>(w.data) + off);
-    case DType::kBFloat16: return load(static_cast<const __nv_bfloat16*>(w.data) + off);
-    default: return load(static_cast<const float*>(w.data) + off);
+    case DType::kFloat16:
+      return load(static_cast<const __half*>(w.data) + off);
+    case DType::kBFloat16:
+      return load(static_cast<const __nv_bfloat16*>(w.data) + off);
+    default:
+      return load(static_cast<const float*>(w.data) + off);
   }
 }
 __device__ __forceinline__ void store_weight(const WeightView& w, int64_t off, float x) {
   switch (w.dtype) {
-    case DType::kFloat16: return store(static_cast<__half*>(w.data) + off, x);
-    case DType::kBFloat16: return store(static_cast<__nv_bfloat16*>(w.data) + off, x);
-    default: return store(static_cast<float*>(w.data) + off, x);
+    case DType::kFloat16:
+      return store(static_cast<__half*>(w.data) + off, x);
+    case DType::kBFloat16:
+      return store(static_cast<__nv_bfloat16*>(w.data) + off, x);
+    default:
+      return store(static_cast<float*>(w.data) + off, x);
   }
 }
 
@@ -73,8 +79,8 @@ __device__ __forceinline__ Item decode(const Params& p, int64_t i, int64_t heads
 // out[b, x, h, s] = a[b, x, h] . b[b, key(x, s), h / group] (+ bias), -inf past a causal end
 // (`masked_value`), for na_qk (q, k, rpb) and the d_attn of na_av_backward (d_out, v).
 template <typename T>
-__global__ void slot_dot_kernel(Params p, const T* a, Layout la, const T* b, Layout lb,
-                                int64_t dim, WeightView out, bool has_bias, WeightView bias,
+__global__ void slot_dot_kernel(Params p, const T* a, Layout la, const T* b, Layout lb, int64_t dim,
+                                WeightView out, bool has_bias, WeightView bias,
                                 float masked_value) {
   const int64_t group = p.heads_q / p.heads_kv, n = p.batch * p.tokens * p.heads_q * p.slots;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
@@ -113,7 +119,8 @@ __global__ void slot_sum_kernel(Params p, WeightView wgt, const T* rows, Layout 
     for (int64_t s = 0; s < p.slots; ++s) {
       int64_t y[3] = {0, 0, 0}, rel[3];
       if (!window_slot(w, s, y, rel)) continue;
-      acc += load_weight(wgt, wrow + s) * load(rows + lr.at(it.b, y, p.nb.rank, it.h / group) + it.j);
+      acc +=
+          load_weight(wgt, wrow + s) * load(rows + lr.at(it.b, y, p.nb.rank, it.h / group) + it.j);
     }
     store(out + lo.at(it.b, it.x, p.nb.rank, it.h) + it.j, acc);
   }
@@ -213,11 +220,10 @@ void unfused_qk(const Problem& pr, const QkArgs& a, const Options& o) {
   const WeightView bias = a.rpb ? bias_weights(*a.rpb) : WeightView{};
   dispatch(a.q.dtype, [&](auto tag) {
     using T = decltype(tag);
-    slot_dot_kernel<T><<<grid_for(p.batch * p.tokens * p.heads_q * p.slots), kThreads, 0,
-                         stream_of(o)>>>(p, cptr<T>(a.q), layout(a.q, pr.rank), cptr<T>(a.k),
-                                         layout(a.k, pr.rank), p.head_dim,
-                                         token_weights(a.attn, pr.rank), a.rpb.has_value(), bias,
-                                         -INFINITY);
+    slot_dot_kernel<T>
+        <<<grid_for(p.batch * p.tokens * p.heads_q * p.slots), kThreads, 0, stream_of(o)>>>(
+            p, cptr<T>(a.q), layout(a.q, pr.rank), cptr<T>(a.k), layout(a.k, pr.rank), p.head_dim,
+            token_weights(a.attn, pr.rank), a.rpb.has_value(), bias, -INFINITY);
   });
   FNA_CUDA_CHECK(cudaGetLastError());
 }
@@ -227,10 +233,10 @@ void unfused_av(const Problem& pr, const AvArgs& a, const Options& o) {
   const Params p = make_params(pr);
   dispatch(a.v.dtype, [&](auto tag) {
     using T = decltype(tag);
-    slot_sum_kernel<T><<<grid_for(p.batch * p.tokens * p.heads_q * p.head_dim_v), kThreads, 0,
-                         stream_of(o)>>>(p, token_weights(a.attn, pr.rank), cptr<T>(a.v),
-                                         layout(a.v, pr.rank), p.head_dim_v, mptr<T>(a.out),
-                                         layout(a.out, pr.rank));
+    slot_sum_kernel<T>
+        <<<grid_for(p.batch * p.tokens * p.heads_q * p.head_dim_v), kThreads, 0, stream_of(o)>>>(
+            p, token_weights(a.attn, pr.rank), cptr<T>(a.v), layout(a.v, pr.rank), p.head_dim_v,
+            mptr<T>(a.out), layout(a.out, pr.rank));
   });
   FNA_CUDA_CHECK(cudaGetLastError());
 }
@@ -241,13 +247,15 @@ void unfused_qk_backward(const Problem& pr, const QkBackwardArgs& a, const Optio
   const WeightView d_attn = token_weights(a.d_attn, pr.rank);
   dispatch(a.q.dtype, [&](auto tag) {
     using T = decltype(tag);
-    slot_sum_kernel<T><<<grid_for(p.batch * p.tokens * p.heads_q * p.head_dim), kThreads, 0,
-                         stream_of(o)>>>(p, d_attn, cptr<T>(a.k), layout(a.k, pr.rank),
-                                         p.head_dim, mptr<T>(a.dq), layout(a.dq, pr.rank));
+    slot_sum_kernel<T>
+        <<<grid_for(p.batch * p.tokens * p.heads_q * p.head_dim), kThreads, 0, stream_of(o)>>>(
+            p, d_attn, cptr<T>(a.k), layout(a.k, pr.rank), p.head_dim, mptr<T>(a.dq),
+            layout(a.dq, pr.rank));
     FNA_CUDA_CHECK(cudaGetLastError());
-    key_gather_kernel<T><<<grid_for(p.batch * p.tokens * p.heads_kv * p.head_dim), kThreads, 0,
-                           stream_of(o)>>>(p, d_attn, cptr<T>(a.q), layout(a.q, pr.rank),
-                                           p.head_dim, mptr<T>(a.dk), layout(a.dk, pr.rank));
+    key_gather_kernel<T>
+        <<<grid_for(p.batch * p.tokens * p.heads_kv * p.head_dim), kThreads, 0, stream_of(o)>>>(
+            p, d_attn, cptr<T>(a.q), layout(a.q, pr.rank), p.head_dim, mptr<T>(a.dk),
+            layout(a.dk, pr.rank));
     FNA_CUDA_CHECK(cudaGetLastError());
   });
   if (!a.d_rpb) return;
@@ -263,16 +271,15 @@ void unfused_av_backward(const Problem& pr, const AvBackwardArgs& a, const Optio
   const Params p = make_params(pr);
   dispatch(a.v.dtype, [&](auto tag) {
     using T = decltype(tag);
-    slot_dot_kernel<T><<<grid_for(p.batch * p.tokens * p.heads_q * p.slots), kThreads, 0,
-                         stream_of(o)>>>(p, cptr<T>(a.d_out), layout(a.d_out, pr.rank),
-                                         cptr<T>(a.v), layout(a.v, pr.rank), p.head_dim_v,
-                                         token_weights(a.d_attn, pr.rank), false, WeightView{},
-                                         0.f);
+    slot_dot_kernel<T>
+        <<<grid_for(p.batch * p.tokens * p.heads_q * p.slots), kThreads, 0, stream_of(o)>>>(
+            p, cptr<T>(a.d_out), layout(a.d_out, pr.rank), cptr<T>(a.v), layout(a.v, pr.rank),
+            p.head_dim_v, token_weights(a.d_attn, pr.rank), false, WeightView{}, 0.f);
     FNA_CUDA_CHECK(cudaGetLastError());
-    key_gather_kernel<T><<<grid_for(p.batch * p.tokens * p.heads_kv * p.head_dim_v), kThreads, 0,
-                           stream_of(o)>>>(p, token_weights(a.attn, pr.rank), cptr<T>(a.d_out),
-                                           layout(a.d_out, pr.rank), p.head_dim_v, mptr<T>(a.dv),
-                                           layout(a.dv, pr.rank));
+    key_gather_kernel<T>
+        <<<grid_for(p.batch * p.tokens * p.heads_kv * p.head_dim_v), kThreads, 0, stream_of(o)>>>(
+            p, token_weights(a.attn, pr.rank), cptr<T>(a.d_out), layout(a.d_out, pr.rank),
+            p.head_dim_v, mptr<T>(a.dv), layout(a.dv, pr.rank));
     FNA_CUDA_CHECK(cudaGetLastError());
   });
 }
