@@ -3,6 +3,9 @@
 #pragma once
 
 #include <cute/tensor.hpp>
+#include <cutlass/numeric_types.h>
+
+#include <type_traits>
 
 namespace fna::cuda::fused {
 
@@ -27,6 +30,39 @@ __device__ __forceinline__ auto acc_as_a_operand(Layout acc) {
   return make_layout(make_layout(get<0>(l), get<2, 0>(l)), get<1>(l), get<2, 1>(l));
 }
 
+// Splits TF32 operands that hold full fp32 bits into hi + lo TF32 parts (x ~= hi + lo to ~2^-22).
+template <class X, class Y>
+__device__ __forceinline__ void split_tf32(const X& x, Y& hi, Y& lo) {
+  using namespace cute;
+  CUTE_UNROLL
+  for (int i = 0; i < size(x); ++i) {
+    const uint32_t bits = x(i).raw();
+    const uint32_t h = (bits + 0x1000u) & 0xffffe000u;  // round to nearest TF32
+    const float rest = __uint_as_float(bits) - __uint_as_float(h);
+    hi(i) = cutlass::tfloat32_t::bitcast(h);
+    lo(i) = cutlass::tfloat32_t::bitcast((__float_as_uint(rest) + 0x1000u) & 0xffffe000u);
+  }
+}
+
+// acc += A(k) * B(k) for one k-slice. fp32 inputs (TF32 operands carrying full fp32 bits) use
+// three TF32 MMAs, hi*hi + hi*lo + lo*hi, which keeps fp32-level accuracy: plain TF32 rounds
+// every input to 10 mantissa bits, which with large logits exceeds the fp32 tolerance.
+template <class Acc, class A, class B, class Mma>
+__device__ __forceinline__ void mma_slice(Acc& acc, const A& a, const B& b, const Mma& mma) {
+  using namespace cute;
+  if constexpr (std::is_same_v<typename A::value_type, cutlass::tfloat32_t>) {
+    auto a_hi = make_fragment_like(a), a_lo = make_fragment_like(a);
+    auto b_hi = make_fragment_like(b), b_lo = make_fragment_like(b);
+    split_tf32(a, a_hi, a_lo);
+    split_tf32(b, b_hi, b_lo);
+    cute::gemm(mma, a_lo, b_hi, acc);
+    cute::gemm(mma, a_hi, b_lo, acc);
+    cute::gemm(mma, a_hi, b_hi, acc);
+  } else {
+    cute::gemm(mma, a, b, acc);
+  }
+}
+
 // acc += A * B with both operands read from shared memory, one k-slice ahead of the MMAs.
 template <class Acc, class RA, class RB, class SA, class SB, class Mma, class CopyA, class CopyB>
 __device__ __forceinline__ void gemm_ss(Acc& acc, RA& ra, RB& rb, const SA& sa, const SB& sb,
@@ -44,7 +80,7 @@ __device__ __forceinline__ void gemm_ss(Acc& acc, RA& ra, RB& rb, const SA& sa, 
       copy(copy_a, sa(_, _, k + 1), ra_view(_, _, k + 1));
       copy(copy_b, sb(_, _, k + 1), rb_view(_, _, k + 1));
     }
-    cute::gemm(mma, ra(_, _, k), rb(_, _, k), acc);
+    mma_slice(acc, ra(_, _, k), rb(_, _, k), mma);
   }
 }
 
@@ -59,7 +95,7 @@ __device__ __forceinline__ void gemm_rs(Acc& acc, const RA& ra, RB& rb, const SB
   CUTE_UNROLL
   for (int k = 0; k < size<2>(ra); ++k) {
     if (k + 1 < size<2>(ra)) copy(copy_b, sb(_, _, k + 1), rb_view(_, _, k + 1));
-    cute::gemm(mma, ra(_, _, k), rb(_, _, k), acc);
+    mma_slice(acc, ra(_, _, k), rb(_, _, k), mma);
   }
 }
 

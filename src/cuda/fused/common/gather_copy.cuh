@@ -14,13 +14,15 @@
 
 namespace fna::cuda::fused {
 
-// Converts one storage value to the shared-memory value type (tf32 rounds to nearest).
+// Converts one storage value to the shared-memory value type. fp32 goes into TF32 operands with
+// all 32 bits kept: the MMA splits them into hi + lo TF32 parts (cute_utils.cuh, mma_slice).
 template <class SmemT, class GmemT>
 __device__ __forceinline__ SmemT to_smem(GmemT x) {
   if constexpr (std::is_same_v<SmemT, GmemT>) {
     return x;
   } else {
-    return SmemT(static_cast<float>(x));
+    static_assert(std::is_same_v<SmemT, cutlass::tfloat32_t> && std::is_same_v<GmemT, float>);
+    return cutlass::tfloat32_t::bitcast(__float_as_uint(x));
   }
 }
 
@@ -53,10 +55,10 @@ __device__ __forceinline__ void gather_rows(const GmemT* base, SmemTensor&& s, b
 #pragma unroll
     for (int row = r0; row < kRows; row += kRowStep) {
       const int64_t off = row_offset(row);
-      SmemT vals[kChunk];
+      alignas(16) SmemT vals[kChunk];
 #pragma unroll
       for (int e = 0; e < kChunk; ++e)
-        vals[e] = off >= 0 ? to_smem<SmemT>(base[off + c + e]) : to_smem<SmemT>(GmemT(0.f));
+        vals[e] = off >= 0 ? to_smem<SmemT>(base[off + c + e]) : to_smem<SmemT>(GmemT(0));
       // The chunk is contiguous in shared memory: swizzles permute whole 16-byte chunks.
       *reinterpret_cast<cute::uint128_t*>(&s(row, c)) = *reinterpret_cast<cute::uint128_t*>(vals);
     }

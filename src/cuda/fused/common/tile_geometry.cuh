@@ -50,43 +50,52 @@ struct QBox {
   }
 };
 
-// Decodes Q box `index` (0 .. prod_r d_r * q_tiles_r) of a problem. Boxes of one group are
-// adjacent in the index, so neighbouring blocks share KV rows in L2. Returns false when the box
-// lies entirely beyond its group's end (groups of one axis differ in length by at most one).
-FNA_DEVICE bool make_q_box(const Neighborhood& nb, const TileShape& t, int64_t index, QBox* box) {
-  bool nonempty = true;
-  int num = 1;
-#pragma unroll
-  for (int r = 2; r >= 0; --r) {
-    const Axis& a = nb.axis[r];
-    const int per_axis = int(a.dilation) * t.q_tiles[r];
-    const int ai = int(index % per_axis);
-    index /= per_axis;
-    const int g = ai / t.q_tiles[r];
-    const int qt = 1 << t.q_shift[r];
-    const int lg = int(group_length(a, g));
-    const int i0 = (ai % t.q_tiles[r]) * qt;
-    box->group[r] = g;
-    box->lg[r] = lg;
-    box->i0[r] = i0;
-    if (i0 >= lg) {
-      nonempty = false;
-      continue;
-    }
-    const int i1 = min(i0 + qt, lg) - 1;
-    box->count[r] = i1 - i0 + 1;
-    int64_t s0, e0, s1, e1;
-    window_in_group(a, lg, i0, &s0, &e0);
-    window_in_group(a, lg, i1, &s1, &e1);
-    box->kv_lo[r] = int(s0);
-    box->kv_hi[r] = int(e1);
-    box->full_lo[r] = int(s1);
-    box->full_hi[r] = int(e0);
-    const int kt = 1 << t.kv_shift[r];
-    box->kv_tiles[r] = (box->kv_hi[r] - box->kv_lo[r] + kt - 1) / kt;
-    num *= box->kv_tiles[r];
+// Index of Q box `index` along axis r (0 .. d_r * q_tiles_r). Boxes of one group are adjacent
+// in the index, so neighbouring blocks share KV rows in L2.
+FNA_DEVICE int q_box_axis_index(const Neighborhood& nb, const TileShape& t, int index, int r) {
+  for (int a = 2; a > r; --a) index /= int(nb.axis[a].dilation) * t.q_tiles[a];
+  return index % (int(nb.axis[r].dilation) * t.q_tiles[r]);
+}
+
+// Fills axis r of Q box `index` (everything but num_kv_tiles). Returns false when the box lies
+// entirely beyond its group's end on this axis (groups differ in length by at most one).
+FNA_DEVICE bool make_q_box_axis(const Neighborhood& nb, const TileShape& t, int index, int r,
+                                QBox* box) {
+  const Axis& a = nb.axis[r];
+  const int ai = q_box_axis_index(nb, t, index, r);
+  const int g = ai / t.q_tiles[r];
+  const int qt = 1 << t.q_shift[r];
+  const int lg = int(group_length(a, g));
+  const int i0 = (ai % t.q_tiles[r]) * qt;
+  box->group[r] = g;
+  box->lg[r] = lg;
+  box->i0[r] = i0;
+  if (i0 >= lg) {
+    box->count[r] = 0;
+    box->kv_lo[r] = box->kv_hi[r] = box->full_lo[r] = box->full_hi[r] = 0;
+    box->kv_tiles[r] = 0;
+    return false;
   }
-  box->num_kv_tiles = num;
+  const int i1 = min(i0 + qt, lg) - 1;
+  box->count[r] = i1 - i0 + 1;
+  int64_t s0, e0, s1, e1;
+  window_in_group(a, lg, i0, &s0, &e0);
+  window_in_group(a, lg, i1, &s1, &e1);
+  box->kv_lo[r] = int(s0);
+  box->kv_hi[r] = int(e1);
+  box->full_lo[r] = int(s1);
+  box->full_hi[r] = int(e0);
+  const int kt = 1 << t.kv_shift[r];
+  box->kv_tiles[r] = (box->kv_hi[r] - box->kv_lo[r] + kt - 1) / kt;
+  return true;
+}
+
+// All axes of Q box `index` in one thread.
+FNA_DEVICE bool make_q_box(const Neighborhood& nb, const TileShape& t, int index, QBox* box) {
+  bool nonempty = true;
+#pragma unroll
+  for (int r = 0; r < 3; ++r) nonempty = make_q_box_axis(nb, t, index, r, box) && nonempty;
+  box->num_kv_tiles = box->kv_tiles[0] * box->kv_tiles[1] * box->kv_tiles[2];
   return nonempty;
 }
 
@@ -174,6 +183,36 @@ FNA_DEVICE bool attends(const TileShape& t, const KvTile& kv, const RowWindow& w
     ok = ok && j >= w.lo[r] && j < w.hi[r];
   }
   return ok;
+}
+
+
+// All-ones in the low k bits (k in 0..64).
+FNA_DEVICE uint64_t low_bits(int k) { return k >= 64 ? ~uint64_t{0} : (uint64_t{1} << k) - 1; }
+
+// The mask of a KV tile's columns (bit n = box-local row n) that a query with window `w`
+// attends. Separable per axis: in the row-major box, axis r's local coordinate occupies a bit
+// field of the row index, so the columns whose coordinate lies in [lo, hi) form the pattern
+// "bits [lo * inner, hi * inner) of every period" with inner = 2^(fields right of r) and
+// period = inner * kt_r; the pattern is replicated over the tile with one multiplication.
+// Needs a KV tile of at most 64 rows.
+FNA_DEVICE uint64_t window_column_mask(const TileShape& t, const KvTile& kv, const RowWindow& w) {
+  uint64_t mask = ~uint64_t{0};
+  int inner_shift = 0;
+#pragma unroll
+  for (int r = 2; r >= 0; --r) {
+    const int kt_shift = t.kv_shift[r];
+    const int lo = max(w.lo[r] - kv.base[r], 0);
+    const int hi = min(w.hi[r] - kv.base[r], 1 << kt_shift);
+    if (hi <= lo) return 0;
+    const int period_shift = inner_shift + kt_shift;
+    const uint64_t pattern = low_bits(hi << inner_shift) & ~low_bits(lo << inner_shift);
+    // repeat = sum_k 2^(k * period) over the periods of a 64-bit word, by doubling
+    uint64_t repeat = 1;
+    for (int sh = 1 << period_shift; sh < 64; sh *= 2) repeat |= repeat << sh;
+    mask &= pattern * repeat;
+    inner_shift = period_shift;
+  }
+  return mask;
 }
 
 }  // namespace fna::cuda::fused

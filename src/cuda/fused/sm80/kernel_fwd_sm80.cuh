@@ -47,16 +47,35 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kHeadDim = Traits::kHeadDim;
   constexpr int kNThreads = Traits::kNThreads;
+  static_assert(kBlockN <= 64, "column masks are 64-bit");
 
-  // Block-uniform geometry lives in shared memory: in registers it would cost ~50 registers
-  // per thread next to the accumulators (the row windows are read only on masked tiles).
-  __shared__ QBox box;
-  __shared__ RowWindow windows_smem[Traits::kBlockM];
-  __shared__ bool box_nonempty;
-  if (threadIdx.x == 0) box_nonempty = make_q_box(p.nb, p.tile, blockIdx.x, &box);
-  __syncthreads();
-  if (!box_nonempty) return;
   const TileShape& ts = p.tile;
+  // Box-local KV row n -> its element offset from the KV box's first key (K and V strides) and
+  // its packed local coordinates (10 bits per axis). The same for every block and tile: only
+  // the box's first key changes, so per tile a row costs one add instead of a coordinate decode.
+  __shared__ int64_t kv_row_offset_k[kBlockN], kv_row_offset_v[kBlockN];
+  __shared__ int kv_row_coords[kBlockN];
+  for (int row = threadIdx.x; row < kBlockN; row += kNThreads) {
+    int l[3];
+    box_coords(row, ts.kv_shift, l);
+    int64_t ok = 0, ov = 0;
+    CUTE_UNROLL
+    for (int r = 0; r < 3; ++r) {
+      ok += int64_t(l[r]) * p.nb.axis[r].dilation * p.k_stride.x[r];
+      ov += int64_t(l[r]) * p.nb.axis[r].dilation * p.v_stride.x[r];
+    }
+    kv_row_offset_k[row] = ok;
+    kv_row_offset_v[row] = ov;
+    kv_row_coords[row] = l[0] | (l[1] << 10) | (l[2] << 20);
+  }
+  // Block-uniform geometry lives in shared memory: in registers it would cost ~50 registers
+  // per thread next to the accumulators (the row windows are read only on masked tiles). One
+  // thread per axis computes it (the window arithmetic is 64-bit).
+  __shared__ QBox box;
+  __shared__ RowWindow windows_smem[kBlockM];
+  if (threadIdx.x < 3) make_q_box_axis(p.nb, ts, blockIdx.x, threadIdx.x, &box);
+  __syncthreads();
+  if (box.count[0] == 0 || box.count[1] == 0 || box.count[2] == 0) return;  // past a group end
   for (int row = threadIdx.x; row < kBlockM; row += kNThreads)
     windows_smem[row] = row_window(p.nb, ts, box, row);
   const int h = blockIdx.y;
@@ -78,33 +97,40 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   const Element* v_ptr = static_cast<const Element*>(p.v);
   const Element* ak_ptr = static_cast<const Element*>(p.add_k);
   const Element* av_ptr = static_cast<const Element*>(p.add_v);
-  const int num_spatial = box.num_kv_tiles;
+  const int num_spatial = box.kv_tiles[0] * box.kv_tiles[1] * box.kv_tiles[2];
   const int num_tiles = num_spatial + (p.additional_kv + kBlockN - 1) / kBlockN;
 
-  auto spatial_row = [&](const TokenStrides& s, const KvTile& kv, int row) -> int64_t {
-    int j[3];
-    if (!kv_row(ts, box, kv, row, j)) return -1;
-    int y[3];
-    CUTE_UNROLL
-    for (int r = 0; r < 3; ++r) y[r] = box.coord(p.nb, r, j[r]);
-    return token_offset(s, b, y, hk);
-  };
-  auto additional_row = [&](const TokenStrides& s, int first, int row) -> int64_t {
-    const int a = first + row;
-    if (a >= p.additional_kv) return -1;
-    return b * s.b + int64_t(a) * s.x[0] + int64_t(hk) * s.h;
-  };
-  // Gathers K (or V) of tile `tile` into `dst`.
+  // Gathers K (or V) of tile `tile` into `dst`: a spatial KV box (rows past the KV range are
+  // zero-filled), or a slice of the additional KV tokens.
   auto load_kv = [&](int tile, const Element* spatial, const TokenStrides& ss,
-                     const Element* extra, const TokenStrides& es, auto& dst) {
+                     const int64_t* row_offset, const Element* extra, const TokenStrides& es,
+                     auto& dst) {
     if (tile < num_spatial) {
       const KvTile kv = make_kv_tile(ts, box, tile);
-      gather_rows<kBlockN, kHeadDim, kNThreads>(
-          spatial, dst, p.aligned, [&](int row) { return spatial_row(ss, kv, row); });
+      int64_t first = b * ss.b + int64_t(hk) * ss.h;
+      int limit[3];  // rows with local coordinate >= limit lie past the KV range
+      bool inside = true;
+      CUTE_UNROLL
+      for (int r = 0; r < 3; ++r) {
+        first += int64_t(box.coord(p.nb, r, kv.base[r])) * ss.x[r];
+        limit[r] = box.kv_hi[r] - kv.base[r];
+        inside = inside && limit[r] >= (1 << ts.kv_shift[r]);
+      }
+      gather_rows<kBlockN, kHeadDim, kNThreads>(spatial, dst, p.aligned, [&](int row) -> int64_t {
+        if (!inside) {
+          const int c = kv_row_coords[row];
+          if ((c & 1023) >= limit[0] || ((c >> 10) & 1023) >= limit[1] || (c >> 20) >= limit[2])
+            return -1;
+        }
+        return first + row_offset[row];
+      });
     } else {
       const int first = (tile - num_spatial) * kBlockN;
-      gather_rows<kBlockN, kHeadDim, kNThreads>(
-          extra, dst, p.aligned, [&](int row) { return additional_row(es, first, row); });
+      gather_rows<kBlockN, kHeadDim, kNThreads>(extra, dst, p.aligned, [&](int row) -> int64_t {
+        const int a = first + row;
+        if (a >= p.additional_kv) return -1;
+        return b * es.b + int64_t(a) * es.x[0] + int64_t(hk) * es.h;
+      });
     }
   };
 
@@ -116,7 +142,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     for (int r = 0; r < 3; ++r) x[r] = box.coord(p.nb, r, i[r]);
     return token_offset(p.q_stride, b, x, h);
   });
-  if (num_tiles > 0) load_kv(0, k_ptr, p.k_stride, ak_ptr, p.add_k_stride, sK);
+  if (num_tiles > 0) load_kv(0, k_ptr, p.k_stride, kv_row_offset_k, ak_ptr, p.add_k_stride, sK);
   cp_async_commit();
 
   // ---- MMA partitions ------------------------------------------------------------------------
@@ -151,7 +177,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     clear(acc_s);
     cp_async_wait<0>();
     __syncthreads();  // K of this tile (and Q) landed; every warp is done reading V of the last
-    load_kv(tile, v_ptr, p.v_stride, av_ptr, p.add_v_stride, sV);
+    load_kv(tile, v_ptr, p.v_stride, kv_row_offset_v, av_ptr, p.add_v_stride, sV);
     cp_async_commit();
 
     gemm_ss(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, copy_q, copy_k);
@@ -162,20 +188,16 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     if (tile < num_spatial) {
       const KvTile kv = make_kv_tile(ts, box, tile);
       if (kv.masked) {
+        // One 64-bit column mask per row (tile_geometry.cuh), shifted to this thread's first
+        // column so the per-element tests use compile-time bit positions.
+        const int n0 = get<1>(tScS_rc(0, 0));
         CUTE_UNROLL
-        for (int j = 0; j < kCols; ++j) {
-          int l[3];  // key of this column, box-local, then group coordinates
-          box_coords(get<1>(tScS_rc(0, j)), ts.kv_shift, l);
+        for (int i = 0; i < kRows; ++i) {
+          const uint64_t m =
+              window_column_mask(ts, kv, windows_smem[get<0>(tScS_rc(i, 0))]) >> n0;
           CUTE_UNROLL
-          for (int r = 0; r < 3; ++r) l[r] += kv.base[r];
-          CUTE_UNROLL
-          for (int i = 0; i < kRows; ++i) {
-            const RowWindow& w = windows_smem[get<0>(tScS_rc(i, 0))];
-            bool in = true;
-            CUTE_UNROLL
-            for (int r = 0; r < 3; ++r) in = in && l[r] >= w.lo[r] && l[r] < w.hi[r];
-            if (!in) s(i, j) = -INFINITY;
-          }
+          for (int j = 0; j < kCols; ++j)
+            if (!((m >> (get<1>(tScS_rc(i, j)) - n0)) & 1)) s(i, j) = -INFINITY;
         }
       }
     } else {
@@ -191,7 +213,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
     cp_async_wait<0>();
     __syncthreads();  // V of this tile landed; every warp is done reading K
-    if (tile + 1 < num_tiles) load_kv(tile + 1, k_ptr, p.k_stride, ak_ptr, p.add_k_stride, sK);
+    if (tile + 1 < num_tiles) load_kv(tile + 1, k_ptr, p.k_stride, kv_row_offset_k, ak_ptr, p.add_k_stride, sK);
     cp_async_commit();
 
     softmax.update(s, o_rc);
@@ -205,7 +227,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       Tensor tPsP = thr_mma.partition_C(sP);
       __syncwarp();
       CUTE_UNROLL
-      for (int e = 0; e < size(acc_s); ++e) tPsP(e) = SmemT(acc_s(e));
+      for (int e = 0; e < size(acc_s); ++e) tPsP(e) = SmemT::bitcast(__float_as_uint(acc_s(e)));
       __syncwarp();
       auto copy_p = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
       Tensor tOrP = thr_mma.partition_fragment_A(sP);  // (MMA, MMA_M, MMA_N)

@@ -15,7 +15,8 @@ template <class Element_, int kHeadDim_>
 struct FwdTraitsSm80 {
   using Element = Element_;  // storage type in global memory: half_t, bfloat16_t or float
   static constexpr bool kTf32 = std::is_same_v<Element, float>;
-  // Shared-memory / MMA operand type: fp32 inputs are rounded to TF32 when gathered.
+  // Shared-memory / MMA operand type. fp32 inputs keep all 32 bits in TF32 operands and are
+  // multiplied as hi + lo TF32 parts (3xTF32, cute_utils.cuh mma_slice).
   using SmemT = std::conditional_t<kTf32, cutlass::tfloat32_t, Element>;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = FwdBlockShape<Element, kHeadDim>::kBlockM;
