@@ -63,7 +63,9 @@ def random_case(seed, head_dims=(4, 8, 16), dtypes=(torch.float32,) * 3 + (torch
                 kernel_size=tuple(ks), stride=tuple(st), dilation=tuple(dl), is_causal=tuple(ca),
                 heads_q=heads_q, heads_kv=heads_kv, head_dim=head_dim, head_dim_v=head_dim_v,
                 n_additional=int(rng.integers(1, 6)) if rng.random() < 0.3 else 0,
-                scale=None if rng.random() < 0.7 else float(rng.uniform(0.05, 1.0)),
+                # An explicit scale around the default head_dim ** -0.5 (far larger scales make
+                # one-hot softmaxes whose values only test rounding).
+                scale=None if rng.random() < 0.7 else float(rng.uniform(0.25, 2.0) * head_dim ** -0.5),
                 dtype=dtypes[int(rng.integers(0, len(dtypes)))], layout=layout,
                 return_lse=bool(rng.random() < 0.5))
 
@@ -98,15 +100,21 @@ def make_inputs(case, device="cpu", requires_grad=False):
     return ts
 
 
+# fp32 on CUDA tensor-core backends (and `auto`, which picks them) runs as TF32.
+TF32_TOL = 2e-3
+
+
 def run_case(case, device, backend, backward=True):
-    if backend is not None and backend not in fna.available_backends(device, case.dtype,
-                                                                     case.rank, case.head_dim):
-        pytest.skip(f"backend {backend} cannot run {case.dtype} head_dim {case.head_dim}")
     inputs = make_inputs(case, device, requires_grad=backward)
     q, k, v, ak, av = inputs
     snapshot = [None if t is None else t.detach().clone() for t in inputs]
-    res = FUNCS[case.rank](q, k, v, **case.kwargs(), additional_keys=ak, additional_values=av,
-                           return_lse=case.return_lse, backend=backend)
+    try:
+        res = FUNCS[case.rank](q, k, v, **case.kwargs(), additional_keys=ak,
+                               additional_values=av, return_lse=case.return_lse, backend=backend)
+    except ValueError as e:
+        if backend is not None and f"'backend' = '{backend}' cannot run" in str(e):
+            pytest.skip(str(e))  # the backend declines this problem (e.g. Dv != D, head dim)
+        raise
     out, lse = res if case.return_lse else (res, None)
     assert out.shape == (*q.shape[:-1], v.shape[-1]) and out.dtype == q.dtype
     assert out.device == q.device
@@ -116,6 +124,8 @@ def run_case(case, device, backend, backward=True):
     ref_out, ref_lse = oracle.attention(rq, rk, rv, case.kernel_size, case.stride, case.dilation,
                                         case.is_causal, case.scale, rak, rav)
     tol = oracle.TOL[case.dtype]
+    if device != "cpu" and case.dtype == torch.float32 and backend != "cuda-naive":
+        tol = TF32_TOL
     err = oracle.rel_err(out.detach().cpu(), ref_out.detach())
     assert err <= tol, f"out error {err:.3g} > {tol} for {case}"
     if lse is not None:
