@@ -158,34 +158,6 @@ FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
   return kv;
 }
 
-// Key indices (group coordinates) of row `row` of a KV tile; false when the row lies past the KV
-// range (those rows are zero-filled and masked).
-FNA_DEVICE bool kv_row(const TileShape& t, const QBox& box, const KvTile& kv, int row, int* j) {
-  int l[3];
-  box_coords(row, t.kv_shift, l);
-  bool ok = true;
-#pragma unroll
-  for (int r = 0; r < 3; ++r) {
-    j[r] = kv.base[r] + l[r];
-    ok = ok && j[r] < box.kv_hi[r];
-  }
-  return ok;
-}
-
-// Whether a query with window `w` attends KV-tile row `row` (group coordinates via kv_row).
-FNA_DEVICE bool attends(const TileShape& t, const KvTile& kv, const RowWindow& w, int row) {
-  int l[3];
-  box_coords(row, t.kv_shift, l);
-  bool ok = true;
-#pragma unroll
-  for (int r = 0; r < 3; ++r) {
-    const int j = kv.base[r] + l[r];
-    ok = ok && j >= w.lo[r] && j < w.hi[r];
-  }
-  return ok;
-}
-
-
 // All-ones in the low k bits (k in 0..64).
 FNA_DEVICE uint64_t low_bits(int k) { return k >= 64 ? ~uint64_t{0} : (uint64_t{1} << k) - 1; }
 
