@@ -463,18 +463,27 @@ struct ForwardIO {
   int64_t b, hq0, D, Dv;
   float scale;
 
-  // Rows of lanes n0.. of (group, line) for query head hq0 + head; returns the coordinates.
+  // Rows of lanes n0.. of (group, line) for query head hq0 + head; returns the group coordinate
+  // on the last axis. The next vector's rows are prefetched (the kernels' work on this vector
+  // hides their DRAM latency).
   template <typename P>
   int rows(P* base, const TokenLayout& lay, int64_t head, int64_t group, int64_t line, int64_t n0,
-           int valid, P** rows, int64_t* x) const {
+           int valid, P** rows, int64_t* x, int64_t dim, bool write) const {
     int64_t gc[3], n_len = 0;
     x[0] = x[1] = x[2] = 0;
     geo->line_coords(group, line, x, &n_len, gc);
+    const int last = geo->last;
     for (int l = 0; l < valid; ++l) {
-      x[geo->last] = (n0 + l) * geo->kg.dil[geo->last] + gc[geo->last];
+      x[last] = (n0 + l) * geo->kg.dil[last] + gc[last];
       rows[l] = base + lay.offset(b, x, hq0 + head);
     }
-    return static_cast<int>(gc[geo->last]);
+    for (int64_t n = n0 + kLanes; n < std::min(n_len, n0 + 2 * kLanes); ++n) {
+      x[last] = n * geo->kg.dil[last] + gc[last];
+      const char* next = reinterpret_cast<const char*>(base + lay.offset(b, x, hq0 + head));
+      for (int64_t byte = 0; byte < dim * static_cast<int64_t>(sizeof(T)); byte += 64)
+        write ? __builtin_prefetch(next + byte, 1) : __builtin_prefetch(next + byte);
+    }
+    return static_cast<int>(gc[last]);
   }
 
   static void load_q(const void* ctx, int64_t head, int64_t group, int64_t line, int64_t n0,
@@ -482,7 +491,7 @@ struct ForwardIO {
     const ForwardIO& io = *static_cast<const ForwardIO*>(ctx);
     const T* rows[kLanes];
     int64_t x[3];
-    io.rows(io.q, io.lq, head, group, line, n0, valid, rows, x);
+    io.rows(io.q, io.lq, head, group, line, n0, valid, rows, x, io.D, false);
     alignas(64) float tile[kLanes][kDimBlock];
     for (int l = valid; l < kLanes; ++l)
       for (int64_t d = 0; d < kDimBlock; ++d) tile[l][d] = 0.0f;
@@ -499,7 +508,7 @@ struct ForwardIO {
     const ForwardIO& io = *static_cast<const ForwardIO*>(ctx);
     T* rows[kLanes];
     int64_t x[3];
-    const int64_t g = io.rows(io.out, io.lo, head, group, line, n0, valid, rows, x);
+    const int64_t g = io.rows(io.out, io.lo, head, group, line, n0, valid, rows, x, io.Dv, true);
     alignas(64) float tile[kLanes][kDimBlock];
     for (int64_t d0 = 0; d0 < io.Dv; d0 += kDimBlock) {
       const int64_t nd = std::min(kDimBlock, io.Dv - d0);

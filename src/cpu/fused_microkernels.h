@@ -142,6 +142,15 @@ inline void acc_block(const Seg* segs, int nseg, const float* const* p, int64_t 
     for (int j = 0; j < N; ++j) acc[r][j] = vload(c[r] + (d0 + j) * 8);
   for (int s = 0; s < nseg; ++s) {
     const float* b = segs[s].b + d0 * ldb;
+    if (s + 1 < nseg) {
+      // The next run's rows: ~2 lines per row, otherwise fetched on demand from L2.
+      const float* nb = segs[s + 1].b + d0 * ldb;
+#pragma GCC unroll 16
+      for (int j = 0; j < N; ++j) {
+        __builtin_prefetch(nb + j * ldb);
+        __builtin_prefetch(nb + j * ldb + 16);
+      }
+    }
     const float* pr[R];
     for (int r = 0; r < R; ++r) pr[r] = p[r] + segs[s].slot * 8;
     const int64_t cnt = segs[s].cnt;
