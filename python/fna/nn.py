@@ -4,8 +4,12 @@ Input and output are channels-last token grids [B, *extent, dim]. One fused line
 makes q, k and v; they are strided views of its output (no copies) handed to fna.
 """
 
-import torch
-from torch import nn
+try:
+    import torch
+    from torch import nn
+except ImportError as e:
+    raise ImportError("fna.nn needs PyTorch (pip install torch); fna's functions work without "
+                      "it on NumPy arrays") from e
 
 from . import functional as F
 from ._args import per_axis
