@@ -161,7 +161,8 @@ def _attn_fp32(fn, attn_dtype, query):
     """Whether attn is float32 (True) or query's dtype (False)."""
     if attn_dtype is None:
         return False
-    name = str(attn_dtype).replace("torch.", "")
+    name = attn_dtype.__name__ if isinstance(attn_dtype, type) else str(attn_dtype)
+    name = name.replace("torch.", "")
     if name == "float32":
         return True
     if name == str(query.dtype).replace("torch.", ""):

@@ -196,8 +196,8 @@ def test_numpy_forward():
     p = PROBLEMS[0]
     extent, ks, st, dl, ca = p[:5]
     q, k, v, rpb = make_inputs(p, torch.float32, "cpu", seed=13)
-    attn = fna.na1d_qk(q.numpy(), k.numpy(), ks, rpb=rpb.numpy())
-    assert isinstance(attn, np.ndarray)
+    attn = fna.na1d_qk(q.numpy(), k.numpy(), ks, rpb=rpb.numpy(), attn_dtype=np.float32)
+    assert isinstance(attn, np.ndarray) and attn.dtype == np.float32
     assert rel_err_masked(torch.from_numpy(attn), oracle_qk(q, k, ks, st, dl, ca, rpb)) <= 2e-4
     w = torch.softmax(torch.from_numpy(attn), -1)
     out = fna.na1d_av(w.numpy(), v.numpy(), ks)
