@@ -203,6 +203,21 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
     in.av = av.fill_random(rng, 1.0);
   }
   const DenseForward ref = oracle_forward(p, in);
+  // Inputs are read-only: their storages (padding included) must come back byte-identical.
+  auto inputs_unchanged = [&](const char* what, std::vector<const Buffer*> inputs,
+                              const std::vector<std::vector<std::byte>>& before) {
+    for (size_t i = 0; i < inputs.size(); ++i)
+      if (inputs[i]->storage_bytes() != before[i])
+        result.failure += std::string(what) + " wrote into one of its inputs; ";
+  };
+  auto snapshot = [](std::vector<const Buffer*> inputs) {
+    std::vector<std::vector<std::byte>> s;
+    for (const Buffer* b : inputs) s.push_back(b->storage_bytes());
+    return s;
+  };
+  std::vector<const Buffer*> fwd_inputs{&q, &k, &v};
+  if (has_add) fwd_inputs.insert(fwd_inputs.end(), {&ak, &av});
+  const auto fwd_before = snapshot(fwd_inputs);
 
   // ---- forward
   Buffer out = make(os, dt), lse = make(ls, fna::DType::kFloat32);
@@ -216,6 +231,7 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
     result.failure += std::string("forward threw: ") + e.what();
     return result;
   }
+  inputs_unchanged("forward", fwd_inputs, fwd_before);
   result.forward_error = relative_error(out.to_dense(), ref.out);
   check("out", result.forward_error, forward_tolerance(dt));
   untouched("out", {&out});
@@ -247,12 +263,16 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
     ba.d_additional_k = dak.view(), ba.d_additional_v = dav.view();
   }
   const DenseGrads g = oracle_backward(p, in, dout_values);
+  std::vector<const Buffer*> bwd_inputs = fwd_inputs;
+  bwd_inputs.insert(bwd_inputs.end(), {&dout, &out_in, &lse_in});
+  const auto bwd_before = snapshot(bwd_inputs);
   try {
     fna::backward(p, ba, options);
   } catch (const std::exception& e) {
     result.failure += std::string("backward threw: ") + e.what();
     return result;
   }
+  inputs_unchanged("backward", bwd_inputs, bwd_before);
   const double tol = gradient_tolerance(dt);
   auto grad = [&](const char* what, const Buffer& b, const std::vector<double>& r) {
     const double e = relative_error(b.to_dense(), r);

@@ -1,8 +1,9 @@
 // The seeded random sweep: every backend under test against the float64 oracle, forward and
-// backward, fp32 storage, over problems that cover every parameter and combination.
+// backward, fp32 / fp16 / bf16 storage, contiguous / strided / interleaved views, over problems
+// that cover every parameter and combination (SweepCoverage checks that they do).
 //
-// Reproduce one failure with FNA_TEST_SEED=<seed> FNA_TEST_COUNT=1; the long sweep (10x) runs
-// under FNA_LONG_TESTS=1.
+// Reproduce one failure with the printed FNA_TEST_SEED=<seed> FNA_TEST_COUNT=1 and a
+// --gtest_filter for its test; the long sweep (10x) runs under FNA_LONG_TESTS=1.
 #include <gtest/gtest.h>
 
 #include <iostream>
