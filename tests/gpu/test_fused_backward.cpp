@@ -5,6 +5,8 @@
 // FNA_TEST_SEED sets the sweep's base seed; FNA_TEST_LONG=1 runs a longer sweep.
 #include <gtest/gtest.h>
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <cmath>
@@ -15,7 +17,6 @@
 #include <string>
 #include <vector>
 
-#include "common/half.h"
 #include "fna/fna.h"
 
 namespace {
@@ -80,16 +81,16 @@ struct Tensor {
     const unsigned char* p = host.data() + element_offset(i) * fna::dtype_size(dtype);
     switch (dtype) {
       case DType::kFloat32: { float f; std::memcpy(&f, p, 4); return f; }
-      case DType::kFloat16: { uint16_t h; std::memcpy(&h, p, 2); return fna::half_to_float(h); }
-      default: { uint16_t h; std::memcpy(&h, p, 2); return fna::bf16_to_float(h); }
+      case DType::kFloat16: { __half h; std::memcpy(&h, p, 2); return __half2float(h); }
+      default: { __nv_bfloat16 h; std::memcpy(&h, p, 2); return __bfloat162float(h); }
     }
   }
   void set(int64_t i, float x) {
     unsigned char* p = host.data() + element_offset(i) * fna::dtype_size(dtype);
     switch (dtype) {
       case DType::kFloat32: std::memcpy(p, &x, 4); break;
-      case DType::kFloat16: { uint16_t h = fna::float_to_half(x); std::memcpy(p, &h, 2); break; }
-      default: { uint16_t h = fna::float_to_bf16(x); std::memcpy(p, &h, 2); break; }
+      case DType::kFloat16: { const __half h = __float2half_rn(x); std::memcpy(p, &h, 2); break; }
+      default: { const __nv_bfloat16 h = __float2bfloat16_rn(x); std::memcpy(p, &h, 2); break; }
     }
   }
   void fill(std::mt19937_64& rng, double amplitude) {
@@ -182,7 +183,12 @@ std::string run_case(const Case& c) {
   }
   fna::Options ref_options;
   ref_options.backend = fna::Backend::kReference;
-  fna::ForwardArgs fa{q.host_view(), k.host_view(), v.host_view(), out.host_view(), lse.host_view()};
+  fna::ForwardArgs fa;
+  fa.q = q.host_view();
+  fa.k = k.host_view();
+  fa.v = v.host_view();
+  fa.out = out.host_view();
+  fa.lse = lse.host_view();
   if (has_add) {
     fa.additional_k = ak.host_view();
     fa.additional_v = av.host_view();
@@ -203,9 +209,21 @@ std::string run_case(const Case& c) {
     dak.init(ak.shape, dt, pad, off);
     dav.init(av.shape, dt, pad, off);
   }
-  fna::BackwardArgs rb{q.host_view(), k.host_view(), v.host_view(), out.host_view(),
-                       lse.host_view(), dout.host_view(), rdq.host_view(), rdk.host_view(),
-                       rdv.host_view()};
+  auto backward_args = [&](bool device, Tensor& gq, Tensor& gk, Tensor& gv) {
+    auto view = [&](Tensor& t) { return device ? t.device_view() : t.host_view(); };
+    fna::BackwardArgs a;
+    a.q = view(q);
+    a.k = view(k);
+    a.v = view(v);
+    a.out = view(out);
+    a.lse = view(lse);
+    a.dout = view(dout);
+    a.dq = view(gq);
+    a.dk = view(gk);
+    a.dv = view(gv);
+    return a;
+  };
+  fna::BackwardArgs rb = backward_args(false, rdq, rdk, rdv);
   if (has_add) {
     rb.additional_k = ak.host_view();
     rb.additional_v = av.host_view();
@@ -224,9 +242,7 @@ std::string run_case(const Case& c) {
   const int runs = c.check_deterministic ? 2 : 1;
   for (int run = 0; run < runs; ++run) {
     for (Tensor* t : grads) t->poison_device();
-    fna::BackwardArgs gb{q.device_view(), k.device_view(), v.device_view(), out.device_view(),
-                         lse.device_view(), dout.device_view(), dq.device_view(), dk.device_view(),
-                         dv.device_view()};
+    fna::BackwardArgs gb = backward_args(true, dq, dk, dv);
     if (has_add) {
       gb.additional_k = ak.device_view();
       gb.additional_v = av.device_view();

@@ -134,6 +134,24 @@ __device__ __forceinline__ void store_rows(SmemTensor s, const Neighborhood& nb,
   }
 }
 
+// window_in_group in 32-bit arithmetic (the backend refuses extents past 2^30), for per-row and
+// per-tile use inside the kernels' loops, where 64-bit division would cost hundreds of cycles.
+__device__ __forceinline__ void window32(const Axis& a, int lg, int i, int* start, int* end) {
+  const int k = static_cast<int>(a.window), s = static_cast<int>(a.stride);
+  if (a.causal) {
+    const int lead = min((i / s) * s + s - 1, lg - 1);
+    *start = max(lead - k + 1, 0);
+    *end = min(i + 1, lg);
+  } else {
+    const int left = k / 2, right = k - 1 - left;
+    const int lead = min((i / s) * s + s / 2, lg - 1);
+    int st = max(lead - left, 0);
+    if (lead + right >= lg) st = lg - k;
+    *start = st;
+    *end = st + k;
+  }
+}
+
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));

@@ -17,21 +17,21 @@ namespace fna::cuda::fused::sm80 {
 
 // The Q tiles a KV tile meets: per axis, `groups` dilation groups from `group0`, `tiles` boxes per
 // group from group coordinate `start`.
+// 32-bit: decoded every iteration, where 64-bit division would cost hundreds of cycles.
 struct QueryWalk {
-  int group0[3];
-  int64_t groups[3], start[3], tiles[3];
-  int64_t count;  // Q tiles in total (per query head)
+  int group0[3], groups[3], start[3], tiles[3];
+  int count;  // Q tiles in total (per query head)
 };
 
 __device__ __forceinline__ TileRows walk_tile(const Neighborhood& nb, const QueryWalk& w,
-                                              const int* box, int64_t idx) {
+                                              const int* box, int idx) {
   int group[3];
   int64_t start[3];
   for (int r = 2; r >= 0; --r) {
-    const int64_t c = w.groups[r] * w.tiles[r];
-    const int64_t ir = idx % c;
+    const int c = w.groups[r] * w.tiles[r];
+    const int ir = idx % c;
     idx /= c;
-    group[r] = w.group0[r] + static_cast<int>(ir / w.tiles[r]);
+    group[r] = w.group0[r] + ir / w.tiles[r];
     start[r] = w.start[r] + (ir % w.tiles[r]) * box[r];
   }
   return spatial_tile(nb, group, start, box);
@@ -42,13 +42,13 @@ __device__ __forceinline__ TileRows walk_tile(const Neighborhood& nb, const Quer
 __device__ __forceinline__ bool tile_inside_windows(const Neighborhood& nb, const TileRows& qt,
                                                     const TileRows& kt) {
   for (int r = 0; r < 3; ++r) {
-    const int64_t lg = qt.glen[r];
-    const int64_t qa = qt.start[r], qb = min64(qa + qt.shape[r] - 1, lg - 1);
-    const int64_t ka = kt.start[r], kb = min64(ka + kt.shape[r] - 1, lg - 1);
+    const int lg = static_cast<int>(qt.glen[r]);
+    const int qa = static_cast<int>(qt.start[r]), qb = min(qa + qt.shape[r] - 1, lg - 1);
+    const int ka = static_cast<int>(kt.start[r]), kb = min(ka + kt.shape[r] - 1, lg - 1);
     if (qa > qb || ka > kb) return false;
-    int64_t sa, ea, sb, eb;
-    window_in_group(nb.axis[r], lg, qa, &sa, &ea);
-    window_in_group(nb.axis[r], lg, qb, &sb, &eb);
+    int sa, ea, sb, eb;
+    window32(nb.axis[r], lg, qa, &sa, &ea);
+    window32(nb.axis[r], lg, qb, &sb, &eb);
     if (sb > ka || kb >= ea) return false;
   }
   return true;
@@ -69,12 +69,9 @@ __device__ __forceinline__ void load_query_rows(BwdSmem<Traits>& sm, int s, cons
     const int64_t idx = (b * p.heads_q + h) * p.tokens + token;
     lse = p.ws_lse[idx];
     delta = p.ws_delta[idx];
-    for (int r = 0; r < 3; ++r) {
-      int64_t st, en;
-      window_in_group(p.nb.axis[r], qt.glen[r], i[r], &st, &en);
-      win[2 * r] = static_cast<int>(st);
-      win[2 * r + 1] = static_cast<int>(en);
-    }
+    for (int r = 0; r < 3; ++r)
+      window32(p.nb.axis[r], static_cast<int>(qt.glen[r]), static_cast<int>(i[r]), &win[2 * r],
+               &win[2 * r + 1]);
   }
   sm.lse[s][row] = lse;
   sm.delta[s][row] = delta;
@@ -134,25 +131,25 @@ __global__ void __launch_bounds__(Traits::kThreads)
     const Axis& a = nb.axis[r];
     if (additional) {
       walk.group0[r] = 0;
-      walk.groups[r] = a.dilation;
+      walk.groups[r] = static_cast<int>(a.dilation);
       walk.start[r] = 0;
-      walk.tiles[r] = ceil_div(ceil_div(a.extent, a.dilation), p.kv_qbox[r]);
+      walk.tiles[r] = static_cast<int>(ceil_div(ceil_div(a.extent, a.dilation), p.kv_qbox[r]));
     } else {
       int64_t qlo, qhi;
       inverse_window(a, kt.glen[r], kt.start[r],
                      min64(kt.start[r] + kt.shape[r] - 1, kt.glen[r] - 1), &qlo, &qhi);
       walk.group0[r] = kt.group[r];
       walk.groups[r] = 1;
-      walk.start[r] = qlo;
-      walk.tiles[r] = qlo <= qhi ? ceil_div(qhi - qlo + 1, p.kv_qbox[r]) : 0;
+      walk.start[r] = static_cast<int>(qlo);
+      walk.tiles[r] = qlo <= qhi ? static_cast<int>(ceil_div(qhi - qlo + 1, p.kv_qbox[r])) : 0;
     }
     walk.count *= walk.groups[r] * walk.tiles[r];
   }
-  const int64_t iters = group_heads * walk.count;
+  const int iters = static_cast<int>(group_heads) * walk.count;
 
-  auto load_stage = [&](int64_t it, int s) {
-    const int64_t h = hkv * group_heads + it / walk.count;
-    const TileRows qt = walk_tile(nb, walk, p.kv_qbox, it % walk.count);
+  auto load_stage = [&](int it, int s) {
+    const int64_t h = hkv * group_heads + static_cast<int>(it) / walk.count;
+    const TileRows qt = walk_tile(nb, walk, p.kv_qbox, static_cast<int>(it) % walk.count);
     Tensor sQ = make_tensor(make_smem_ptr(sm.stream_a[s]), typename Traits::SmemLayoutRows{});
     Tensor sdO = make_tensor(make_smem_ptr(sm.stream_b[s]), typename Traits::SmemLayoutRows{});
     load_rows<kTile, kHeadDim, kThreads, MmaElement>(sQ, nb, qt, p.q, b, h, p.vec);
@@ -192,7 +189,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   if (iters > 0) load_stage(0, 0);
   cp_async_fence();
 #pragma unroll 1
-  for (int64_t it = 0; it < iters; ++it) {
+  for (int it = 0; it < iters; ++it) {
     const int s = static_cast<int>(it & 1);
     if (it + 1 < iters) load_stage(it + 1, s ^ 1);
     cp_async_fence();
@@ -215,7 +212,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
     bool masked = false;
     if (!additional) {
-      const TileRows qt = walk_tile(nb, walk, p.kv_qbox, it % walk.count);
+      const TileRows qt = walk_tile(nb, walk, p.kv_qbox, static_cast<int>(it) % walk.count);
       masked = !tile_inside_windows(nb, qt, kt);
     }
     CUTE_UNROLL

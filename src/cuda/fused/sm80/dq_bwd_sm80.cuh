@@ -58,17 +58,17 @@ __global__ void __launch_bounds__(Traits::kThreads)
     window_in_group(nb.axis[r], lg, min64(qt.start[r] + qt.shape[r] - 1, lg - 1), &s1, &e1);
     walk.group0[r] = qt.group[r];
     walk.groups[r] = 1;
-    walk.start[r] = s0;
-    walk.tiles[r] = ceil_div(e1 - s0, p.dq_kbox[r]);
+    walk.start[r] = static_cast<int>(s0);
+    walk.tiles[r] = static_cast<int>(ceil_div(e1 - s0, p.dq_kbox[r]));
     walk.count *= walk.tiles[r];
   }
-  const int64_t iters = walk.count + p.add_tiles;
+  const int iters = walk.count + static_cast<int>(p.add_tiles);
 
-  auto kv_tile = [&](int64_t it) {
+  auto kv_tile = [&](int it) {
     return it < walk.count ? walk_tile(nb, walk, p.dq_kbox, it)
-                           : additional_tile((it - walk.count) * kTile, p.nadd, kTile);
+                           : additional_tile(static_cast<int64_t>(it - walk.count) * kTile, p.nadd, kTile);
   };
-  auto load_stage = [&](int64_t it, int s) {
+  auto load_stage = [&](int it, int s) {
     const TileRows kt = kv_tile(it);
     Tensor sK = make_tensor(make_smem_ptr(sm.stream_a[s]), typename Traits::SmemLayoutRows{});
     Tensor sV = make_tensor(make_smem_ptr(sm.stream_b[s]), typename Traits::SmemLayoutRows{});
@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   load_stage(0, 0);  // iters >= 1: every query attends at least itself
   cp_async_fence();
 #pragma unroll 1
-  for (int64_t it = 0; it < iters; ++it) {
+  for (int it = 0; it < iters; ++it) {
     const int s = static_cast<int>(it & 1);
     if (it + 1 < iters) load_stage(it + 1, s ^ 1);
     cp_async_fence();
