@@ -714,7 +714,7 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
           if (geo.unit(kind - add_units, 0, &u)) kt.backward_dkv(geo.kg, pl[j], u, hpg, ts.sc);
         } else {
           const int64_t w = kind - add_units - per_head;
-          if (geo.unit(w % per_head, w / per_head, &u)) kt.backward_dq(geo.kg, pl[j], u, hpg, ts.sc);
+          if (geo.unit(w % per_head, w / per_head, &u)) kt.backward_dq(geo.kg, pl[j], u, ts.sc);
         }
       }
 #pragma omp for schedule(dynamic, 2)

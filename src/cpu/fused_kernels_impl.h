@@ -299,8 +299,7 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
 }
 
 // ---- backward: dQ (queries as lanes) -------------------------------------------------------------
-void backward_dq_unit(const KernelGeometry& g, const Planes& P, const Unit& u, int64_t,
-                      Scratch& sc) {
+void backward_dq_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scratch& sc) {
   const int64_t D = P.head_dim, Dv = P.head_dim_v, ldn = g.ldn;
   const int last = g.rank - 1;
   const Tables t = group_tables(g, u, false);

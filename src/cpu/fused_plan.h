@@ -53,7 +53,7 @@ struct KernelGeometry {
 // One work unit: up to two lines (adjacent along the innermost non-last axis, so they share most
 // of their rows) x up to kUnitVectors lane vectors along the last axis.
 struct Unit {
-  int64_t head;          // query head inside the GQA group (forward / dQ); unused for dK/dV
+  int64_t head;          // query head inside the GQA group (forward, dQ); dK/dV loop over all
   int64_t group;         // dilation-group index
   int64_t gc[3];         // dilation-group coordinate per axis
   int64_t line_i[2][3];  // group coordinates of each line on the non-last axes
@@ -102,22 +102,23 @@ struct Scratch {
 };
 
 // Slots (of kLanes floats) per line buffered between the score and the P.V step. 192 slots hold
-// a 13x13 window in one chunk (one online-softmax rescale); S and dP of two lines take 12 KiB.
+// a 13x13 window in one chunk (one online-softmax rescale); S and dP of two lines take 24 KiB.
 inline constexpr int kChunkSlots = 192;
-inline constexpr int kMaxPieces = 2 * kChunkSlots + 8;
+// A chunk's pieces each hold at least one slot.
+inline constexpr int kMaxPieces = kChunkSlots;
 inline constexpr int64_t kPieceBytes = 32;
 
+// S and dP of two lines, then four [dim][kLanes] accumulators (forward: O and the gathered Q of
+// two lines; dQ: two lines; dK/dV: dK and dV of two lines).
 inline int64_t scratch_floats(int64_t head_dim, int64_t head_dim_v) {
   const int64_t dmax = head_dim > head_dim_v ? head_dim : head_dim_v;
-  // S and dP for two lines, two accumulators per line (dK and dV), lane vectors of m, l, lse, delta.
-  return 4 * kChunkSlots * kLanes + 4 * dmax * kLanes + 64 * kLanes;
+  return 4 * kChunkSlots * kLanes + 4 * dmax * kLanes;
 }
 
 struct KernelTable {
   const char* isa;
   void (*forward)(const KernelGeometry&, const Planes&, const Unit&, Scratch&);
-  void (*backward_dq)(const KernelGeometry&, const Planes&, const Unit&, int64_t heads_per_group,
-                      Scratch&);
+  void (*backward_dq)(const KernelGeometry&, const Planes&, const Unit&, Scratch&);
   void (*backward_dkv)(const KernelGeometry&, const Planes&, const Unit&, int64_t heads_per_group,
                        Scratch&);
   // Keys n_begin..n_end of the additional tokens against every query of every head in the group.
