@@ -151,25 +151,28 @@ Buffer Buffer::make(const std::vector<int64_t>& shape, fna::DType dtype, bool st
   return b;
 }
 
-std::vector<Buffer> Buffer::make_interleaved(const std::vector<int64_t>& shape, int count,
-                                             fna::DType dtype) {
+std::vector<Buffer> Buffer::make_interleaved(const std::vector<int64_t>& shape,
+                                             const std::vector<int64_t>& heads, fna::DType dtype) {
   const int n = static_cast<int>(shape.size());
-  const int64_t head_elems = shape[n - 2] * shape[n - 1];  // H * D
+  int64_t total_heads = 0;
+  for (int64_t h : heads) total_heads += h;
   std::vector<int64_t> strides(n);
   int64_t stride = 1;
   for (int i = n - 1; i >= 0; --i) {
     strides[i] = stride;
-    stride *= shape[i];
-    if (i == n - 2) stride *= count;  // the [count] dim sits just outside H
+    stride *= i == n - 2 ? total_heads : shape[i];  // the H dim spans every view's heads
   }
   auto storage = poisoned_storage(stride, dtype);
-  std::vector<Buffer> views(count);
-  for (int c = 0; c < count; ++c) {
+  std::vector<Buffer> views(heads.size());
+  int64_t first_head = 0;
+  for (size_t c = 0; c < heads.size(); ++c) {
     views[c].storage_ = storage;
     views[c].dtype_ = dtype;
     views[c].shape_ = shape;
+    views[c].shape_[n - 2] = heads[c];
     views[c].strides_ = strides;
-    views[c].offset_ = c * head_elems;
+    views[c].offset_ = first_head * shape[n - 1];
+    first_head += heads[c];
   }
   return views;
 }

@@ -29,7 +29,7 @@ bool is_poison(const std::byte* p, fna::DType dtype);
 enum class Layout {
   kContiguous,   // row-major, no padding
   kStrided,      // dims permuted in memory (last dim kept innermost), padded, offset start
-  kInterleaved,  // q/k/v (and dq/dk/dv) as unbind(-3) views of one [..., 3, H, D] buffer
+  kInterleaved,  // q/k/v (and dq/dk/dv) as head ranges of one [..., Hq + 2 Hkv, D] buffer
 };
 const char* layout_name(Layout layout);
 
@@ -40,10 +40,11 @@ class Buffer {
   // permuted in memory with a random layout drawn from `rng`.
   static Buffer make(const std::vector<int64_t>& shape, fna::DType dtype, bool strided,
                      std::mt19937_64& rng);
-  // `count` views of `shape` [..., H, D] sharing one poisoned storage of shape [..., count, H, D]
-  // (the layout of q, k, v = qkv.unbind(-3)).
-  static std::vector<Buffer> make_interleaved(const std::vector<int64_t>& shape, int count,
-                                              fna::DType dtype);
+  // Views of `shape` [..., H, D] with heads[i] heads each, sharing one poisoned storage
+  // [..., sum(heads), D] as consecutive head ranges: q, k, v = qkv.unbind(-3) when the counts are
+  // equal, the split of a fused GQA projection when they are not.
+  static std::vector<Buffer> make_interleaved(const std::vector<int64_t>& shape,
+                                              const std::vector<int64_t>& heads, fna::DType dtype);
 
   fna::TensorView view() const;
   int64_t numel() const;

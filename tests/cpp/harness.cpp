@@ -144,7 +144,7 @@ fna::Problem random_problem(std::mt19937_64& rng) {
 Layout random_layout(std::mt19937_64& rng, const fna::Problem& p) {
   const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
   if (u < 0.4) return Layout::kContiguous;
-  if (u < 0.8 || p.heads_q != p.heads_kv || p.head_dim != p.head_dim_v) return Layout::kStrided;
+  if (u < 0.8 || p.head_dim != p.head_dim_v) return Layout::kStrided;
   return Layout::kInterleaved;
 }
 
@@ -186,7 +186,7 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
 
   Buffer q, k, v, ak, av;
   if (interleaved) {
-    std::vector<Buffer> qkv = Buffer::make_interleaved(qs, 3, dt);
+    std::vector<Buffer> qkv = Buffer::make_interleaved(qs, {p.heads_q, p.heads_kv, p.heads_kv}, dt);
     q = qkv[0], k = qkv[1], v = qkv[2];
   } else {
     q = make(qs, dt), k = make(ks, dt), v = make(vs, dt);
@@ -249,7 +249,7 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
   lse_in.from_dense(ref.lse);
   Buffer dq, dk, dv, dak, dav;
   if (interleaved) {
-    std::vector<Buffer> d = Buffer::make_interleaved(qs, 3, dt);
+    std::vector<Buffer> d = Buffer::make_interleaved(qs, {p.heads_q, p.heads_kv, p.heads_kv}, dt);
     dq = d[0], dk = d[1], dv = d[2];
   } else {
     dq = make(qs, dt), dk = make(ks, dt), dv = make(vs, dt);
@@ -402,6 +402,7 @@ std::vector<std::string> problem_features(const fna::Problem& p, Layout layout) 
   if (p.heads_q != p.heads_kv && p.heads_kv > 1) f.push_back("gqa");
   if (p.scale) f.push_back("custom_scale");
   f.push_back(std::string("layout:") + layout_name(layout));
+  if (layout == Layout::kInterleaved && p.heads_q != p.heads_kv) f.push_back("interleaved_gqa");
   // Pairwise combinations of the problem-level features.
   const std::pair<const char*, bool> flags[] = {{"stride", stride},
                                                 {"dilation", dilation},

@@ -27,7 +27,7 @@ inline double gradient_tolerance(fna::DType dtype) { return 3.0 * forward_tolera
 
 // A random problem (every parameter, small enough for the dense oracle: at most ~256 tokens).
 fna::Problem random_problem(std::mt19937_64& rng);
-// A layout usable for `p` (interleaved needs Hq == Hkv and D == Dv).
+// A layout usable for `p` (interleaved needs D == Dv).
 Layout random_layout(std::mt19937_64& rng, const fna::Problem& p);
 
 struct CaseSpec {

@@ -111,6 +111,7 @@ TEST(SweepCoverage, EveryParameterAndCombination) {
                             "layout:contiguous",
                             "layout:strided",
                             "layout:interleaved",
+                            "interleaved_gqa",
                             "stride",
                             "dilation",
                             "causal",
