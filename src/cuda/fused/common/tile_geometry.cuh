@@ -6,6 +6,7 @@
 // have extent 1, window 1 and box extent 1, so loops over all 3 axes need no rank checks.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "common/neighborhood.h"
@@ -13,7 +14,15 @@
 
 namespace fna::cuda::fused {
 
-#define FNA_DEVICE __device__ __forceinline__
+// Host and device: the kernels call these, and tests/gpu/fused_geometry_test.cpp replays the
+// kernels' tile walk with them on the CPU.
+#if defined(__CUDACC__)
+#define FNA_DEVICE __host__ __device__ __forceinline__
+#define FNA_UNROLL _Pragma("unroll")
+#else
+#define FNA_DEVICE inline
+#define FNA_UNROLL
+#endif
 
 // Box-local coordinates of row `row` of a box with extents 1 << shift[r] (row-major, last axis
 // fastest).
@@ -76,7 +85,7 @@ FNA_DEVICE bool make_q_box_axis(const Neighborhood& nb, const TileShape& t, int 
     box->kv_tiles[r] = 0;
     return false;
   }
-  const int i1 = min(i0 + qt, lg) - 1;
+  const int i1 = std::min(i0 + qt, lg) - 1;
   box->count[r] = i1 - i0 + 1;
   int64_t s0, e0, s1, e1;
   window_in_group(a, lg, i0, &s0, &e0);
@@ -93,7 +102,7 @@ FNA_DEVICE bool make_q_box_axis(const Neighborhood& nb, const TileShape& t, int 
 // All axes of Q box `index` in one thread.
 FNA_DEVICE bool make_q_box(const Neighborhood& nb, const TileShape& t, int index, QBox* box) {
   bool nonempty = true;
-#pragma unroll
+FNA_UNROLL
   for (int r = 0; r < 3; ++r) nonempty = make_q_box_axis(nb, t, index, r, box) && nonempty;
   box->num_kv_tiles = box->kv_tiles[0] * box->kv_tiles[1] * box->kv_tiles[2];
   return nonempty;
@@ -112,9 +121,9 @@ FNA_DEVICE RowWindow row_window(const Neighborhood& nb, const TileShape& t, cons
   int l[3];
   box_coords(row, t.q_shift, l);
   RowWindow w;
-#pragma unroll
+FNA_UNROLL
   for (int r = 0; r < 3; ++r) {
-    const int i = box.i0[r] + min(l[r], box.count[r] - 1);
+    const int i = box.i0[r] + std::min(l[r], box.count[r] - 1);
     int64_t s, e;
     window_in_group(nb.axis[r], box.lg[r], i, &s, &e);
     w.lo[r] = int(s);
@@ -128,7 +137,7 @@ FNA_DEVICE bool row_valid(const TileShape& t, const QBox& box, int row, int* i) 
   int l[3];
   box_coords(row, t.q_shift, l);
   bool ok = true;
-#pragma unroll
+FNA_UNROLL
   for (int r = 0; r < 3; ++r) {
     ok = ok && l[r] < box.count[r];
     i[r] = box.i0[r] + l[r];
@@ -146,7 +155,7 @@ struct KvTile {
 FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
   KvTile kv;
   bool inside = true;
-#pragma unroll
+FNA_UNROLL
   for (int r = 2; r >= 0; --r) {
     const int br = tile % box.kv_tiles[r];
     tile /= box.kv_tiles[r];
@@ -156,6 +165,54 @@ FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
   }
   kv.masked = !inside;
   return kv;
+}
+
+// Gathering a spatial KV tile. A box-local row's offset from the box's first key depends only on
+// the box shape, dilations and strides (the same for every tile and block), so kernels keep it
+// in shared memory; per tile only `first` (the first key's offset) and the range limits change.
+FNA_DEVICE int64_t kv_row_local_offset(const Neighborhood& nb, const TileShape& t,
+                                       const TokenStrides& s, int row) {
+  int l[3];
+  box_coords(row, t.kv_shift, l);
+  int64_t o = 0;
+  for (int r = 0; r < 3; ++r) o += int64_t(l[r]) * nb.axis[r].dilation * s.x[r];
+  return o;
+}
+
+// Box-local coordinates of a KV row packed 10 bits per axis (KV boxes have at most 64 rows).
+FNA_DEVICE int kv_row_packed_coords(const TileShape& t, int row) {
+  int l[3];
+  box_coords(row, t.kv_shift, l);
+  return l[0] | (l[1] << 10) | (l[2] << 20);
+}
+
+struct KvTileRows {
+  int64_t first;  // element offset of the tile's first key (batch and head included)
+  int limit[3];   // rows whose local coordinate reaches limit[r] lie past the KV range
+  bool inside;    // every row of the tile lies inside the KV range
+};
+
+FNA_DEVICE KvTileRows kv_tile_rows(const Neighborhood& nb, const TileShape& t, const QBox& box,
+                                   const KvTile& kv, const TokenStrides& s, int64_t b,
+                                   int64_t h) {
+  KvTileRows rows;
+  rows.first = b * s.b + h * s.h;
+  rows.inside = true;
+  for (int r = 0; r < 3; ++r) {
+    rows.first += int64_t(box.coord(nb, r, kv.base[r])) * s.x[r];
+    rows.limit[r] = box.kv_hi[r] - kv.base[r];
+    rows.inside = rows.inside && rows.limit[r] >= (1 << t.kv_shift[r]);
+  }
+  return rows;
+}
+
+// Offset of a tile row from its packed coordinates and local offset, or -1 (zero-fill) when the
+// row lies past the KV range.
+FNA_DEVICE int64_t kv_row_offset(const KvTileRows& rows, int packed, int64_t local) {
+  if (!rows.inside && ((packed & 1023) >= rows.limit[0] ||
+                       ((packed >> 10) & 1023) >= rows.limit[1] || (packed >> 20) >= rows.limit[2]))
+    return -1;
+  return rows.first + local;
 }
 
 // All-ones in the low k bits (k in 0..64).
@@ -170,11 +227,11 @@ FNA_DEVICE uint64_t low_bits(int k) { return k >= 64 ? ~uint64_t{0} : (uint64_t{
 FNA_DEVICE uint64_t window_column_mask(const TileShape& t, const KvTile& kv, const RowWindow& w) {
   uint64_t mask = ~uint64_t{0};
   int inner_shift = 0;
-#pragma unroll
+FNA_UNROLL
   for (int r = 2; r >= 0; --r) {
     const int kt_shift = t.kv_shift[r];
-    const int lo = max(w.lo[r] - kv.base[r], 0);
-    const int hi = min(w.hi[r] - kv.base[r], 1 << kt_shift);
+    const int lo = std::max(w.lo[r] - kv.base[r], 0);
+    const int hi = std::min(w.hi[r] - kv.base[r], 1 << kt_shift);
     if (hi <= lo) return 0;
     const int period_shift = inner_shift + kt_shift;
     const uint64_t pattern = low_bits(hi << inner_shift) & ~low_bits(lo << inner_shift);

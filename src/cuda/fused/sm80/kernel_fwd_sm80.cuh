@@ -56,17 +56,9 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   __shared__ int64_t kv_row_offset_k[kBlockN], kv_row_offset_v[kBlockN];
   __shared__ int kv_row_coords[kBlockN];
   for (int row = threadIdx.x; row < kBlockN; row += kNThreads) {
-    int l[3];
-    box_coords(row, ts.kv_shift, l);
-    int64_t ok = 0, ov = 0;
-    CUTE_UNROLL
-    for (int r = 0; r < 3; ++r) {
-      ok += int64_t(l[r]) * p.nb.axis[r].dilation * p.k_stride.x[r];
-      ov += int64_t(l[r]) * p.nb.axis[r].dilation * p.v_stride.x[r];
-    }
-    kv_row_offset_k[row] = ok;
-    kv_row_offset_v[row] = ov;
-    kv_row_coords[row] = l[0] | (l[1] << 10) | (l[2] << 20);
+    kv_row_offset_k[row] = kv_row_local_offset(p.nb, ts, p.k_stride, row);
+    kv_row_offset_v[row] = kv_row_local_offset(p.nb, ts, p.v_stride, row);
+    kv_row_coords[row] = kv_row_packed_coords(ts, row);
   }
   // Block-uniform geometry lives in shared memory: in registers it would cost ~50 registers
   // per thread next to the accumulators (the row windows are read only on masked tiles). One
@@ -106,23 +98,9 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
                      const int64_t* row_offset, const Element* extra, const TokenStrides& es,
                      auto& dst) {
     if (tile < num_spatial) {
-      const KvTile kv = make_kv_tile(ts, box, tile);
-      int64_t first = b * ss.b + int64_t(hk) * ss.h;
-      int limit[3];  // rows with local coordinate >= limit lie past the KV range
-      bool inside = true;
-      CUTE_UNROLL
-      for (int r = 0; r < 3; ++r) {
-        first += int64_t(box.coord(p.nb, r, kv.base[r])) * ss.x[r];
-        limit[r] = box.kv_hi[r] - kv.base[r];
-        inside = inside && limit[r] >= (1 << ts.kv_shift[r]);
-      }
-      gather_rows<kBlockN, kHeadDim, kNThreads>(spatial, dst, p.aligned, [&](int row) -> int64_t {
-        if (!inside) {
-          const int c = kv_row_coords[row];
-          if ((c & 1023) >= limit[0] || ((c >> 10) & 1023) >= limit[1] || (c >> 20) >= limit[2])
-            return -1;
-        }
-        return first + row_offset[row];
+      const KvTileRows rows = kv_tile_rows(p.nb, ts, box, make_kv_tile(ts, box, tile), ss, b, hk);
+      gather_rows<kBlockN, kHeadDim, kNThreads>(spatial, dst, p.aligned, [&](int row) {
+        return kv_row_offset(rows, kv_row_coords[row], row_offset[row]);
       });
     } else {
       const int first = (tile - num_spatial) * kBlockN;
