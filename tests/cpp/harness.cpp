@@ -393,6 +393,9 @@ std::vector<std::string> problem_features(const fna::Problem& p, Layout layout) 
     causal |= c;
     noncausal |= !c;
   }
+  std::string pattern = "causal_pattern:";
+  for (int r = 0; r < p.rank; ++r) pattern += p.causal[r] ? "1" : "0";
+  f.push_back(pattern);
   if (causal && noncausal) f.push_back("mixed_causal");
   if (causal && !noncausal) f.push_back("all_causal");
   if (p.batch > 1) f.push_back("batch>1");

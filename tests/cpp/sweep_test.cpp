@@ -120,6 +120,13 @@ TEST(SweepCoverage, EveryParameterAndCombination) {
                             "dv!=d",
                             "noncontiguous"};
   for (const char* f : required) EXPECT_GE(seen[f], 3) << "feature '" << f << "' is under-covered";
+  // Every per-axis causal combination of every rank.
+  for (int rank = 1; rank <= 3; ++rank)
+    for (int bits = 0; bits < (1 << rank); ++bits) {
+      std::string pattern = "causal_pattern:";
+      for (int r = 0; r < rank; ++r) pattern += (bits >> r) & 1 ? "1" : "0";
+      EXPECT_GE(seen[pattern], 2) << "causal combination " << pattern << " is under-covered";
+    }
   const char* flags[] = {"stride",     "dilation", "causal",       "add_kv",
                          "gqa_or_mqa", "dv!=d",    "noncontiguous"};
   for (const char* a : flags)
