@@ -9,8 +9,15 @@
 #include <string>
 #include <vector>
 
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "buffer.h"
 #include "device_case.h"
 #include "harness.h"
+#include "pattern_fill.h"
 
 namespace {
 
@@ -171,6 +178,88 @@ TEST(CudaFusedBackward, ShapeGrid) {
 TEST(CudaFusedBackward, RandomSweep) {
   const std::string f = run_sweep(true);
   EXPECT_TRUE(f.empty()) << f;
+}
+
+// 64-bit indexing: q, k, v and out of more than 2^31 elements each (4.9 GB apiece in bf16). Inputs
+// are filled on the device from a hash of the element index; a few outputs with element offsets
+// past 2^31 (and around it) are checked against a float64 computation from the same hash.
+TEST(CudaFusedForward, Index64) {
+  Problem p = make(1, {300007}, {5});
+  p.heads_q = p.heads_kv = 64;
+  p.head_dim = p.head_dim_v = 128;
+  const DType dt = DType::kBFloat16;
+  if (!runnable(p, dt)) GTEST_SKIP() << "bf16 / head dim 128 not compiled";
+  const int64_t L = p.extent[0], H = p.heads_q, D = p.head_dim;
+  const int64_t n = L * H * D;
+  ASSERT_GT(n, int64_t{1} << 31);
+  size_t free_bytes = 0, total_bytes = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
+  if (free_bytes < 4 * n * 2 + (size_t{1} << 30)) GTEST_SKIP() << "needs ~20 GB of device memory";
+  void *q, *k, *v, *out, *lse;
+  ASSERT_EQ(cudaMalloc(&q, n * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&k, n * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&v, n * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&out, n * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&lse, L * H * 4), cudaSuccess);
+  fna_gpu_test::fill_pattern(q, dt, n, 1);
+  fna_gpu_test::fill_pattern(k, dt, n, 2);
+  fna_gpu_test::fill_pattern(v, dt, n, 3);
+  ASSERT_EQ(cudaMemset(out, 0xff, n * 2), cudaSuccess);  // NaN in bf16
+  ASSERT_EQ(cudaMemset(lse, 0xff, L * H * 4), cudaSuccess);
+  const fna::Device dev{fna::DeviceType::kCUDA, 0};
+  const std::vector<int64_t> shape{1, L, H, D};
+  fna::ForwardArgs a{fna::TensorView::contiguous(q, dt, shape, dev),
+                     fna::TensorView::contiguous(k, dt, shape, dev),
+                     fna::TensorView::contiguous(v, dt, shape, dev),
+                     fna::TensorView::contiguous(out, dt, shape, dev),
+                     fna::TensorView::contiguous(lse, DType::kFloat32, {1, L, H}, dev),
+                     std::nullopt, std::nullopt};
+  fna::Options options;
+  options.backend = kBackend;
+  fna::forward(p, a, options);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  auto value = [&](uint64_t seed, int64_t i) {
+    return fna_test::round_to(dt, fna_gpu_test::pattern_value(seed, static_cast<uint64_t>(i)));
+  };
+  const double scale = p.effective_scale();
+  double worst = 0;
+  // Queries whose rows straddle 2^31 elements, and the last ones.
+  const int64_t boundary = (int64_t{1} << 31) / (H * D);
+  for (int64_t x : {boundary - 1, boundary, boundary + 1, L - 3, L - 2, L - 1}) {
+    for (int64_t h : {int64_t{0}, H / 2, H - 1}) {
+      // Window of x (K = 5, stride 1, non-causal): [clamp(x - 2), +5).
+      const int64_t start = std::min(std::max<int64_t>(x - 2, 0), L - 5);
+      double logits[5], mx = -INFINITY, sum = 0;
+      for (int j = 0; j < 5; ++j) {
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d)
+          dot += value(1, (x * H + h) * D + d) * value(2, ((start + j) * H + h) * D + d);
+        logits[j] = dot * scale;
+        mx = std::max(mx, logits[j]);
+      }
+      for (double l : logits) sum += std::exp(l - mx);
+      std::vector<uint16_t> row(D);
+      ASSERT_EQ(cudaMemcpy(row.data(), static_cast<uint16_t*>(out) + (x * H + h) * D, D * 2,
+                           cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      for (int64_t d = 0; d < D; ++d) {
+        double ref = 0;
+        for (int j = 0; j < 5; ++j)
+          ref += std::exp(logits[j] - mx) / sum * value(3, ((start + j) * H + h) * D + d);
+        const double got =
+            fna_test::load_element(reinterpret_cast<const std::byte*>(&row[d]), dt);
+        worst = std::max(worst, std::isfinite(got) ? std::fabs(got - ref) : INFINITY);
+      }
+      float l = 0;
+      ASSERT_EQ(cudaMemcpy(&l, static_cast<float*>(lse) + x * H + h, 4, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      worst = std::max(worst, std::isfinite(l) ? std::fabs(l - (mx + std::log(sum))) /
+                                                     std::max(1.0, std::fabs(mx + std::log(sum)))
+                                               : INFINITY);
+    }
+  }
+  for (void* ptr : {q, k, v, out, lse}) cudaFree(ptr);
+  EXPECT_LE(worst, fna_gpu_test::forward_tolerance(dt, kBackend));
 }
 
 // `auto` resolves to cuda-fused for CUDA tensors on sm_80+ (or to cuda-hopper, preferred where it
