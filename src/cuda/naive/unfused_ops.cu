@@ -76,11 +76,11 @@ __device__ __forceinline__ Item decode(const Params& p, int64_t i, int64_t heads
   return it;
 }
 
-// out[b, x, h, s] = a[b, x, h] . b[b, key(x, s), h / group] (+ bias), -inf past a causal end
+// out[b, x, h, s] = lhs[b, x, h] . rhs[b, key(x, s), h / group] (+ bias), -inf past a causal end
 // (`masked_value`), for na_qk (q, k, rpb) and the d_attn of na_av_backward (d_out, v).
 template <typename T>
-__global__ void slot_dot_kernel(Params p, const T* a, Layout la, const T* b, Layout lb, int64_t dim,
-                                WeightView out, bool has_bias, WeightView bias,
+__global__ void slot_dot_kernel(Params p, const T* lhs, Layout la, const T* rhs, Layout lb,
+                                int64_t dim, WeightView out, bool has_bias, WeightView bias,
                                 float masked_value) {
   const int64_t group = p.heads_q / p.heads_kv, n = p.batch * p.tokens * p.heads_q * p.slots;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
@@ -90,8 +90,8 @@ __global__ void slot_dot_kernel(Params p, const T* a, Layout la, const T* b, Lay
     int64_t y[3] = {0, 0, 0}, rel[3] = {0, 0, 0};
     float s = masked_value;
     if (window_slot(w, it.j, y, rel)) {
-      const T* arow = a + la.at(it.b, it.x, p.nb.rank, it.h);
-      const T* brow = b + lb.at(it.b, y, p.nb.rank, it.h / group);
+      const T* arow = lhs + la.at(it.b, it.x, p.nb.rank, it.h);
+      const T* brow = rhs + lb.at(it.b, y, p.nb.rank, it.h / group);
       s = 0.f;
       for (int64_t d = 0; d < dim; ++d) s += load(arow + d) * load(brow + d);
       if (has_bias) {
