@@ -88,7 +88,7 @@ class BufferPool {
   }
 
  private:
-  static constexpr int64_t kPoolBytes = int64_t{512} << 20;
+  static constexpr int64_t kPoolBytes = int64_t{256} << 20;
   std::mutex mu_;
   std::vector<std::pair<int64_t, float*>> free_;
   int64_t pooled_ = 0;
