@@ -10,9 +10,12 @@ namespace fna::detail {
 
 const BackendImpl* cuda_backend(Backend id) {
   switch (id) {
-    case Backend::kCudaNaive: return &cuda::naive::backend();
-    case Backend::kCudaFused: return &cuda::fused::backend_impl();
-    default: return nullptr;
+    case Backend::kCudaNaive:
+      return &cuda::naive::backend();
+    case Backend::kCudaFused:
+      return &cuda::fused::backend_impl();
+    default:
+      return nullptr;
   }
 }
 

@@ -19,8 +19,7 @@ namespace {
 using fna_test::Buffer;
 
 void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
 // Device copies of the storages of some Buffers; views translate host pointers to device ones.
@@ -118,7 +117,8 @@ DeviceCaseResult run_device_case(const fna_test::CaseSpec& spec, fna::Backend ba
   auto make = [&](const std::vector<int64_t>& s, fna::DType d) {
     return Buffer::make(s, d, strided, rng);
   };
-  const auto qs = token_shape(p, p.heads_q, p.head_dim), ks = token_shape(p, p.heads_kv, p.head_dim);
+  const auto qs = token_shape(p, p.heads_q, p.head_dim),
+             ks = token_shape(p, p.heads_kv, p.head_dim);
   const auto vs = token_shape(p, p.heads_kv, p.head_dim_v);
   const auto os = token_shape(p, p.heads_q, p.head_dim_v), ls = token_shape(p, p.heads_q, 0);
   const std::vector<int64_t> aks{p.batch, p.additional_kv, p.heads_kv, p.head_dim};
@@ -126,7 +126,7 @@ DeviceCaseResult run_device_case(const fna_test::CaseSpec& spec, fna::Backend ba
 
   Buffer q, k, v, ak, av;
   if (interleaved) {
-    std::vector<Buffer> qkv = Buffer::make_interleaved(qs, 3, dt);
+    std::vector<Buffer> qkv = Buffer::make_interleaved(qs, {p.heads_q, p.heads_kv, p.heads_kv}, dt);
     q = qkv[0], k = qkv[1], v = qkv[2];
   } else {
     q = make(qs, dt), k = make(ks, dt), v = make(vs, dt);
@@ -147,8 +147,8 @@ DeviceCaseResult run_device_case(const fna_test::CaseSpec& spec, fna::Backend ba
     Mirror dev;
     // ---- forward
     Buffer out = make(os, dt), lse = make(ls, fna::DType::kFloat32);
-    fna::ForwardArgs fa{dev.view(q), dev.view(k), dev.view(v), dev.view(out), std::nullopt,
-                        std::nullopt, std::nullopt};
+    fna::ForwardArgs fa{dev.view(q),  dev.view(k),  dev.view(v), dev.view(out),
+                        std::nullopt, std::nullopt, std::nullopt};
     if (spec.with_lse) fa.lse = dev.view(lse);
     if (has_add) fa.additional_k = dev.view(ak), fa.additional_v = dev.view(av);
     try {
@@ -177,14 +177,15 @@ DeviceCaseResult run_device_case(const fna_test::CaseSpec& spec, fna::Backend ba
     lse_in.from_dense(ref.lse);
     Buffer dq, dk, dv, dak, dav;
     if (interleaved) {
-      std::vector<Buffer> d = Buffer::make_interleaved(qs, 3, dt);
+      std::vector<Buffer> d = Buffer::make_interleaved(qs, {p.heads_q, p.heads_kv, p.heads_kv}, dt);
       dq = d[0], dk = d[1], dv = d[2];
     } else {
       dq = make(qs, dt), dk = make(ks, dt), dv = make(vs, dt);
     }
-    fna::BackwardArgs ba{dev.view(q),  dev.view(k),  dev.view(v),  dev.view(out_in),
+    fna::BackwardArgs ba{dev.view(q),      dev.view(k),    dev.view(v),  dev.view(out_in),
                          dev.view(lse_in), dev.view(dout), dev.view(dq), dev.view(dk),
-                         dev.view(dv), std::nullopt, std::nullopt, std::nullopt, std::nullopt};
+                         dev.view(dv),     std::nullopt,   std::nullopt, std::nullopt,
+                         std::nullopt};
     if (has_add) {
       dak = make(aks, dt), dav = make(avs, dt);
       ba.additional_k = dev.view(ak), ba.additional_v = dev.view(av);

@@ -66,7 +66,8 @@ std::string replay(const Neighborhood& nb, int block_m, int block_n) {
       const KvTileRows rows = kv_tile_rows(nb, ts, box, kv, s, 0, 0);
       std::vector<int64_t> key(block_n);
       for (int n = 0; n < block_n; ++n)
-        key[n] = kv_row_offset(rows, kv_row_packed_coords(ts, n), kv_row_local_offset(nb, ts, s, n));
+        key[n] =
+            kv_row_offset(rows, kv_row_packed_coords(ts, n), kv_row_local_offset(nb, ts, s, n));
       for (int m = 0; m < block_m; ++m) {
         int i[3];
         if (!row_valid(ts, box, m, i)) continue;
@@ -93,8 +94,7 @@ std::string replay(const Neighborhood& nb, int block_m, int block_n) {
       const int want = nb.attends(xq, xk) ? 1 : 0;
       if (scored[q * tokens + k] != want)
         return "query " + std::to_string(q) + " key " + std::to_string(k) + " scored " +
-               std::to_string(scored[q * tokens + k]) + " times, attended " +
-               std::to_string(want);
+               std::to_string(scored[q * tokens + k]) + " times, attended " + std::to_string(want);
     }
   }
   return {};
@@ -118,8 +118,8 @@ TEST(CudaFusedGeometry, TileWalkScoresExactlyTheWindow) {
     const Neighborhood nb = random_neighborhood(rng);
     for (const auto& bs : shapes) {
       const std::string f = replay(nb, bs[0], bs[1]);
-      ASSERT_TRUE(f.empty()) << "problem " << it << " " << describe(nb) << " block " << bs[0]
-                             << "x" << bs[1] << ": " << f;
+      ASSERT_TRUE(f.empty()) << "problem " << it << " " << describe(nb) << " block " << bs[0] << "x"
+                             << bs[1] << ": " << f;
     }
   }
 }

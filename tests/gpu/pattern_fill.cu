@@ -2,8 +2,8 @@
 #include <cuda_fp16.h>
 
 #include <stdexcept>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 
 #include "pattern_fill.h"
 
@@ -49,7 +49,8 @@ void fill_pattern(void* data, fna::DType dtype, int64_t n, uint64_t seed) {
       break;
   }
   const cudaError_t e = cudaDeviceSynchronize();
-  if (e != cudaSuccess) throw std::runtime_error(std::string("fill_pattern: ") + cudaGetErrorString(e));
+  if (e != cudaSuccess)
+    throw std::runtime_error(std::string("fill_pattern: ") + cudaGetErrorString(e));
 }
 
 }  // namespace fna_gpu_test

@@ -1,5 +1,5 @@
-// Deterministic device fills for large GPU tests: element i of a buffer gets pattern_value(seed, i),
-// computed identically on the host, so a test can check a few outputs of a multi-GiB problem
+// Deterministic device fills for large GPU tests: element i of a buffer gets pattern_value(seed,
+// i), computed identically on the host, so a test can check a few outputs of a multi-GiB problem
 // without host copies of its inputs.
 #pragma once
 

@@ -80,10 +80,14 @@ void launch(FwdParams& p, cudaStream_t stream) {
 template <class Element>
 void dispatch_head_dim(FwdParams& p, int head_dim, cudaStream_t stream) {
   switch (head_dim) {
-    case 32: return launch<Element, 32>(p, stream);
-    case 64: return launch<Element, 64>(p, stream);
-    case 128: return launch<Element, 128>(p, stream);
-    case 256: return launch<Element, 256>(p, stream);
+    case 32:
+      return launch<Element, 32>(p, stream);
+    case 64:
+      return launch<Element, 64>(p, stream);
+    case 128:
+      return launch<Element, 128>(p, stream);
+    case 256:
+      return launch<Element, 256>(p, stream);
     default:
       throw Error(ErrorKind::kNotAvailable, "fna: cuda-fused: head_dim " +
                                                 std::to_string(head_dim) +
@@ -130,7 +134,8 @@ void run_forward(const Problem& pr, const ForwardArgs& args, const Options& opti
   p.aligned = aligned;
   cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
   switch (args.q.dtype) {
-    case DType::kFloat32: return dispatch_head_dim<float>(p, static_cast<int>(pr.head_dim), stream);
+    case DType::kFloat32:
+      return dispatch_head_dim<float>(p, static_cast<int>(pr.head_dim), stream);
 #if defined(FNA_BUILT_FP16)
     case DType::kFloat16:
       return dispatch_head_dim<cutlass::half_t>(p, static_cast<int>(pr.head_dim), stream);

@@ -22,7 +22,8 @@ int compute_capability(int device, std::string* why) {
     return cache[device];
   int major = 0, minor = 0;
   cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  if (e == cudaSuccess)
+    e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
   if (e != cudaSuccess) {
     cudaGetLastError();
     *why = std::string("CUDA device ") + std::to_string(device) + " cannot be queried (" +
@@ -46,18 +47,19 @@ std::string unavailable(const Problem& p, DType dtype, const Device& device) {
     return "device " + device_name(device) + " has compute capability " + std::to_string(cc / 10) +
            "." + std::to_string(cc % 10) + ": cuda-fused needs sm_80 or newer";
   if (p.head_dim != p.head_dim_v)
-    return "head_dim_v = " + std::to_string(p.head_dim_v) + " differs from head_dim = " +
-           std::to_string(p.head_dim) + ": cuda-fused needs Dv == D";
+    return "head_dim_v = " + std::to_string(p.head_dim_v) +
+           " differs from head_dim = " + std::to_string(p.head_dim) + ": cuda-fused needs Dv == D";
   const int d = static_cast<int>(p.head_dim);
   if (!head_dim_supported(d))
     return "head_dim " + std::to_string(p.head_dim) +
            " is not supported by cuda-fused (supported: 32, 64, 128, 256)";
   if (!head_dim_built(d))
-    return "head_dim " + std::to_string(d) + " is not compiled: enable with FNA_HEAD_DIMS=" +
-           "\"" + built_head_dims_text() + ";" + std::to_string(d) + "\"";
+    return "head_dim " + std::to_string(d) + " is not compiled: enable with FNA_HEAD_DIMS=" + "\"" +
+           built_head_dims_text() + ";" + std::to_string(d) + "\"";
   if (!dtype_built(dtype))
     return std::string("dtype ") + dtype_name(dtype) +
-           " is not compiled: enable with FNA_DTYPES=\"fp16;bf16\" (must list " + dtype_name(dtype) + ")";
+           " is not compiled: enable with FNA_DTYPES=\"fp16;bf16\" (must list " +
+           dtype_name(dtype) + ")";
   if (p.batch > 65535)
     return "batch = " + std::to_string(p.batch) + " exceeds 65535 (the CUDA grid's z extent)";
   if (p.heads_q > 65535)

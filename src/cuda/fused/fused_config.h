@@ -50,7 +50,8 @@ inline constexpr bool head_dim_built(int d) {
 
 inline constexpr bool dtype_built(DType t) {
   switch (t) {
-    case DType::kFloat32: return true;
+    case DType::kFloat32:
+      return true;
     case DType::kFloat16:
 #if defined(FNA_BUILT_FP16)
       return true;

@@ -2,9 +2,9 @@
 // loops (operands from shared memory, or A from registers).
 #pragma once
 
-#include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#include <cute/tensor.hpp>
 #include <type_traits>
 
 namespace fna::cuda::fused {

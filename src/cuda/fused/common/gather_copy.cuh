@@ -6,10 +6,10 @@
 // chunks of one row, so a warp reads whole rows (coalesced) even though rows are scattered.
 #pragma once
 
-#include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
 #include <cstdint>
+#include <cute/tensor.hpp>
 #include <type_traits>
 
 namespace fna::cuda::fused {

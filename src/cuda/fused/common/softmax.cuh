@@ -6,9 +6,8 @@
 // Row sums stay per-thread partial sums until `finalize`, which reduces them over the quad.
 #pragma once
 
-#include <cute/tensor.hpp>
-
 #include <cmath>
+#include <cute/tensor.hpp>
 
 #include "cuda/fused/common/cute_utils.cuh"
 

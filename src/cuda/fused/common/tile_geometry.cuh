@@ -42,15 +42,15 @@ FNA_DEVICE int64_t token_offset(const TokenStrides& s, int64_t b, const int* x, 
 
 // One Q box: its group, first index and valid extent per axis, and the KV ranges it needs.
 struct QBox {
-  int group[3];   // dilation group g per axis
-  int lg[3];      // group length
-  int i0[3];      // first query index (group coordinates)
-  int count[3];   // valid queries per axis (the box may hang over the group end)
-  int kv_lo[3];   // KV range [kv_lo, kv_hi): union of the windows of the box's queries
+  int group[3];  // dilation group g per axis
+  int lg[3];     // group length
+  int i0[3];     // first query index (group coordinates)
+  int count[3];  // valid queries per axis (the box may hang over the group end)
+  int kv_lo[3];  // KV range [kv_lo, kv_hi): union of the windows of the box's queries
   int kv_hi[3];
   int full_lo[3];  // [full_lo, full_hi): keys every query of the box attends (may be empty)
   int full_hi[3];
-  int kv_tiles[3];  // KV boxes per axis: ceil((kv_hi - kv_lo) / kt)
+  int kv_tiles[3];   // KV boxes per axis: ceil((kv_hi - kv_lo) / kt)
   int num_kv_tiles;  // product of kv_tiles (spatial KV tiles of this Q box)
 
   // Spatial coordinate of group index i on axis r.
@@ -102,7 +102,7 @@ FNA_DEVICE bool make_q_box_axis(const Neighborhood& nb, const TileShape& t, int 
 // All axes of Q box `index` in one thread.
 FNA_DEVICE bool make_q_box(const Neighborhood& nb, const TileShape& t, int index, QBox* box) {
   bool nonempty = true;
-FNA_UNROLL
+  FNA_UNROLL
   for (int r = 0; r < 3; ++r) nonempty = make_q_box_axis(nb, t, index, r, box) && nonempty;
   box->num_kv_tiles = box->kv_tiles[0] * box->kv_tiles[1] * box->kv_tiles[2];
   return nonempty;
@@ -121,7 +121,7 @@ FNA_DEVICE RowWindow row_window(const Neighborhood& nb, const TileShape& t, cons
   int l[3];
   box_coords(row, t.q_shift, l);
   RowWindow w;
-FNA_UNROLL
+  FNA_UNROLL
   for (int r = 0; r < 3; ++r) {
     const int i = box.i0[r] + std::min(l[r], box.count[r] - 1);
     int64_t s, e;
@@ -137,7 +137,7 @@ FNA_DEVICE bool row_valid(const TileShape& t, const QBox& box, int row, int* i) 
   int l[3];
   box_coords(row, t.q_shift, l);
   bool ok = true;
-FNA_UNROLL
+  FNA_UNROLL
   for (int r = 0; r < 3; ++r) {
     ok = ok && l[r] < box.count[r];
     i[r] = box.i0[r] + l[r];
@@ -148,14 +148,14 @@ FNA_UNROLL
 // Spatial KV tile `tile` (0 .. num_kv_tiles) of a Q box: the box's first key per axis. KV boxes
 // start at the KV range's first key and step by the KV box extent.
 struct KvTile {
-  int base[3];   // first key index per axis (group coordinates)
-  bool masked;   // false when every query of the Q box attends every key of this tile
+  int base[3];  // first key index per axis (group coordinates)
+  bool masked;  // false when every query of the Q box attends every key of this tile
 };
 
 FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
   KvTile kv;
   bool inside = true;
-FNA_UNROLL
+  FNA_UNROLL
   for (int r = 2; r >= 0; --r) {
     const int br = tile % box.kv_tiles[r];
     tile /= box.kv_tiles[r];
@@ -193,8 +193,7 @@ struct KvTileRows {
 };
 
 FNA_DEVICE KvTileRows kv_tile_rows(const Neighborhood& nb, const TileShape& t, const QBox& box,
-                                   const KvTile& kv, const TokenStrides& s, int64_t b,
-                                   int64_t h) {
+                                   const KvTile& kv, const TokenStrides& s, int64_t b, int64_t h) {
   KvTileRows rows;
   rows.first = b * s.b + h * s.h;
   rows.inside = true;
@@ -227,7 +226,7 @@ FNA_DEVICE uint64_t low_bits(int k) { return k >= 64 ? ~uint64_t{0} : (uint64_t{
 FNA_DEVICE uint64_t window_column_mask(const TileShape& t, const KvTile& kv, const RowWindow& w) {
   uint64_t mask = ~uint64_t{0};
   int inner_shift = 0;
-FNA_UNROLL
+  FNA_UNROLL
   for (int r = 2; r >= 0; --r) {
     const int kt_shift = t.kv_shift[r];
     const int lo = std::max(w.lo[r] - kv.base[r], 0);

@@ -117,7 +117,8 @@ inline TilePlan plan_tiles(const Neighborhood& nb, int block_m, int block_n) {
         r < rank ? static_cast<int>(q_tiles_per_axis(nb.axis[r], int64_t{1} << qs[r])) : 1;
   }
   best.useful = 1;
-  for (int r = 0; r < rank; ++r) best.useful *= static_cast<double>(axis_attended_pairs(nb.axis[r]));
+  for (int r = 0; r < rank; ++r)
+    best.useful *= static_cast<double>(axis_attended_pairs(nb.axis[r]));
   return best;
 }
 

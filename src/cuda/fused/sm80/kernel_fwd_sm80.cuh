@@ -10,9 +10,8 @@
 // tile t loads while S of tile t is computed.
 #pragma once
 
-#include <cute/tensor.hpp>
-
 #include <cmath>
+#include <cute/tensor.hpp>
 
 #include "cuda/fused/common/cute_utils.cuh"
 #include "cuda/fused/common/fused_params.h"
@@ -76,12 +75,12 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
   extern __shared__ __align__(128) char smem[];
   Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<SmemT*>(smem)),
-                          typename Traits::SmemLayoutQ{});                   // (M, D)
+                          typename Traits::SmemLayoutQ{});                         // (M, D)
   Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});  // (N, D)
   Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});  // (N, D)
   Tensor sVt = make_tensor(sV.data(), typename Traits::SmemLayoutVt{});            // (D, N)
   Tensor sVtNoSwizzle =
-      make_tensor(sV.data().get(), typename Traits::SmemLayoutVtNoSwizzle{});      // (D, N)
+      make_tensor(sV.data().get(), typename Traits::SmemLayoutVtNoSwizzle{});  // (D, N)
 
   // ---- gathers -----------------------------------------------------------------------------
   const Element* q_ptr = static_cast<const Element*>(p.q);
@@ -126,10 +125,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   // ---- MMA partitions ------------------------------------------------------------------------
   typename Traits::TiledMma tiled_mma;
   auto thr_mma = tiled_mma.get_thread_slice(threadIdx.x);
-  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);            // (MMA, MMA_M, MMA_K)
-  Tensor tSrK = thr_mma.partition_fragment_B(sK);            // (MMA, MMA_N, MMA_K)
+  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);             // (MMA, MMA_M, MMA_K)
+  Tensor tSrK = thr_mma.partition_fragment_B(sK);             // (MMA, MMA_N, MMA_K)
   Tensor tOrVt = thr_mma.partition_fragment_B(sVtNoSwizzle);  // (MMA, MMA_D, MMA_N)
-  Tensor acc_o = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_D)
+  Tensor acc_o =
+      partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_D)
   auto copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
   auto copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
   auto copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, tiled_mma);
@@ -151,7 +151,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
   // ---- main loop -----------------------------------------------------------------------------
   for (int tile = 0; tile < num_tiles; ++tile) {
-    Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
+    Tensor acc_s = partition_fragment_C(
+        tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
     clear(acc_s);
     cp_async_wait<0>();
     __syncthreads();  // K of this tile (and Q) landed; every warp is done reading V of the last
@@ -171,8 +172,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
         const int n0 = get<1>(tScS_rc(0, 0));
         CUTE_UNROLL
         for (int i = 0; i < kRows; ++i) {
-          const uint64_t m =
-              window_column_mask(ts, kv, windows_smem[get<0>(tScS_rc(i, 0))]) >> n0;
+          const uint64_t m = window_column_mask(ts, kv, windows_smem[get<0>(tScS_rc(i, 0))]) >> n0;
           CUTE_UNROLL
           for (int j = 0; j < kCols; ++j)
             if (!((m >> (get<1>(tScS_rc(i, j)) - n0)) & 1)) s(i, j) = -INFINITY;
@@ -182,16 +182,18 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       const int first = (tile - num_spatial) * kBlockN;
       if (first + kBlockN > p.additional_kv) {
         CUTE_UNROLL
-        for (int i = 0; i < kRows; ++i)
+        for (int i = 0; i < kRows; ++i) {
           CUTE_UNROLL
           for (int j = 0; j < kCols; ++j)
             if (first + get<1>(tScS_rc(i, j)) >= p.additional_kv) s(i, j) = -INFINITY;
+        }
       }
     }
 
     cp_async_wait<0>();
     __syncthreads();  // V of this tile landed; every warp is done reading K
-    if (tile + 1 < num_tiles) load_kv(tile + 1, k_ptr, p.k_stride, kv_row_offset_k, ak_ptr, p.add_k_stride, sK);
+    if (tile + 1 < num_tiles)
+      load_kv(tile + 1, k_ptr, p.k_stride, kv_row_offset_k, ak_ptr, p.add_k_stride, sK);
     cp_async_commit();
 
     softmax.update(s, o_rc);
@@ -213,7 +215,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       gemm_ss(acc_o, tOrP, tOrVt, tOsP, tOsVt, tiled_mma, copy_p, copy_v);
     } else {
       Tensor r_p = convert_fragment<SmemT>(acc_s);
-      Tensor tOrP = make_tensor(r_p.data(), acc_as_a_operand(r_p.layout()));  // ((4, 2), MMA_M, MMA_N / 2)
+      Tensor tOrP =
+          make_tensor(r_p.data(), acc_as_a_operand(r_p.layout()));  // ((4, 2), MMA_M, MMA_N / 2)
       gemm_rs(acc_o, tOrP, tOrVt, tOsVt, tiled_mma, copy_v);
     }
   }
@@ -237,7 +240,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     CUTE_UNROLL
     for (int j = 0; j < size<1>(o_rc); j += 2)
       store_pair(row + get<1>(tOcO_rc(i, j)), o_rc(i, j), o_rc(i, j + 1), p.aligned);
-    if (p.lse != nullptr && threadIdx.x % 4 == 0) p.lse[token_offset(p.lse_stride, b, x, h)] = lse[i];
+    if (p.lse != nullptr && threadIdx.x % 4 == 0)
+      p.lse[token_offset(p.lse_stride, b, x, h)] = lse[i];
   }
 }
 

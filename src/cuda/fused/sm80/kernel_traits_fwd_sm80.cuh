@@ -2,9 +2,9 @@
 // memory layouts and copy atoms for one (storage type, head dim).
 #pragma once
 
-#include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#include <cute/tensor.hpp>
 #include <type_traits>
 
 #include "cuda/fused/sm80/launch_fwd.h"
@@ -41,27 +41,26 @@ struct FwdTraitsSm80 {
   static constexpr int kAtomCols = kTf32 ? 32 : (kHeadDim % 64 == 0 ? 64 : 32);
   static constexpr int kSwizzleBits = kTf32 ? 3 : (kAtomCols == 64 ? 3 : 2);
   static constexpr int kChunkBits = kTf32 ? 2 : 3;  // log2(elements per 16-byte chunk)
-  using SmemLayoutAtom = decltype(cute::composition(
-      cute::Swizzle<kSwizzleBits, kChunkBits, 3>{},
-      cute::Layout<cute::Shape<cute::_8, cute::Int<kAtomCols>>,
-                   cute::Stride<cute::Int<kAtomCols>, cute::_1>>{}));
+  using SmemLayoutAtom =
+      decltype(cute::composition(cute::Swizzle<kSwizzleBits, kChunkBits, 3>{},
+                                 cute::Layout<cute::Shape<cute::_8, cute::Int<kAtomCols>>,
+                                              cute::Stride<cute::Int<kAtomCols>, cute::_1>>{}));
   using SmemLayoutQ = decltype(cute::tile_to_shape(
       SmemLayoutAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));  // (M, D)
   using SmemLayoutKV = decltype(cute::tile_to_shape(
       SmemLayoutAtom{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{}));  // (N, D)
   // V seen as (D, N) for the P * V GEMM (B operand, k = key).
   using SmemLayoutVt = decltype(cute::composition(
-      SmemLayoutKV{},
-      cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>>{}, cute::GenRowMajor{})));
+      SmemLayoutKV{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>>{},
+                                        cute::GenRowMajor{})));
   using SmemLayoutVtNoSwizzle = decltype(cute::get_nonswizzle_portion(SmemLayoutVt{}));
   // fp32 only: P staged through shared memory as the A operand of the TF32 P * V GEMM (the
   // accumulator's column order differs from the m16n8k8 TF32 A-operand order). (M, N)
   using SmemLayoutP = cute::Layout<cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>>,
                                    cute::Stride<cute::Int<kBlockN + 4>, cute::_1>>;
 
-  using SmemCopyAtom =
-      std::conditional_t<kTf32, cute::Copy_Atom<cute::UniversalCopy<SmemT>, SmemT>,
-                         cute::Copy_Atom<cute::SM75_U32x4_LDSM_N, SmemT>>;
+  using SmemCopyAtom = std::conditional_t<kTf32, cute::Copy_Atom<cute::UniversalCopy<SmemT>, SmemT>,
+                                          cute::Copy_Atom<cute::SM75_U32x4_LDSM_N, SmemT>>;
   using SmemCopyAtomTransposed =
       std::conditional_t<kTf32, cute::Copy_Atom<cute::UniversalCopy<SmemT>, SmemT>,
                          cute::Copy_Atom<cute::SM75_U16x8_LDSM_T, SmemT>>;
