@@ -433,7 +433,7 @@ TEST(FusedBackward, RandomSweep) {
 // Small cases for compute-sanitizer (memcheck, racecheck): --gtest_filter=FusedBackward.Small*
 TEST(FusedBackward, SmallSanitizerCase) {
   Case c;
-  c.p = problem({5, 6, 7}, {3, 4, 3}, 64, 2, 1);
+  c.p = problem({5, 9, 7}, {3, 4, 3}, 64, 2, 1);
   c.p.additional_kv = 3;
   c.p.dilation = {1, 2, 1};
   c.p.causal = {false, false, true};

@@ -103,6 +103,20 @@ __device__ __forceinline__ bool in_window(const int* w, const int* k) {
   return k[0] >= w[0] && k[0] < w[1] && k[1] >= w[2] && k[1] < w[3] && k[2] >= w[4] && k[2] < w[5];
 }
 
+// TF32 operands copied from fp32 shared memory carry all 23 mantissa bits, which mma.sync would
+// truncate (a biased error that grows with |S|); round them to nearest first. No-op for 16-bit.
+template <class Frag>
+__device__ __forceinline__ void round_to_tf32(Frag&& frag) {
+  if constexpr (std::is_same_v<typename std::decay_t<Frag>::value_type, cutlass::tfloat32_t>) {
+    CUTE_UNROLL
+    for (int i = 0; i < size(frag); ++i) {
+      uint32_t bits;
+      asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(__uint_as_float(frag(i).storage)));
+      frag(i) = cutlass::tfloat32_t::bitcast(bits);
+    }
+  }
+}
+
 // acc += A * B with both operands read from shared memory, one k-block ahead.
 template <class Acc, class RA, class RB, class SA, class SB, class Mma, class CA, class TCA,
           class CB, class TCB>
@@ -119,6 +133,8 @@ __device__ __forceinline__ void gemm_ss(Acc& acc, RA& ra, RB& rb, const SA& sa, 
       cute::copy(copy_a, sa(_, _, k + 1), ra_view(_, _, k + 1));
       cute::copy(copy_b, sb(_, _, k + 1), rb_view(_, _, k + 1));
     }
+    round_to_tf32(ra(_, _, k));
+    round_to_tf32(rb(_, _, k));
     cute::gemm(mma, ra(_, _, k), rb(_, _, k), acc);
   }
 }
@@ -132,6 +148,7 @@ __device__ __forceinline__ void gemm_rs(Acc& acc, const RA& ra, RB& rb, const SB
   CUTE_UNROLL
   for (int k = 0; k < size<2>(ra); ++k) {
     if (k < size<2>(ra) - 1) cute::copy(copy_b, sb(_, _, k + 1), rb_view(_, _, k + 1));
+    round_to_tf32(rb(_, _, k));
     cute::gemm(mma, ra(_, _, k), rb(_, _, k), acc);
   }
 }
