@@ -3,11 +3,10 @@
 // the fused backward's dq, dk, dv (+ additional-KV gradients) are compared with the reference
 // backward's. Gradient storages are poisoned (NaN) before every run, so an unwritten element fails.
 // FNA_TEST_SEED sets the sweep's base seed; FNA_TEST_LONG=1 runs a longer sweep.
-#include <gtest/gtest.h>
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -48,7 +47,8 @@ struct Tensor {
   }
   // `pad` extra elements after every dimension (16-byte multiples keep rows aligned), and
   // `offset` elements before element 0; `extra_batch_stride` stretches the batch stride.
-  void init(std::vector<int64_t> s, DType dt, int64_t pad, int64_t off, int64_t extra_batch_stride = 0) {
+  void init(std::vector<int64_t> s, DType dt, int64_t pad, int64_t off,
+            int64_t extra_batch_stride = 0) {
     shape = std::move(s);
     dtype = dt;
     offset = off;
@@ -80,17 +80,39 @@ struct Tensor {
   double get(int64_t i) const {
     const unsigned char* p = host.data() + element_offset(i) * fna::dtype_size(dtype);
     switch (dtype) {
-      case DType::kFloat32: { float f; std::memcpy(&f, p, 4); return f; }
-      case DType::kFloat16: { __half h; std::memcpy(&h, p, 2); return __half2float(h); }
-      default: { __nv_bfloat16 h; std::memcpy(&h, p, 2); return __bfloat162float(h); }
+      case DType::kFloat32: {
+        float f;
+        std::memcpy(&f, p, 4);
+        return f;
+      }
+      case DType::kFloat16: {
+        __half h;
+        std::memcpy(&h, p, 2);
+        return __half2float(h);
+      }
+      default: {
+        __nv_bfloat16 h;
+        std::memcpy(&h, p, 2);
+        return __bfloat162float(h);
+      }
     }
   }
   void set(int64_t i, float x) {
     unsigned char* p = host.data() + element_offset(i) * fna::dtype_size(dtype);
     switch (dtype) {
-      case DType::kFloat32: std::memcpy(p, &x, 4); break;
-      case DType::kFloat16: { const __half h = __float2half_rn(x); std::memcpy(p, &h, 2); break; }
-      default: { const __nv_bfloat16 h = __float2bfloat16_rn(x); std::memcpy(p, &h, 2); break; }
+      case DType::kFloat32:
+        std::memcpy(p, &x, 4);
+        break;
+      case DType::kFloat16: {
+        const __half h = __float2half_rn(x);
+        std::memcpy(p, &h, 2);
+        break;
+      }
+      default: {
+        const __nv_bfloat16 h = __float2bfloat16_rn(x);
+        std::memcpy(p, &h, 2);
+        break;
+      }
     }
   }
   void fill(std::mt19937_64& rng, double amplitude) {
@@ -98,7 +120,8 @@ struct Tensor {
     for (int64_t i = 0; i < numel(); ++i) set(i, static_cast<float>(u(rng)));
   }
   fna::TensorView host_view() {
-    return fna::TensorView{host.data() + offset * fna::dtype_size(dtype), dtype, {}, shape, strides};
+    return fna::TensorView{
+        host.data() + offset * fna::dtype_size(dtype), dtype, {}, shape, strides};
   }
   void upload() {
     if (!dev) check(cudaMalloc(&dev, host.size()), "cudaMalloc");
@@ -259,7 +282,8 @@ std::string run_case(const Case& c) {
       for (Tensor* t : grads) first.push_back(t->host);
     } else {
       for (size_t i = 0; i < grads.size(); ++i)
-        if (grads[i]->host != first[i]) failure += "gradient " + std::to_string(i) + " differs between runs; ";
+        if (grads[i]->host != first[i])
+          failure += "gradient " + std::to_string(i) + " differs between runs; ";
     }
   }
   const double tol = tolerance(dt);
@@ -267,7 +291,9 @@ std::string run_case(const Case& c) {
   Tensor* refs[] = {&rdq, &rdk, &rdv, &rdak, &rdav};
   for (size_t i = 0; i < grads.size(); ++i) {
     const double err = relative_error(*grads[i], *refs[i]);
-    if (!(err <= tol)) failure += std::string(names[i]) + " error " + std::to_string(err) + " > " + std::to_string(tol) + "; ";
+    if (!(err <= tol))
+      failure += std::string(names[i]) + " error " + std::to_string(err) + " > " +
+                 std::to_string(tol) + "; ";
   }
   return failure;
 }
@@ -310,7 +336,10 @@ TEST(FusedBackward, Rank1EveryHeadDimAndDtype) {
 }
 
 TEST(FusedBackward, Rank1Parameters) {
-  struct P { int64_t L, K, s, dil; bool causal; };
+  struct P {
+    int64_t L, K, s, dil;
+    bool causal;
+  };
   for (P x : {P{37, 7, 1, 1, false}, P{37, 8, 1, 1, false}, P{100, 9, 3, 1, false},
               P{100, 8, 4, 2, false}, P{77, 7, 1, 1, true}, P{130, 10, 5, 3, true},
               P{64, 64, 1, 1, false}, P{13, 1, 1, 1, false}, P{200, 16, 16, 1, false}}) {

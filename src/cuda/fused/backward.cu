@@ -77,9 +77,12 @@ void launch(const BwdParams& p, cudaStream_t stream) {
 template <class Element>
 void dispatch_head_dim(const BwdParams& p, int64_t head_dim, cudaStream_t stream) {
   switch (head_dim) {
-    case 32: return launch<Element, 32>(p, stream);
-    case 64: return launch<Element, 64>(p, stream);
-    case 128: return launch<Element, 128>(p, stream);
+    case 32:
+      return launch<Element, 32>(p, stream);
+    case 64:
+      return launch<Element, 64>(p, stream);
+    case 128:
+      return launch<Element, 128>(p, stream);
     default:
       throw Error(ErrorKind::kNotAvailable,
                   "fna: cuda-fused backward: head_dim " + std::to_string(head_dim) +
@@ -136,50 +139,41 @@ void run_backward(const Problem& pr, const BackwardArgs& args, const Options& op
     p.av = row_view(*args.additional_v, 1);
     p.dak = row_view(*args.d_additional_k, 1);
     p.dav = row_view(*args.d_additional_v, 1);
-    for (const TensorView* t : {&*args.additional_k, &*args.additional_v, &*args.d_additional_k,
-                                &*args.d_additional_v})
+    for (const TensorView* t :
+         {&*args.additional_k, &*args.additional_v, &*args.d_additional_k, &*args.d_additional_v})
       aligned = aligned && rows_aligned(*t);
   }
   p.vec = aligned;
 
-  const BwdPlan plan = cached_plan(p.nb);
-  for (int r = 0; r < 3; ++r) {
-    p.dq_qbox[r] = plan.dq_qbox[r];
-    p.dq_kbox[r] = plan.dq_kbox[r];
-    p.kv_qbox[r] = plan.kv_qbox[r];
-    p.kv_kbox[r] = plan.kv_kbox[r];
-    const int64_t longest = ceil_div(p.nb.axis[r].extent, p.nb.axis[r].dilation);
-    p.dq_tiles[r] = ceil_div(longest, plan.dq_qbox[r]);
-    p.kv_tiles[r] = ceil_div(longest, plan.kv_kbox[r]);
-  }
-  p.add_tiles = ceil_div(pr.additional_kv, kBwdTileRows);
-  int64_t dq_ctas = 1, kv_ctas = p.add_tiles, spatial = 1;
-  for (int r = 0; r < 3; ++r) {
-    dq_ctas *= p.nb.axis[r].dilation * p.dq_tiles[r];
-    spatial *= p.nb.axis[r].dilation * p.kv_tiles[r];
-  }
-  kv_ctas += spatial;
+  apply_plan(cached_plan(p.nb), &p);
+  const int64_t dq_ctas = dq_grid_tiles(p), kv_ctas = kv_grid_tiles(p);
   if (dq_ctas > 0x7fffffff || kv_ctas > 0x7fffffff)
-    throw Error(ErrorKind::kInvalidArgument,
-                "fna: cuda-fused backward: the grid has " + std::to_string(std::max(dq_ctas, kv_ctas)) +
-                    " tiles, more than a CUDA grid holds (2^31 - 1)");
+    throw Error(ErrorKind::kInvalidArgument, "fna: cuda-fused backward: the grid has " +
+                                                 std::to_string(std::max(dq_ctas, kv_ctas)) +
+                                                 " tiles, more than a CUDA grid holds (2^31 - 1)");
 
   DeviceGuard guard(args.q.device.index);
   cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
   const int64_t rows = pr.batch * pr.heads_q * p.tokens;
   float* workspace = nullptr;
-  FNA_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&workspace),
-                                 2 * rows * sizeof(float), stream));
+  FNA_CUDA_CHECK(
+      cudaMallocAsync(reinterpret_cast<void**>(&workspace), 2 * rows * sizeof(float), stream));
   p.ws_lse = workspace;
   p.ws_delta = workspace + rows;
   try {
     switch (args.q.dtype) {
-      case DType::kFloat32: dispatch_head_dim<float>(p, pr.head_dim, stream); break;
+      case DType::kFloat32:
+        dispatch_head_dim<float>(p, pr.head_dim, stream);
+        break;
 #if defined(FNA_BUILT_FP16)
-      case DType::kFloat16: dispatch_head_dim<cutlass::half_t>(p, pr.head_dim, stream); break;
+      case DType::kFloat16:
+        dispatch_head_dim<cutlass::half_t>(p, pr.head_dim, stream);
+        break;
 #endif
 #if defined(FNA_BUILT_BF16)
-      case DType::kBFloat16: dispatch_head_dim<cutlass::bfloat16_t>(p, pr.head_dim, stream); break;
+      case DType::kBFloat16:
+        dispatch_head_dim<cutlass::bfloat16_t>(p, pr.head_dim, stream);
+        break;
 #endif
       default:
         throw Error(ErrorKind::kNotAvailable,

@@ -18,7 +18,10 @@ FNA_HD void inverse_window(const Axis& a, int64_t lg, int64_t ka, int64_t kb, in
     const int64_t mid = (lo + hi) / 2;
     int64_t s, e;
     window_in_group(a, lg, mid, &s, &e);
-    if (e > ka) hi = mid; else lo = mid + 1;
+    if (e > ka)
+      hi = mid;
+    else
+      lo = mid + 1;
   }
   *qlo = lo;
   lo = 0;
@@ -27,7 +30,10 @@ FNA_HD void inverse_window(const Axis& a, int64_t lg, int64_t ka, int64_t kb, in
     const int64_t mid = (lo + hi) / 2;
     int64_t s, e;
     window_in_group(a, lg, mid, &s, &e);
-    if (s > kb) hi = mid; else lo = mid + 1;
+    if (s > kb)
+      hi = mid;
+    else
+      lo = mid + 1;
   }
   *qhi = lo - 1;
 }

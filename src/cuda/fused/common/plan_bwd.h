@@ -51,7 +51,8 @@ inline BwdPlan plan_backward(const Neighborhood& nb) {
   double dq[3][kE][kE], kv[3][kE][kE];
   for (int r = 0; r < nb.rank; ++r)
     for (int e = 0; e < kE; ++e)
-      for (int f = 0; f < kE; ++f) axis_costs(nb.axis[r], 1 << e, 1 << f, &dq[r][e][f], &kv[r][e][f]);
+      for (int f = 0; f < kE; ++f)
+        axis_costs(nb.axis[r], 1 << e, 1 << f, &dq[r][e][f], &kv[r][e][f]);
   // Every split of kBwdTileLog2 over the used axes.
   int splits[64][3], n = 0;
   for (int e0 = 0; e0 <= kBwdTileLog2; ++e0)
@@ -87,6 +88,32 @@ inline BwdPlan plan_backward(const Neighborhood& nb) {
       }
     }
   return plan;
+}
+
+// Writes a plan's boxes and the grids' tile counts into `p` (p->nb and p->nadd set).
+inline void apply_plan(const BwdPlan& plan, BwdParams* p) {
+  for (int r = 0; r < 3; ++r) {
+    p->dq_qbox[r] = plan.dq_qbox[r];
+    p->dq_kbox[r] = plan.dq_kbox[r];
+    p->kv_qbox[r] = plan.kv_qbox[r];
+    p->kv_kbox[r] = plan.kv_kbox[r];
+    const int64_t longest = ceil_div(p->nb.axis[r].extent, p->nb.axis[r].dilation);
+    p->dq_tiles[r] = ceil_div(longest, plan.dq_qbox[r]);
+    p->kv_tiles[r] = ceil_div(longest, plan.kv_kbox[r]);
+  }
+  p->add_tiles = ceil_div(p->nadd, kBwdTileRows);
+}
+
+// CTAs of the dQ grid and of the dK/dV grid (x extents).
+inline int64_t dq_grid_tiles(const BwdParams& p) {
+  int64_t n = 1;
+  for (int r = 0; r < 3; ++r) n *= p.nb.axis[r].dilation * p.dq_tiles[r];
+  return n;
+}
+inline int64_t kv_grid_tiles(const BwdParams& p) {
+  int64_t n = 1;
+  for (int r = 0; r < 3; ++r) n *= p.nb.axis[r].dilation * p.kv_tiles[r];
+  return n + p.add_tiles;
 }
 
 }  // namespace fna::cuda::fused

@@ -1,5 +1,5 @@
-// Device helpers of the fused backward: tiles as boxes of one dilation group, their rows' global
-// offsets, and row copies between strided global memory and (swizzled) shared memory.
+// Device helpers of the fused backward: the global offsets of a tile's rows (tiles and walks are in
+// walk_bwd.h) and row copies between strided global memory and (swizzled) shared memory.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,54 +8,9 @@
 
 #include "common/neighborhood.h"
 #include "cuda/fused/common/params_bwd.h"
+#include "cuda/fused/common/walk_bwd.h"
 
 namespace fna::cuda::fused {
-
-// A tile's tokens: a box of one dilation group (spatial) or a run of additional tokens. Rows are
-// numbered row-major over the box. Rows outside the grid (or past nadd) are invalid.
-struct TileRows {
-  bool additional = false;
-  int64_t start[3] = {0, 0, 0};  // group coordinates (spatial) / first token in start[0]
-  int64_t glen[3] = {1, 1, 1};   // group lengths (spatial) / nadd in glen[0]
-  int group[3] = {0, 0, 0};
-  int shape[3] = {1, 1, 1};
-
-  // Group coordinates of a row (spatial) or the token in i[0] (additional); false if invalid.
-  __device__ __forceinline__ bool coords(int row, int64_t* i) const {
-    if (additional) {
-      i[0] = start[0] + row;
-      i[1] = i[2] = 0;
-      return i[0] < glen[0];
-    }
-    const int c2 = row % shape[2];
-    const int rest = row / shape[2];
-    i[2] = start[2] + c2;
-    i[1] = start[1] + rest % shape[1];
-    i[0] = start[0] + rest / shape[1];
-    return i[0] < glen[0] && i[1] < glen[1] && i[2] < glen[2];
-  }
-};
-
-__device__ __forceinline__ TileRows spatial_tile(const Neighborhood& nb, const int* group,
-                                                 const int64_t* start, const int* shape) {
-  TileRows t;
-  for (int r = 0; r < 3; ++r) {
-    t.group[r] = group[r];
-    t.start[r] = start[r];
-    t.shape[r] = shape[r];
-    t.glen[r] = group_length(nb.axis[r], group[r]);
-  }
-  return t;
-}
-
-__device__ __forceinline__ TileRows additional_tile(int64_t first, int64_t nadd, int rows) {
-  TileRows t;
-  t.additional = true;
-  t.start[0] = first;
-  t.glen[0] = nadd;
-  t.shape[0] = rows;
-  return t;
-}
 
 // Element offset of a row of `view` (batch b, head h) and its token index; false if invalid.
 __device__ __forceinline__ bool row_offset(const Neighborhood& nb, const TileRows& t,
@@ -69,10 +24,8 @@ __device__ __forceinline__ bool row_offset(const Neighborhood& nb, const TileRow
     *token = i[0];
   } else {
     int64_t x[3];
-    for (int r = 0; r < 3; ++r) {
-      x[r] = i[r] * nb.axis[r].dilation + t.group[r];
-      off += x[r] * view.sx[r];
-    }
+    t.grid_coords(nb, i, x);
+    for (int r = 0; r < 3; ++r) off += x[r] * view.sx[r];
     *token = nb.token(x);
   }
   *offset = off;
@@ -131,24 +84,6 @@ __device__ __forceinline__ void store_rows(SmemTensor s, const Neighborhood& nb,
 #pragma unroll
       for (int e = 0; e < kChunk; ++e) base[off + col + e] = src[e];
     }
-  }
-}
-
-// window_in_group in 32-bit arithmetic (the backend refuses extents past 2^30), for per-row and
-// per-tile use inside the kernels' loops, where 64-bit division would cost hundreds of cycles.
-__device__ __forceinline__ void window32(const Axis& a, int lg, int i, int* start, int* end) {
-  const int k = static_cast<int>(a.window), s = static_cast<int>(a.stride);
-  if (a.causal) {
-    const int lead = min((i / s) * s + s - 1, lg - 1);
-    *start = max(lead - k + 1, 0);
-    *end = min(i + 1, lg);
-  } else {
-    const int left = k / 2, right = k - 1 - left;
-    const int lead = min((i / s) * s + s / 2, lg - 1);
-    int st = max(lead - left, 0);
-    if (lead + right >= lg) st = lg - k;
-    *start = st;
-    *end = st + k;
   }
 }
 

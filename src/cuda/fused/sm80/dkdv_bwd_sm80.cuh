@@ -9,50 +9,11 @@
 //   dV += P^T dO,  dK += dS^T Q  (scaled by `scale` at the end).
 #pragma once
 
-#include "cuda/fused/common/geometry_bwd.h"
 #include "cuda/fused/common/tile_bwd.cuh"
+#include "cuda/fused/common/walk_bwd.h"
 #include "cuda/fused/sm80/traits_bwd_sm80.cuh"
 
 namespace fna::cuda::fused::sm80 {
-
-// The Q tiles a KV tile meets: per axis, `groups` dilation groups from `group0`, `tiles` boxes per
-// group from group coordinate `start`.
-// 32-bit: decoded every iteration, where 64-bit division would cost hundreds of cycles.
-struct QueryWalk {
-  int group0[3], groups[3], start[3], tiles[3];
-  int count;  // Q tiles in total (per query head)
-};
-
-__device__ __forceinline__ TileRows walk_tile(const Neighborhood& nb, const QueryWalk& w,
-                                              const int* box, int idx) {
-  int group[3];
-  int64_t start[3];
-  for (int r = 2; r >= 0; --r) {
-    const int c = w.groups[r] * w.tiles[r];
-    const int ir = idx % c;
-    idx /= c;
-    group[r] = w.group0[r] + ir / w.tiles[r];
-    start[r] = w.start[r] + (ir % w.tiles[r]) * box[r];
-  }
-  return spatial_tile(nb, group, start, box);
-}
-
-// Whether every valid query of `qt` attends every valid key of `kt` (same group): no mask needed.
-// Invalid queries have lse = +inf (P = 0) and invalid keys zero rows, so they need none.
-__device__ __forceinline__ bool tile_inside_windows(const Neighborhood& nb, const TileRows& qt,
-                                                    const TileRows& kt) {
-  for (int r = 0; r < 3; ++r) {
-    const int lg = static_cast<int>(qt.glen[r]);
-    const int qa = static_cast<int>(qt.start[r]), qb = min(qa + qt.shape[r] - 1, lg - 1);
-    const int ka = static_cast<int>(kt.start[r]), kb = min(ka + kt.shape[r] - 1, lg - 1);
-    if (qa > qb || ka > kb) return false;
-    int sa, ea, sb, eb;
-    window32(nb.axis[r], lg, qa, &sa, &ea);
-    window32(nb.axis[r], lg, qb, &sb, &eb);
-    if (sb > ka || kb >= ea) return false;
-  }
-  return true;
-}
 
 // Loads a Q tile's lse, delta and windows (one thread per row) into stage `s`.
 template <class Traits>
@@ -90,32 +51,17 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int64_t b = blockIdx.z, hkv = blockIdx.y, group_heads = p.heads_q / p.heads_kv;
   const int tid = threadIdx.x;
 
-  // The KV tile this CTA owns: additional tokens first (their CTAs walk every query, so they
-  // start early), then spatial boxes.
-  const bool additional = blockIdx.x < p.add_tiles;
+  // The KV tile this CTA owns (additional tokens first, then spatial boxes).
   TileRows kt;
-  if (additional) {
-    kt = additional_tile(static_cast<int64_t>(blockIdx.x) * kTile, p.nadd, kTile);
-  } else {
-    int64_t idx = blockIdx.x - p.add_tiles;
-    int group[3];
-    int64_t start[3];
-    for (int r = 2; r >= 0; --r) {
-      const int64_t c = nb.axis[r].dilation * p.kv_tiles[r];
-      const int64_t ir = idx % c;
-      idx /= c;
-      group[r] = static_cast<int>(ir / p.kv_tiles[r]);
-      start[r] = (ir % p.kv_tiles[r]) * p.kv_kbox[r];
-    }
-    kt = spatial_tile(nb, group, start, p.kv_kbox);
-    for (int r = 0; r < 3; ++r)
-      if (kt.start[r] >= kt.glen[r]) return;  // past a shorter dilation group: no keys
-  }
+  if (!kv_tile_of_block(p, blockIdx.x, &kt)) return;  // past a shorter dilation group: no keys
+  const bool additional = kt.additional;
   const RowView& kview = additional ? p.ak : p.k;
   const RowView& vview = additional ? p.av : p.v;
 
-  Tensor sK = make_tensor(make_smem_ptr(sm.own_a), typename Traits::SmemLayoutRows{});  // (kTile, kHeadDim)
-  Tensor sV = make_tensor(make_smem_ptr(sm.own_b), typename Traits::SmemLayoutRows{});  // (kTile, kHeadDim)
+  Tensor sK =
+      make_tensor(make_smem_ptr(sm.own_a), typename Traits::SmemLayoutRows{});  // (kTile, kHeadDim)
+  Tensor sV =
+      make_tensor(make_smem_ptr(sm.own_b), typename Traits::SmemLayoutRows{});  // (kTile, kHeadDim)
   load_rows<kTile, kHeadDim, kThreads, MmaElement>(sK, nb, kt, kview, b, hkv, p.vec);
   load_rows<kTile, kHeadDim, kThreads, MmaElement>(sV, nb, kt, vview, b, hkv, p.vec);
   if (tid < kTile) {
@@ -125,26 +71,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
 
   // The queries whose windows meet this tile, as a walk over Q tiles.
-  QueryWalk walk;
-  walk.count = 1;
-  for (int r = 0; r < 3; ++r) {
-    const Axis& a = nb.axis[r];
-    if (additional) {
-      walk.group0[r] = 0;
-      walk.groups[r] = static_cast<int>(a.dilation);
-      walk.start[r] = 0;
-      walk.tiles[r] = static_cast<int>(ceil_div(ceil_div(a.extent, a.dilation), p.kv_qbox[r]));
-    } else {
-      int64_t qlo, qhi;
-      inverse_window(a, kt.glen[r], kt.start[r],
-                     min64(kt.start[r] + kt.shape[r] - 1, kt.glen[r] - 1), &qlo, &qhi);
-      walk.group0[r] = kt.group[r];
-      walk.groups[r] = 1;
-      walk.start[r] = static_cast<int>(qlo);
-      walk.tiles[r] = qlo <= qhi ? static_cast<int>(ceil_div(qhi - qlo + 1, p.kv_qbox[r])) : 0;
-    }
-    walk.count *= walk.groups[r] * walk.tiles[r];
-  }
+  const TileWalk walk = query_walk(p, kt);
   const int iters = static_cast<int>(group_heads) * walk.count;
 
   auto load_stage = [&](int it, int s) {
@@ -171,16 +98,17 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Tensor sQ0 = make_tensor(make_smem_ptr(sm.stream_a[0]), typename Traits::SmemLayoutRows{});
   Tensor sQt0 =
       make_tensor(make_smem_ptr(sm.stream_a[0]), typename Traits::SmemLayoutRowsTNoSwizzle{});
-  Tensor tSrK = thr_mma.partition_fragment_A(sK);     // (MMA, MMA_N, MMA_D)
-  Tensor tSrQ = thr_mma.partition_fragment_B(sQ0);    // (MMA, MMA_M, MMA_D)
-  Tensor tdPrV = thr_mma.partition_fragment_A(sV);    // (MMA, MMA_N, MMA_D)
-  Tensor tdPrdO = thr_mma.partition_fragment_B(sQ0);  // (MMA, MMA_M, MMA_D)
+  Tensor tSrK = thr_mma.partition_fragment_A(sK);          // (MMA, MMA_N, MMA_D)
+  Tensor tSrQ = thr_mma.partition_fragment_B(sQ0);         // (MMA, MMA_M, MMA_D)
+  Tensor tdPrV = thr_mma.partition_fragment_A(sV);         // (MMA, MMA_N, MMA_D)
+  Tensor tdPrdO = thr_mma.partition_fragment_B(sQ0);       // (MMA, MMA_M, MMA_D)
   Tensor tdVrdOt = thr_mma_rs.partition_fragment_B(sQt0);  // (MMA, MMA_D, MMA_M)
   Tensor tdKrQt = thr_mma_rs.partition_fragment_B(sQt0);   // (MMA, MMA_D, MMA_M)
   Tensor tSsK = thr_copy_a.partition_S(sK);
   Tensor tdPsV = thr_copy_a.partition_S(sV);
 
-  Tensor acc_dk = partition_fragment_C(mma_rs, Shape<Int<kTile>, Int<kHeadDim>>{});  // (MMA, MMA_N, MMA_D)
+  Tensor acc_dk =
+      partition_fragment_C(mma_rs, Shape<Int<kTile>, Int<kHeadDim>>{});  // (MMA, MMA_N, MMA_D)
   Tensor acc_dv = partition_fragment_C(mma_rs, Shape<Int<kTile>, Int<kHeadDim>>{});
   clear(acc_dk);
   clear(acc_dv);
@@ -201,7 +129,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor sQt = make_tensor(make_smem_ptr(sm.stream_a[s]), typename Traits::SmemLayoutRowsT{});
     Tensor sdOt = make_tensor(make_smem_ptr(sm.stream_b[s]), typename Traits::SmemLayoutRowsT{});
 
-    Tensor acc_s = partition_fragment_C(mma, Shape<Int<kTile>, Int<kTile>>{});  // (MMA, MMA_N, MMA_M)
+    Tensor acc_s =
+        partition_fragment_C(mma, Shape<Int<kTile>, Int<kTile>>{});  // (MMA, MMA_N, MMA_M)
     Tensor acc_dp = partition_fragment_C(mma, Shape<Int<kTile>, Int<kTile>>{});
     clear(acc_s);
     clear(acc_dp);
@@ -235,8 +164,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
   __syncthreads();
 
   // Epilogue: through shared memory so that global stores are whole 16-byte row chunks.
-  Tensor sdK = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(sm.stream_a[0])), typename Traits::SmemLayoutRows{});
-  Tensor sdV = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(sm.stream_b[0])), typename Traits::SmemLayoutRows{});
+  Tensor sdK = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(sm.stream_a[0])),
+                           typename Traits::SmemLayoutRows{});
+  Tensor sdV = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(sm.stream_b[0])),
+                           typename Traits::SmemLayoutRows{});
   Tensor tOcO = thr_mma_rs.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kHeadDim>>{}));
   CUTE_UNROLL
   for (int i = 0; i < size(acc_dk); ++i) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "cuda/fused/common/tile_bwd.cuh"
+#include "cuda/fused/common/walk_bwd.h"
 #include "cuda/fused/sm80/dkdv_bwd_sm80.cuh"
 #include "cuda/fused/sm80/traits_bwd_sm80.cuh"
 
@@ -27,55 +28,32 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   // The Q tile this CTA owns.
   TileRows qt;
-  {
-    int64_t idx = blockIdx.x;
-    int group[3];
-    int64_t start[3];
-    for (int r = 2; r >= 0; --r) {
-      const int64_t c = nb.axis[r].dilation * p.dq_tiles[r];
-      const int64_t ir = idx % c;
-      idx /= c;
-      group[r] = static_cast<int>(ir / p.dq_tiles[r]);
-      start[r] = (ir % p.dq_tiles[r]) * p.dq_qbox[r];
-    }
-    qt = spatial_tile(nb, group, start, p.dq_qbox);
-    for (int r = 0; r < 3; ++r)
-      if (qt.start[r] >= qt.glen[r]) return;  // past a shorter dilation group: no queries
-  }
-  Tensor sQ = make_tensor(make_smem_ptr(sm.own_a), typename Traits::SmemLayoutRows{});   // (kTile, kHeadDim)
-  Tensor sdO = make_tensor(make_smem_ptr(sm.own_b), typename Traits::SmemLayoutRows{});  // (kTile, kHeadDim)
+  if (!q_tile_of_block(p, blockIdx.x, &qt)) return;  // past a shorter dilation group: no queries
+  Tensor sQ =
+      make_tensor(make_smem_ptr(sm.own_a), typename Traits::SmemLayoutRows{});  // (kTile, kHeadDim)
+  Tensor sdO =
+      make_tensor(make_smem_ptr(sm.own_b), typename Traits::SmemLayoutRows{});  // (kTile, kHeadDim)
   load_rows<kTile, kHeadDim, kThreads, MmaElement>(sQ, nb, qt, p.q, b, h, p.vec);
   load_rows<kTile, kHeadDim, kThreads, MmaElement>(sdO, nb, qt, p.dout, b, h, p.vec);
   load_query_rows<Traits>(sm, 0, p, qt, b, h);
 
-  // The tile's KV range per axis: [start(first query), end(last valid query)).
-  QueryWalk walk;  // reused as a walk over KV tiles
-  walk.count = 1;
-  for (int r = 0; r < 3; ++r) {
-    const int64_t lg = qt.glen[r];
-    int64_t s0, e0, s1, e1;
-    window_in_group(nb.axis[r], lg, qt.start[r], &s0, &e0);
-    window_in_group(nb.axis[r], lg, min64(qt.start[r] + qt.shape[r] - 1, lg - 1), &s1, &e1);
-    walk.group0[r] = qt.group[r];
-    walk.groups[r] = 1;
-    walk.start[r] = static_cast<int>(s0);
-    walk.tiles[r] = static_cast<int>(ceil_div(e1 - s0, p.dq_kbox[r]));
-    walk.count *= walk.tiles[r];
-  }
+  // The KV tiles covering the tile's KV range, then every additional-token tile.
+  const TileWalk walk = key_walk(p, qt);
   const int iters = walk.count + static_cast<int>(p.add_tiles);
 
   auto kv_tile = [&](int it) {
-    return it < walk.count ? walk_tile(nb, walk, p.dq_kbox, it)
-                           : additional_tile(static_cast<int64_t>(it - walk.count) * kTile, p.nadd, kTile);
+    return it < walk.count
+               ? walk_tile(nb, walk, p.dq_kbox, it)
+               : additional_tile(static_cast<int64_t>(it - walk.count) * kTile, p.nadd, kTile);
   };
   auto load_stage = [&](int it, int s) {
     const TileRows kt = kv_tile(it);
     Tensor sK = make_tensor(make_smem_ptr(sm.stream_a[s]), typename Traits::SmemLayoutRows{});
     Tensor sV = make_tensor(make_smem_ptr(sm.stream_b[s]), typename Traits::SmemLayoutRows{});
     load_rows<kTile, kHeadDim, kThreads, MmaElement>(sK, nb, kt, kt.additional ? p.ak : p.k, b, hkv,
-                                                  p.vec);
+                                                     p.vec);
     load_rows<kTile, kHeadDim, kThreads, MmaElement>(sV, nb, kt, kt.additional ? p.av : p.v, b, hkv,
-                                                  p.vec);
+                                                     p.vec);
     if (tid < kTile) {
       int64_t i[3];
       const bool valid = kt.coords(tid, i);
@@ -97,15 +75,16 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Tensor sK0 = make_tensor(make_smem_ptr(sm.stream_a[0]), typename Traits::SmemLayoutRows{});
   Tensor sKt0 =
       make_tensor(make_smem_ptr(sm.stream_a[0]), typename Traits::SmemLayoutRowsTNoSwizzle{});
-  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);     // (MMA, MMA_M, MMA_D)
-  Tensor tSrK = thr_mma.partition_fragment_B(sK0);    // (MMA, MMA_N, MMA_D)
-  Tensor tdPrdO = thr_mma.partition_fragment_A(sdO);  // (MMA, MMA_M, MMA_D)
-  Tensor tdPrV = thr_mma.partition_fragment_B(sK0);   // (MMA, MMA_N, MMA_D)
+  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);         // (MMA, MMA_M, MMA_D)
+  Tensor tSrK = thr_mma.partition_fragment_B(sK0);        // (MMA, MMA_N, MMA_D)
+  Tensor tdPrdO = thr_mma.partition_fragment_A(sdO);      // (MMA, MMA_M, MMA_D)
+  Tensor tdPrV = thr_mma.partition_fragment_B(sK0);       // (MMA, MMA_N, MMA_D)
   Tensor tdQrKt = thr_mma_rs.partition_fragment_B(sKt0);  // (MMA, MMA_D, MMA_N)
   Tensor tSsQ = thr_copy_a.partition_S(sQ);
   Tensor tdPsdO = thr_copy_a.partition_S(sdO);
 
-  Tensor acc_dq = partition_fragment_C(mma_rs, Shape<Int<kTile>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_D)
+  Tensor acc_dq =
+      partition_fragment_C(mma_rs, Shape<Int<kTile>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_D)
   clear(acc_dq);
   Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
 
@@ -123,7 +102,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     Tensor sV = make_tensor(make_smem_ptr(sm.stream_b[s]), typename Traits::SmemLayoutRows{});
     Tensor sKt = make_tensor(make_smem_ptr(sm.stream_a[s]), typename Traits::SmemLayoutRowsT{});
 
-    Tensor acc_s = partition_fragment_C(mma, Shape<Int<kTile>, Int<kTile>>{});  // (MMA, MMA_M, MMA_N)
+    Tensor acc_s =
+        partition_fragment_C(mma, Shape<Int<kTile>, Int<kTile>>{});  // (MMA, MMA_M, MMA_N)
     Tensor acc_dp = partition_fragment_C(mma, Shape<Int<kTile>, Int<kTile>>{});
     clear(acc_s);
     clear(acc_dp);
@@ -148,7 +128,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
   cp_async_wait<0>();
   __syncthreads();
 
-  Tensor sdQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(sm.stream_a[0])), typename Traits::SmemLayoutRows{});
+  Tensor sdQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(sm.stream_a[0])),
+                           typename Traits::SmemLayoutRows{});
   Tensor tOcO = thr_mma_rs.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kHeadDim>>{}));
   CUTE_UNROLL
   for (int i = 0; i < size(acc_dq); ++i)

@@ -7,6 +7,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/fused/backward_launch.h"
+#include "cuda/fused/common/plan_bwd.h"
 #include "cuda/fused/sm80/dkdv_bwd_sm80.cuh"
 #include "cuda/fused/sm80/dq_bwd_sm80.cuh"
 
@@ -16,7 +17,8 @@ inline constexpr int kDeltaWarps = 8;  // rows per CTA of the delta kernel (one 
 
 // delta = rowsum(dO * O) in fp32 and lse * log2(e), both into [B, Hq, tokens] workspaces.
 template <class Element, int kHeadDim>
-__global__ void __launch_bounds__(kDeltaWarps * 32) delta_kernel_sm80(const __grid_constant__ BwdParams p) {
+__global__ void __launch_bounds__(kDeltaWarps * 32)
+    delta_kernel_sm80(const __grid_constant__ BwdParams p) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kDeltaWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= p.batch * p.tokens * p.heads_q) return;
@@ -35,7 +37,8 @@ __global__ void __launch_bounds__(kDeltaWarps * 32) delta_kernel_sm80(const __gr
   const Element* dout = static_cast<const Element*>(p.dout.ptr) + off_do;
   float acc = 0.f;
 #pragma unroll
-  for (int d = lane; d < kHeadDim; d += 32) acc += static_cast<float>(o[d]) * static_cast<float>(dout[d]);
+  for (int d = lane; d < kHeadDim; d += 32)
+    acc += static_cast<float>(o[d]) * static_cast<float>(dout[d]);
 #pragma unroll
   for (int w = 16; w > 0; w /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, w);
   if (lane == 0) {
@@ -55,16 +58,12 @@ void launch_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
   using Traits = BwdTraits<Element, kHeadDim>;
   const int64_t rows = p.batch * p.tokens * p.heads_q;
   delta_kernel_sm80<Element, kHeadDim>
-      <<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps), kDeltaWarps * 32, 0, stream>>>(p);
+      <<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps), kDeltaWarps * 32, 0,
+         stream>>>(p);
   FNA_CUDA_CHECK(cudaGetLastError());
 
   constexpr int kSmem = sizeof(BwdSmem<Traits>);
-  int64_t kv_tiles = p.add_tiles, dq_tiles = 1, spatial = 1;
-  for (int r = 0; r < 3; ++r) {
-    spatial *= p.nb.axis[r].dilation * p.kv_tiles[r];
-    dq_tiles *= p.nb.axis[r].dilation * p.dq_tiles[r];
-  }
-  kv_tiles += spatial;
+  const int64_t kv_tiles = kv_grid_tiles(p), dq_tiles = dq_grid_tiles(p);
   FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<Traits>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   FNA_CUDA_CHECK(cudaFuncSetAttribute(dq_kernel_sm80<Traits>,

@@ -3,9 +3,9 @@
 // kBwdTileRows tokens, operands staged in swizzled shared memory and read with ldmatrix.
 #pragma once
 
-#include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#include <cute/tensor.hpp>
 #include <type_traits>
 
 #include "cuda/fused/common/params_bwd.h"
@@ -26,11 +26,10 @@ struct BwdTraits {
   // fp32 inputs run on TF32 tensor cores (m16n8k8); fp16 / bf16 on m16n8k16. fp32 accumulators.
   static constexpr bool kTf32 = std::is_same_v<Element, float>;
   using MmaElement = std::conditional_t<kTf32, cutlass::tfloat32_t, Element>;  // smem, registers
-  using MmaAtom = std::conditional_t<
-      kTf32, MMA_Atom<SM80_16x8x8_F32TF32TF32F32_TN>,
-      std::conditional_t<std::is_same_v<Element, cutlass::half_t>,
-                         MMA_Atom<SM80_16x8x16_F32F16F16F32_TN>,
-                         MMA_Atom<SM80_16x8x16_F32BF16BF16F32_TN>>>;
+  using MmaAtom = std::conditional_t<kTf32, MMA_Atom<SM80_16x8x8_F32TF32TF32F32_TN>,
+                                     std::conditional_t<std::is_same_v<Element, cutlass::half_t>,
+                                                        MMA_Atom<SM80_16x8x16_F32F16F16F32_TN>,
+                                                        MMA_Atom<SM80_16x8x16_F32BF16BF16F32_TN>>>;
   static constexpr int kMmaK = kTf32 ? 8 : 16;
   // Products with both operands in shared memory (S, dP).
   using TiledMma = TiledMMA<MmaAtom, Layout<Shape<Int<kWarps>, _1, _1>>,
