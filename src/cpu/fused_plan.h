@@ -104,8 +104,9 @@ struct Scratch {
 // Slots (of kLanes floats) per line buffered between the score and the P.V step. 192 slots hold
 // a 13x13 window in one chunk (one online-softmax rescale); S and dP of two lines take 24 KiB.
 inline constexpr int kChunkSlots = 192;
-// A chunk's pieces each hold at least one slot.
-inline constexpr int kMaxPieces = kChunkSlots;
+// Pieces of a chunk, for both lines of a unit, plus slack: kChunkSlots alone overflowed the
+// pieces buffer (heap corruption on e.g. a 1-D extent 129 with window 6; tests/cpp sweep).
+inline constexpr int kMaxPieces = 2 * kChunkSlots + 8;
 inline constexpr int64_t kPieceBytes = 32;
 
 // S and dP of two lines, then four [dim][kLanes] accumulators (forward: O and the gathered Q of

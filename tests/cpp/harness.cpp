@@ -43,6 +43,11 @@ bool long_tests() {
   return v != nullptr && std::string(v) != "" && std::string(v) != "0";
 }
 
+bool verbose_tests() {
+  const char* v = std::getenv("FNA_TEST_VERBOSE");
+  return v != nullptr && std::string(v) != "" && std::string(v) != "0";
+}
+
 uint64_t base_seed() {
   const char* v = std::getenv("FNA_TEST_SEED");
   return v != nullptr ? std::strtoull(v, nullptr, 10) : 20261124ull;

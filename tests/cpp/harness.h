@@ -16,6 +16,8 @@ namespace fna_test {
 
 // FNA_LONG_TESTS=1 runs the long sweeps (10x the problems).
 bool long_tests();
+// FNA_TEST_VERBOSE=1 prints every problem before it runs (to find the one that crashes).
+bool verbose_tests();
 // Base seed of the random sweeps: FNA_TEST_SEED if set, else a fixed default (reproducible runs).
 uint64_t base_seed();
 // Number of sweep problems: FNA_TEST_COUNT if set, else `quick` (x10 under FNA_LONG_TESTS).

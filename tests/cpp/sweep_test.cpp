@@ -3,7 +3,8 @@
 // that cover every parameter and combination (SweepCoverage checks that they do).
 //
 // Reproduce one failure with the printed FNA_TEST_SEED=<seed> FNA_TEST_COUNT=1 and a
-// --gtest_filter for its test; the long sweep (10x) runs under FNA_LONG_TESTS=1.
+// --gtest_filter for its test; FNA_TEST_VERBOSE=1 prints each problem before it runs (for
+// crashes); the long sweep (10x) runs under FNA_LONG_TESTS=1.
 #include <gtest/gtest.h>
 
 #include <iostream>
@@ -44,6 +45,8 @@ void run_sweep(fna::Backend backend, fna::DType dtype, int count, uint64_t salt)
   int failures = 0;
   double worst_fwd = 0, worst_grad = 0;
   for (const CaseSpec& c : cases) {
+    if (verbose_tests())
+      std::cout << "[ problem  ] seed " << c.seed << ": " << c.describe() << std::endl;
     const CaseResult r = run_case(c, backend);
     worst_fwd = std::max(worst_fwd, r.forward_error);
     worst_grad = std::max(worst_grad, r.grad_error);
