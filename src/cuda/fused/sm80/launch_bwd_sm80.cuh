@@ -5,11 +5,14 @@
 
 #include <cuda_runtime.h>
 
+#include <string>
+
 #include "cuda/cuda_check.h"
 #include "cuda/fused/backward_launch.h"
 #include "cuda/fused/common/plan_bwd.h"
 #include "cuda/fused/sm80/dkdv_bwd_sm80.cuh"
 #include "cuda/fused/sm80/dq_bwd_sm80.cuh"
+#include "fna/error.h"
 
 namespace fna::cuda::fused::sm80 {
 
@@ -63,6 +66,17 @@ void launch_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
   FNA_CUDA_CHECK(cudaGetLastError());
 
   constexpr int kSmem = sizeof(BwdSmem<Traits>);
+  // fp32 at head dim 128 needs ~198 KB: more than sm_80/sm_86/sm_89 allow per block.
+  int device = 0, max_smem = 0;
+  FNA_CUDA_CHECK(cudaGetDevice(&device));
+  FNA_CUDA_CHECK(
+      cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (kSmem > max_smem)
+    throw Error(ErrorKind::kNotAvailable,
+                "fna: cuda-fused backward: head_dim " + std::to_string(kHeadDim) + " in " +
+                    (Traits::kTf32 ? "fp32" : "16-bit") + " needs " + std::to_string(kSmem) +
+                    " bytes of shared memory per block; device " + std::to_string(device) +
+                    " allows " + std::to_string(max_smem));
   const int64_t kv_tiles = kv_grid_tiles(p), dq_tiles = dq_grid_tiles(p);
   FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<Traits>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
