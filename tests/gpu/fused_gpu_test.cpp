@@ -264,10 +264,15 @@ TEST(CudaFusedForward, Index64) {
 // can run).
 TEST(CudaFused, AutoPicksFused) {
   Problem p = make(2, {16, 16}, {5, 5});
+  const fna::Device cuda0{fna::DeviceType::kCUDA, 0};
+  for (int d : kHeadDims) {  // a head dim this build compiled
+    p.head_dim = p.head_dim_v = d;
+    if (fna::backend_unavailable_reason(kBackend, p, DType::kBFloat16, cuda0).empty()) break;
+  }
   const Backend picked =
       fna::resolve_backend(p, DType::kBFloat16, fna::Device{fna::DeviceType::kCUDA, 0});
   EXPECT_TRUE(picked == kBackend || picked == Backend::kCudaHopper) << fna::backend_name(picked);
-  p.head_dim_v = 32;
+  p.head_dim_v = p.head_dim == 32 ? 64 : 32;  // Dv != D is refused
   EXPECT_NE(fna::backend_unavailable_reason(kBackend, p, DType::kBFloat16,
                                             fna::Device{fna::DeviceType::kCUDA, 0}),
             "");
