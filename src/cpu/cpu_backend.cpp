@@ -17,8 +17,8 @@
 #include <memory>
 #include <mutex>
 #include <new>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "api/backend.h"
@@ -425,7 +425,8 @@ constexpr int64_t kBlockBytes = int64_t{384} << 20;
 constexpr double kParallelMinFlops = 1e7;
 
 bool run_parallel(const Problem& p) {
-  return fna::forward_flops(p) + 4.0 * p.batch * p.tokens() * p.heads_q * (p.head_dim + p.head_dim_v) >=
+  return fna::forward_flops(p) +
+             4.0 * p.batch * p.tokens() * p.heads_q * (p.head_dim + p.head_dim_v) >=
          kParallelMinFlops;
 }
 
@@ -550,9 +551,18 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
   std::vector<Planes> pl(slices);
   for (int64_t sl = 0; sl < slices; ++sl) {
     const int64_t j = sl % hb;
-    io[sl] = ForwardIO<T>{&geo, static_cast<const T*>(a.q.data), static_cast<T*>(a.out.data),
-                          a.lse ? static_cast<float*>(a.lse->data) : nullptr, lq, lo, ll,
-                          sl / p.heads_kv, sl % p.heads_kv * hpg, D, Dv, scale};
+    io[sl] = ForwardIO<T>{&geo,
+                          static_cast<const T*>(a.q.data),
+                          static_cast<T*>(a.out.data),
+                          a.lse ? static_cast<float*>(a.lse->data) : nullptr,
+                          lq,
+                          lo,
+                          ll,
+                          sl / p.heads_kv,
+                          sl % p.heads_kv * hpg,
+                          D,
+                          Dv,
+                          scale};
     Planes& x = pl[sl];
     x.head_dim = D;
     x.head_dim_v = Dv;
@@ -617,9 +627,9 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
   const int64_t nadd = p.additional_kv, ld_add = (nadd + kLanes - 1) / kLanes * kLanes + kLanes;
   const int64_t rows = geo.kg.groups * geo.kg.lines;
   const float scale = static_cast<float>(p.effective_scale());
-  const int64_t hb = slices_per_block(p, 2 * geo.plane_floats(D + Dv) +
-                                            hpg * geo.plane_floats(2 * D + Dv + 2) +
-                                            2 * (D + Dv) * ld_add);
+  const int64_t hb =
+      slices_per_block(p, 2 * geo.plane_floats(D + Dv) + hpg * geo.plane_floats(2 * D + Dv + 2) +
+                              2 * (D + Dv) * ld_add);
 
   PlaneSet k(hb, geo.plane_floats(D)), v(hb, geo.plane_floats(Dv)), dk(hb, geo.plane_floats(D)),
       dv(hb, geo.plane_floats(Dv)), ak(hb, D * ld_add), av(hb, Dv * ld_add), dak(hb, D * ld_add),
@@ -650,8 +660,8 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
   }
 
   const int R = p.rank;
-  const TokenLayout lq(a.q, R), lk(a.k, R), lv(a.v, R), lo(a.out, R), ll(a.lse, R),
-      ldo(a.dout, R), ldq(a.dq, R), ldk(a.dk, R), ldv(a.dv, R);
+  const TokenLayout lq(a.q, R), lk(a.k, R), lv(a.v, R), lo(a.out, R), ll(a.lse, R), ldo(a.dout, R),
+      ldq(a.dq, R), ldk(a.dk, R), ldv(a.dv, R);
   TokenLayout lak, lav, ldak, ldav;
   if (nadd) {
     lak = TokenLayout(*a.additional_k, 1);
@@ -681,11 +691,21 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
           const int64_t g = r / geo.kg.lines, line = r % geo.kg.lines, b = rn.b;
           const int64_t hq0 = rn.hk0 * hpg, nq = rn.nh * hpg, jq = rn.j0 * hpg;
           switch (kind) {
-            case 0: fill_line(geo, ks, lk, b, rn.hk0, rn.nh, g, line, D, 1.0f, k.at(rn.j0)); break;
-            case 1: fill_line(geo, vs, lv, b, rn.hk0, rn.nh, g, line, Dv, 1.0f, v.at(rn.j0)); break;
-            case 2: fill_line(geo, qs, lq, b, hq0, nq, g, line, D, scale, q.at(jq)); break;
-            case 3: fill_line(geo, dos, ldo, b, hq0, nq, g, line, Dv, 1.0f, dout.at(jq)); break;
-            case 4: fill_line(geo, lses, ll, b, hq0, nq, g, line, 1, 1.0f, lse.at(jq)); break;
+            case 0:
+              fill_line(geo, ks, lk, b, rn.hk0, rn.nh, g, line, D, 1.0f, k.at(rn.j0));
+              break;
+            case 1:
+              fill_line(geo, vs, lv, b, rn.hk0, rn.nh, g, line, Dv, 1.0f, v.at(rn.j0));
+              break;
+            case 2:
+              fill_line(geo, qs, lq, b, hq0, nq, g, line, D, scale, q.at(jq));
+              break;
+            case 3:
+              fill_line(geo, dos, ldo, b, hq0, nq, g, line, Dv, 1.0f, dout.at(jq));
+              break;
+            case 4:
+              fill_line(geo, lses, ll, b, hq0, nq, g, line, 1, 1.0f, lse.at(jq));
+              break;
             default:
               fill_delta_line(geo, dos, ldo, os, lo, b, hq0, nq, Dv, g, line, delta.at(jq));
           }

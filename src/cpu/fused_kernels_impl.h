@@ -1,6 +1,7 @@
-// The fused CPU passes (forward, backward dQ, backward dK/dV) over planes, written once and compiled
-// per ISA: a translation unit defines FNA_FUSED_ISA (its namespace), optionally FNA_FUSED_WIDE
-// (16 vector registers of 8 lanes), and includes this file. See fused_plan.h for the scheme.
+// The fused CPU passes (forward, backward dQ, backward dK/dV) over planes, written once and
+// compiled per ISA: a translation unit defines FNA_FUSED_ISA (its namespace), optionally
+// FNA_FUSED_WIDE (16 vector registers of 8 lanes), and includes this file. See fused_plan.h for the
+// scheme.
 //
 // Per lane vector (8 queries, or 8 keys in the dK/dV pass) the rows it attends are walked in
 // order and cut into chunks of at most kChunkSlots slots per line; a chunk is scored (dot), turned
@@ -92,8 +93,8 @@ void chunk_add(Chunk& c, int64_t row, int64_t pos0, int64_t cnt, uint8_t mask, u
       c.slots = 0;
     }
     const int64_t take = imin(cnt, kChunkSlots - c.slots);
-    c.pieces[c.np++] = Piece{row, pos0, static_cast<int32_t>(c.slots), static_cast<int32_t>(take),
-                             mask, kind};
+    c.pieces[c.np++] =
+        Piece{row, pos0, static_cast<int32_t>(c.slots), static_cast<int32_t>(take), mask, kind};
     c.slots += take;
     pos0 += take;
     cnt -= take;
@@ -191,7 +192,9 @@ void acc_chunk(const Chunk& c, const Lanes& ln, const float* const* p, RowPtr ro
       int n = 0;
       for (int i = 0; i < c.np; ++i) {
         const Piece& pc = c.pieces[i];
-        const int pcls = pc.kind == kRowAdditional ? 2 : (pc.kind == kRowLanes && ln.shifted) ? 0 : 1;
+        const int pcls = pc.kind == kRowAdditional              ? 2
+                         : (pc.kind == kRowLanes && ln.shifted) ? 0
+                                                                : 1;
         if (pcls == cls && pc.mask == mask) segs[n++] = Seg{row_ptr(pc), pc.slot, pc.cnt};
       }
       if (n == 0) continue;
@@ -232,7 +235,8 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
 
   for (int64_t n0 = u.n_begin; n0 < u.n_end; n0 += kLanes) {
     const Lanes ln = make_lanes(t.lo[last], t.hi[last], n0, u.n_end);
-    for (int r = 0; r < u.nlines; ++r) P.load_q(P.io, u.head, u.group, u.line[r], n0, ln.valid, Q[r]);
+    for (int r = 0; r < u.nlines; ++r)
+      P.load_q(P.io, u.head, u.group, u.line[r], n0, ln.valid, Q[r]);
     const float* qa[2] = {Q[0], Q[u.nlines - 1]};
     v8f m[2] = {vsplat(kNegInf), vsplat(kNegInf)}, l[2] = {v8f{}, v8f{}};
     for (int r = 0; r < u.nlines; ++r) zero(O[r], Dv * 8);
@@ -298,7 +302,8 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
   }
 }
 
-// ---- backward: dQ (queries as lanes) -------------------------------------------------------------
+// ---- backward: dQ (queries as lanes)
+// -------------------------------------------------------------
 void backward_dq_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scratch& sc) {
   const int64_t D = P.head_dim, Dv = P.head_dim_v, ldn = g.ldn;
   const int last = g.rank - 1;
@@ -360,8 +365,9 @@ void backward_dq_unit(const KernelGeometry& g, const Planes& P, const Unit& u, S
   }
 }
 
-// ---- backward: dK, dV (keys as lanes) ------------------------------------------------------------
-// The rows are query lines; lse and delta come per (slot, lane) from the query planes.
+// ---- backward: dK, dV (keys as lanes)
+// ------------------------------------------------------------ The rows are query lines; lse and
+// delta come per (slot, lane) from the query planes.
 struct KeyLanePass {
   const KernelGeometry& g;
   const Planes& P;
@@ -403,11 +409,11 @@ struct KeyLanePass {
         const float* p[2] = {S[0], S[1]};
         const float* ds[2] = {DP[0], DP[1]};
         acc_chunk(
-            c, ln, p, [&](const Piece& pc) { return dout + pc.row * Dv * ldn + pc.pos0; }, ldn,
-            ldn, Dv, dV, segs);
+            c, ln, p, [&](const Piece& pc) { return dout + pc.row * Dv * ldn + pc.pos0; }, ldn, ldn,
+            Dv, dV, segs);
         acc_chunk(
-            c, ln, ds, [&](const Piece& pc) { return q + pc.row * D * ldn + pc.pos0; }, ldn, ldn,
-            D, dK, segs);
+            c, ln, ds, [&](const Piece& pc) { return q + pc.row * D * ldn + pc.pos0; }, ldn, ldn, D,
+            dK, segs);
       };
       walk(flush);
     }
@@ -445,7 +451,8 @@ void backward_dkv_unit(const KernelGeometry& g, const Planes& P, const Unit& u, 
       zero(pass.dK[r], D * 8);
       zero(pass.dV[r], Dv * 8);
     }
-    pass.run(ka, va, ldn, ln, heads, [&](auto& flush) { walk_rows(g, u, t, ln, 0, pieces, flush); });
+    pass.run(ka, va, ldn, ln, heads,
+             [&](auto& flush) { walk_rows(g, u, t, ln, 0, pieces, flush); });
     for (int r = 0; r < u.nlines; ++r) {
       float* dk = P.dk + row[r] * D * ldn + n0;
       float* dv = P.dv + row[r] * Dv * ldn + n0;

@@ -2,9 +2,9 @@
 // translation units (fused_kernels_*.cpp).
 //
 // The idea. Every axis is split into its dilation groups and worked on in group coordinates
-// (DESIGN.md section 10). Along the *last* axis, eight consecutive queries form one vector of lanes;
-// they share their window on every other axis, so they attend the same set of key *rows* (a row =
-// the keys of one coordinate tuple of the non-last axes). Inside a row, lane l attends keys
+// (DESIGN.md section 10). Along the *last* axis, eight consecutive queries form one vector of
+// lanes; they share their window on every other axis, so they attend the same set of key *rows* (a
+// row = the keys of one coordinate tuple of the non-last axes). Inside a row, lane l attends keys
 // [lo_l, hi_l) of the last axis. In the interior of a stride-1 axis lo_l = lo_0 + l, so slot o of
 // lane l is key lo_0 + o + l: one unaligned vector load of a transposed key row serves all eight
 // lanes and nothing outside the window is computed ("shifted" rows). Elsewhere (borders, stride,
@@ -12,14 +12,16 @@
 //
 // To make both kinds of loads contiguous, inputs are first copied into fp32 *planes*: per
 // (batch, head), per dilation group and line, a [dim][ldn] block whose n axis is the last spatial
-// axis in group coordinates (zero-padded to ldn so shifted loads never leave the plane). Kernels
-// read and write planes only; the driver converts between planes and the user's strided tensors
-// in any storage dtype. The backward uses the same machinery twice: queries as lanes for dQ, and
-// keys as lanes (with the inverse neighborhood: the queries that attend a key) for dK / dV.
+// axis in group coordinates (zero-padded to ldn so shifted loads never leave the plane). The
+// driver converts between planes and the user's strided tensors in any storage dtype; the forward
+// only needs K and V planes (queries and outputs move per lane vector through driver callbacks).
+// The backward uses the same machinery twice: queries as lanes for dQ, and keys as lanes (with
+// the inverse neighborhood: the queries that attend a key) for dK / dV.
 //
 // Everything here is plain data: the kernel translation units are compiled with different -m
 // flags, so they must not share inline functions with the rest of the library (the linker would
-// keep one copy, possibly with instructions the CPU lacks).
+// keep one copy, possibly with instructions the CPU lacks). The kernels live in an anonymous
+// namespace; each translation unit exports only its KernelTable.
 #pragma once
 
 #include <cstdint>
@@ -36,11 +38,11 @@ inline constexpr int kUnitVectors = 4;
 // Geometry in the kernels' terms. Axes beyond `rank` have extent 1, window 1.
 struct KernelGeometry {
   int rank;
-  int64_t dil[3];      // dilation per axis
-  int64_t lmax[3];     // ceil(extent / dilation): the length of group 0, the longest
-  int64_t groups;      // prod(dil)
-  int64_t lines;       // lines per group in a plane: prod(lmax of the non-last axes)
-  int64_t ldn;         // floats between consecutive dims of a plane line (>= lmax[last] + pad)
+  int64_t dil[3];          // dilation per axis
+  int64_t lmax[3];         // ceil(extent / dilation): the length of group 0, the longest
+  int64_t groups;          // prod(dil)
+  int64_t lines;           // lines per group in a plane: prod(lmax of the non-last axes)
+  int64_t ldn;             // floats between consecutive dims of a plane line (>= lmax[last] + pad)
   const int64_t* glen[3];  // [axis][g]: length of dilation group g
   // [axis][g * lmax + i]: the window [lo, hi) of index i (queries -> keys), and the inverse
   // neighborhood [ilo, ihi) of key index j (the queries that attend it), in group coordinates.
@@ -67,15 +69,15 @@ struct Unit {
 // Plane offset of (group, line, dim d, n) = ((group * lines + line) * dim + d) * ldn + n.
 struct Planes {
   int64_t head_dim, head_dim_v;
-  float* k;                 // [dim D]
-  float* v;                 // [dim Dv]
-  float* const* q;          // per head [D], pre-multiplied by the softmax scale (backward)
-  float* const* lse;        // per head [1] (backward input)
-  float* const* dout;       // per head [Dv] (backward)
-  float* const* delta;      // per head [1]: rowsum(dO * O) (backward)
-  float* const* dq;         // per head [D] (backward output, already multiplied by scale)
-  float* dk;                // [D] (backward output)
-  float* dv;                // [Dv] (backward output)
+  float* k;             // [dim D]
+  float* v;             // [dim Dv]
+  float* const* q;      // per head [D], pre-multiplied by the softmax scale (backward)
+  float* const* lse;    // per head [1] (backward input)
+  float* const* dout;   // per head [Dv] (backward)
+  float* const* delta;  // per head [1]: rowsum(dO * O) (backward)
+  float* const* dq;     // per head [D] (backward output, already multiplied by scale)
+  float* dk;            // [D] (backward output)
+  float* dv;            // [Dv] (backward output)
   // Additional KV tokens: one line [dim][ld_add] each; nadd may be 0.
   int64_t nadd, ld_add;
   float* ak;
