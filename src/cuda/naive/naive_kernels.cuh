@@ -1,5 +1,6 @@
 // The unfused kernels: logits (QK over each query's window), softmax, weighted sum (AV) and their
-// backward. Rows of the fp32 workspace are queries of one chunk of (batch, kv-head) units, ordered
+// backward (non-template kernels are `static`: this header is included by several .cu files).
+// Rows of the fp32 workspace are queries of one chunk of (batch, kv-head) units, ordered
 // (unit, q-head-in-group, token); each row holds W = prod(window) + additional_kv slots.
 #pragma once
 
@@ -68,7 +69,7 @@ __global__ void logits_kernel(Params p, const T* q, const T* k, const T* ak, int
 
 // One warp per row: attn <- softmax(attn); lse (natural log) written when `lse` is given.
 // With `use_lse` the row is exponentiated against the given lse instead (backward recompute).
-__global__ void softmax_kernel(Params p, int64_t unit0, int64_t rows, float* attn, float* lse,
+static __global__ void softmax_kernel(Params p, int64_t unit0, int64_t rows, float* attn, float* lse,
                                const float* lse_in) {
   const int lane = threadIdx.x % 32;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
@@ -133,7 +134,7 @@ __global__ void dprob_kernel(Params p, const T* dout, const T* v, const T* av, i
 
 // One warp per row: dattn <- scale * P * (dP - sum(P * dP)), the gradient of the scaled logits'
 // dot products.
-__global__ void dlogits_kernel(Params p, int64_t rows, const float* attn, float* dattn) {
+static __global__ void dlogits_kernel(Params p, int64_t rows, const float* attn, float* dattn) {
   const int lane = threadIdx.x % 32;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
   for (int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; row < rows;
