@@ -106,8 +106,10 @@ struct Scratch {
 // Slots (of kLanes floats) per line buffered between the score and the P.V step. 192 slots hold
 // a 13x13 window in one chunk (one online-softmax rescale); S and dP of two lines take 24 KiB.
 inline constexpr int kChunkSlots = 192;
-// Pieces of a chunk, for both lines of a unit, plus slack: kChunkSlots alone overflowed the
-// pieces buffer (heap corruption on e.g. a 1-D extent 129 with window 6; tests/cpp sweep).
+// Pieces of one chunk. Each holds at least one slot, so kChunkSlots would do; the slack stays from
+// 05b0d2e, whose heap corruption came from a test build of an uncommitted two-vector experiment
+// (its kernels used a second pieces buffer the driver of that moment did not allocate). ASan on
+// kMaxPieces = kChunkSlots with buffer recycling off is clean on the tests/cpp sweeps.
 inline constexpr int kMaxPieces = 2 * kChunkSlots + 8;
 inline constexpr int64_t kPieceBytes = 32;
 
