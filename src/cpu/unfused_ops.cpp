@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "common/problem_util.h"
@@ -63,54 +64,62 @@ float dot(const auto* a, const auto* b, int64_t n) {
   return s;
 }
 
+// Per query and slot: dst[b, x, h, s] = row(b, x, h) . key_row(b, key(x, s), hk), plus
+// bias[h, rel(x, s)] when given; slots outside a causal window get `invalid`. (Logits of na_qk;
+// d_attn of na_av's backward.)
 template <typename T>
-void qk_typed(const Problem& p, const QkArgs& a) {
+void dot_with_keys(const Problem& p, const TensorView& rows, const TensorView& keys,
+                   const TensorView& dst, int64_t dim, const std::optional<TensorView>& bias,
+                   float invalid) {
   const Neighborhood nb = make_neighborhood(p);
-  const TokenLayout lq(a.q, p.rank), lk(a.k, p.rank), la(a.attn, p.rank);
-  const T* q = static_cast<const T*>(a.q.data);
-  const T* k = static_cast<const T*>(a.k.data);
+  const TokenLayout lr(rows, p.rank), lk(keys, p.rank), ld(dst, p.rank);
+  const T* rp = static_cast<const T*>(rows.data);
+  const T* kp = static_cast<const T*>(keys.data);
   const int64_t slots = slots_of(p), n = p.batch * p.tokens() * p.heads_q;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const Query qu = query_at(p, nb, i);
-    const T* qrow = q + lq.offset(qu.b, qu.x, qu.h);
-    const int64_t arow = la.offset(qu.b, qu.x, qu.h);
+    const T* row = rp + lr.offset(qu.b, qu.x, qu.h);
+    const int64_t drow = ld.offset(qu.b, qu.x, qu.h);
     for (int64_t s = 0; s < slots; ++s) {
       int64_t y[3], rel[3];
-      float logit = -std::numeric_limits<float>::infinity();
+      float value = invalid;
       if (window_slot(qu.w, s, y, rel)) {
-        logit = dot(qrow, k + lk.offset(qu.b, y, qu.hk), p.head_dim);
-        if (a.rpb) logit += load_weight(*a.rpb, bias_offset(*a.rpb, qu.h, rel, p.rank));
+        value = dot(row, kp + lk.offset(qu.b, y, qu.hk), dim);
+        if (bias) value += load_weight(*bias, bias_offset(*bias, qu.h, rel, p.rank));
       }
-      store_weight(a.attn, arow + s, logit);
+      store_weight(dst, drow + s, value);
     }
   }
 }
 
+// Per query: dst[b, x, h, :] = sum over valid slots s of weight(b, x, h, s) *
+// key_row(b, key(x, s), hk, :). (Output of na_av; dq of na_qk's backward.)
 template <typename T>
-void av_typed(const Problem& p, const AvArgs& a) {
+void gather_from_keys(const Problem& p, const TensorView& weights, const TensorView& keys,
+                      const TensorView& dst, int64_t dim) {
   const Neighborhood nb = make_neighborhood(p);
-  const TokenLayout lv(a.v, p.rank), la(a.attn, p.rank), lo(a.out, p.rank);
-  const T* v = static_cast<const T*>(a.v.data);
-  T* out = static_cast<T*>(a.out.data);
-  const int64_t slots = slots_of(p), n = p.batch * p.tokens() * p.heads_q, dv = p.head_dim_v;
+  const TokenLayout lk(keys, p.rank), lw(weights, p.rank), ld(dst, p.rank);
+  const T* kp = static_cast<const T*>(keys.data);
+  T* dp = static_cast<T*>(dst.data);
+  const int64_t slots = slots_of(p), n = p.batch * p.tokens() * p.heads_q;
 #pragma omp parallel
   {
-    std::vector<float> acc(dv);
+    std::vector<float> acc(dim);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       const Query qu = query_at(p, nb, i);
-      const int64_t arow = la.offset(qu.b, qu.x, qu.h);
+      const int64_t wrow = lw.offset(qu.b, qu.x, qu.h);
       std::fill(acc.begin(), acc.end(), 0.f);
       for (int64_t s = 0; s < slots; ++s) {
         int64_t y[3], rel[3];
         if (!window_slot(qu.w, s, y, rel)) continue;
-        const float wgt = load_weight(a.attn, arow + s);
-        const T* vrow = v + lv.offset(qu.b, y, qu.hk);
-        for (int64_t d = 0; d < dv; ++d) acc[d] += wgt * to_float(vrow[d]);
+        const float wgt = load_weight(weights, wrow + s);
+        const T* krow = kp + lk.offset(qu.b, y, qu.hk);
+        for (int64_t d = 0; d < dim; ++d) acc[d] += wgt * to_float(krow[d]);
       }
-      T* orow = out + lo.offset(qu.b, qu.x, qu.h);
-      for (int64_t d = 0; d < dv; ++d) orow[d] = from_float<T>(acc[d]);
+      T* out = dp + ld.offset(qu.b, qu.x, qu.h);
+      for (int64_t d = 0; d < dim; ++d) out[d] = from_float<T>(acc[d]);
     }
   }
 }
@@ -159,32 +168,12 @@ void scatter_to_keys(const Problem& p, const TensorView& weights, const TensorVi
 
 template <typename T>
 void qk_backward_typed(const Problem& p, const QkBackwardArgs& a) {
-  const Neighborhood nb = make_neighborhood(p);
-  const TokenLayout lk(a.k, p.rank), la(a.d_attn, p.rank), ldq(a.dq, p.rank);
-  const T* k = static_cast<const T*>(a.k.data);
-  T* dq = static_cast<T*>(a.dq.data);
-  const int64_t slots = slots_of(p), n = p.batch * p.tokens() * p.heads_q, dim = p.head_dim;
-#pragma omp parallel
-  {
-    std::vector<float> acc(dim);
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const Query qu = query_at(p, nb, i);
-      const int64_t arow = la.offset(qu.b, qu.x, qu.h);
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t s = 0; s < slots; ++s) {
-        int64_t y[3], rel[3];
-        if (!window_slot(qu.w, s, y, rel)) continue;
-        const float g = load_weight(a.d_attn, arow + s);
-        const T* krow = k + lk.offset(qu.b, y, qu.hk);
-        for (int64_t d = 0; d < dim; ++d) acc[d] += g * to_float(krow[d]);
-      }
-      T* dst = dq + ldq.offset(qu.b, qu.x, qu.h);
-      for (int64_t d = 0; d < dim; ++d) dst[d] = from_float<T>(acc[d]);
-    }
-  }
-  scatter_to_keys<T>(p, a.d_attn, a.q, a.dk, dim);
+  gather_from_keys<T>(p, a.d_attn, a.k, a.dq, p.head_dim);
+  scatter_to_keys<T>(p, a.d_attn, a.q, a.dk, p.head_dim);
   if (!a.d_rpb) return;
+  const Neighborhood nb = make_neighborhood(p);
+  const TokenLayout la(a.d_attn, p.rank);
+  const int64_t slots = slots_of(p);
   // d_rpb[h, rel] = sum over b, queries and slots with that bias index of d_attn: one head per
   // thread.
   const TensorView& g = *a.d_rpb;
@@ -224,36 +213,24 @@ void qk_backward_typed(const Problem& p, const QkBackwardArgs& a) {
 
 template <typename T>
 void av_backward_typed(const Problem& p, const AvBackwardArgs& a) {
-  const Neighborhood nb = make_neighborhood(p);
-  const TokenLayout lv(a.v, p.rank), ldo(a.d_out, p.rank), lda(a.d_attn, p.rank);
-  const T* v = static_cast<const T*>(a.v.data);
-  const T* dout = static_cast<const T*>(a.d_out.data);
-  const int64_t slots = slots_of(p), n = p.batch * p.tokens() * p.heads_q;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const Query qu = query_at(p, nb, i);
-    const T* dorow = dout + ldo.offset(qu.b, qu.x, qu.h);
-    const int64_t arow = lda.offset(qu.b, qu.x, qu.h);
-    for (int64_t s = 0; s < slots; ++s) {
-      int64_t y[3], rel[3];
-      float g = 0.f;
-      if (window_slot(qu.w, s, y, rel)) g = dot(dorow, v + lv.offset(qu.b, y, qu.hk), p.head_dim_v);
-      store_weight(a.d_attn, arow + s, g);
-    }
-  }
+  dot_with_keys<T>(p, a.d_out, a.v, a.d_attn, p.head_dim_v, std::nullopt, 0.f);
   scatter_to_keys<T>(p, a.attn, a.d_out, a.dv, p.head_dim_v);
 }
 
 }  // namespace
 
 void unfused_qk(const Problem& p, const QkArgs& a) {
-  dispatch_dtype(a.q.dtype, [&](auto tag) { qk_typed<decltype(tag)>(p, a); });
+  dispatch_dtype(a.q.dtype, [&](auto tag) {
+    dot_with_keys<decltype(tag)>(p, a.q, a.k, a.attn, p.head_dim, a.rpb,
+                                 -std::numeric_limits<float>::infinity());
+  });
 }
 void unfused_qk_backward(const Problem& p, const QkBackwardArgs& a) {
   dispatch_dtype(a.q.dtype, [&](auto tag) { qk_backward_typed<decltype(tag)>(p, a); });
 }
 void unfused_av(const Problem& p, const AvArgs& a) {
-  dispatch_dtype(a.v.dtype, [&](auto tag) { av_typed<decltype(tag)>(p, a); });
+  dispatch_dtype(a.v.dtype,
+                 [&](auto tag) { gather_from_keys<decltype(tag)>(p, a.attn, a.v, a.out, p.head_dim_v); });
 }
 void unfused_av_backward(const Problem& p, const AvBackwardArgs& a) {
   dispatch_dtype(a.v.dtype, [&](auto tag) { av_backward_typed<decltype(tag)>(p, a); });
