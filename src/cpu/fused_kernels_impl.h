@@ -293,10 +293,8 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
     for (int r = 0; r < u.nlines; ++r) {
       const v8f inv = 1.0f / l[r];
       for (int64_t d = 0; d < Dv; ++d) vstore(O[r] + d * 8, vload(O[r] + d * 8) * inv);
-      float mv[kLanes], lv[kLanes], lse[kLanes];
-      vstore(mv, m[r]);
-      vstore(lv, l[r]);
-      for (int k = 0; k < kLanes; ++k) lse[k] = mv[k] + __builtin_logf(lv[k]);
+      float lse[kLanes];
+      vstore(lse, m[r] + vlog(l[r]));
       P.store_out(P.io, u.head, u.group, u.line[r], n0, ln.valid, O[r], lse);
     }
   }

@@ -68,6 +68,35 @@ inline v8f vexp(v8f x) {
   return x < lo ? vsplat(0.0f) : res;
 }
 
+// ln(x) per lane for normal x > 0 (Cephes logf polynomial, ~1 ulp); the forward's lse = m + ln(l)
+// with l >= 1. One libm logf per lane cost ~2% of a 13x13 forward.
+inline v8f vlog(v8f x) {
+  v8i bits;
+  __builtin_memcpy(&bits, &x, sizeof bits);
+  v8i e = ((bits >> 23) & 0xff) - 126;
+  const v8i mbits = (bits & 0x007fffff) | 0x3f000000;  // mantissa f in [0.5, 1)
+  v8f f;
+  __builtin_memcpy(&f, &mbits, sizeof f);
+  const v8i small = f < 0.707106781186547524f;  // -1 where f < sqrt(1/2): use 2f, e - 1
+  e = e + small;
+  f = (small ? f + f : f) - 1.0f;
+  const v8f ef = __builtin_convertvector(e, v8f);
+  const v8f z = f * f;
+  v8f y = vsplat(7.0376836292e-2f);
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * z;
+  y = y + ef * -2.12194440e-4f;
+  y = y - 0.5f * z;
+  return f + y + ef * 0.693359375f;
+}
+
 // ---- dot ---------------------------------------------------------------------------------------
 template <bool Shift, int R, int N>
 inline void dot_block(const float* const* a, int64_t lda, const float* b, int64_t ldb, int64_t dim,
