@@ -250,6 +250,8 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
           dot_piece(pc, ln, qa, kLanes, P.k + pc.row * D * ldn + pc.pos0, ldn, D, S, true);
       }
       // Online softmax: new running max, rescale the sums and accumulators, probabilities in S.
+      // e^(s - m) = 2^(s log2(e) - m log2(e)): one FMA of range reduction, and a slot whose
+      // score is the max gets exactly 1 (lse = m + ln(l) then matches the backward's logits).
       for (int r = 0; r < u.nlines; ++r) {
         v8f mx = m[r];
         for (int i = 0; i < c.np; ++i) {
@@ -259,14 +261,15 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
           for (int64_t o = 0; o < pc.cnt; ++o) mx = vmax(mx, vload(s + o * 8));
         }
         const v8f muse = mx == vsplat(kNegInf) ? v8f{} : mx;
-        const v8f alpha = vexp(m[r] - muse);
+        const v8f alpha = vexp2_nonpos((m[r] - muse) * kLog2e);
+        const v8f muse2 = muse * kLog2e;
         v8f sum = l[r] * alpha;
         for (int i = 0; i < c.np; ++i) {
           const Piece& pc = c.pieces[i];
           if (!(pc.mask & (1 << r))) continue;
           float* s = S[r] + pc.slot * 8;
           for (int64_t o = 0; o < pc.cnt; ++o) {
-            const v8f e = vexp(vload(s + o * 8) - muse);
+            const v8f e = vexp2_nonpos(vload(s + o * 8) * kLog2e - muse2);
             vstore(s + o * 8, e);
             sum += e;
           }
