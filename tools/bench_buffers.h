@@ -28,8 +28,12 @@ struct HostTensor {
   std::vector<float> values;
 };
 
-inline uint16_t to_bits(float x, DType d) { return d == DType::kFloat16 ? float_to_half(x) : float_to_bf16(x); }
-inline float from_bits(uint16_t b, DType d) { return d == DType::kFloat16 ? half_to_float(b) : bf16_to_float(b); }
+inline uint16_t to_bits(float x, DType d) {
+  return d == DType::kFloat16 ? float_to_half(x) : float_to_bf16(x);
+}
+inline float from_bits(uint16_t b, DType d) {
+  return d == DType::kFloat16 ? half_to_float(b) : bf16_to_float(b);
+}
 
 inline HostTensor random_tensor(std::vector<int64_t> shape, DType dtype, std::mt19937_64& rng) {
   HostTensor t;
@@ -105,12 +109,15 @@ struct Problem {
   }
 
   void run_reference(bool backward) {
-    auto vals = [](HostTensor& t) { return TensorView::contiguous(t.values.data(), DType::kFloat32, t.shape); };
+    auto vals = [](HostTensor& t) {
+      return TensorView::contiguous(t.values.data(), DType::kFloat32, t.shape);
+    };
     out.assign(TensorView::contiguous(nullptr, DType::kFloat32, out_shape(p)).numel(), 0.f);
     lse.assign(TensorView::contiguous(nullptr, DType::kFloat32, lse_shape(p)).numel(), 0.f);
     Options ref;
     ref.backend = Backend::kReference;
-    ForwardArgs f{vals(q), vals(k), vals(v), view(out, out_shape(p)), view(lse, lse_shape(p)), {}, {}};
+    ForwardArgs f{vals(q), vals(k), vals(v), view(out, out_shape(p)), view(lse, lse_shape(p)),
+                  {},      {}};
     if (p.additional_kv) {
       f.additional_k = vals(ak);
       f.additional_v = vals(av);
@@ -120,8 +127,9 @@ struct Problem {
     dq.assign(q.values.size(), 0.f);
     dk.assign(k.values.size(), 0.f);
     dv.assign(v.values.size(), 0.f);
-    BackwardArgs b{vals(q), vals(k), vals(v), f.out, *f.lse, vals(dout), view(dq, q.shape),
-                   view(dk, k.shape), view(dv, v.shape), {}, {}, {}, {}};
+    BackwardArgs b{
+        vals(q),           vals(k),           vals(v), f.out, *f.lse, vals(dout), view(dq, q.shape),
+        view(dk, k.shape), view(dv, v.shape), {},      {},    {},     {}};
     if (p.additional_kv) {
       dak.assign(ak.values.size(), 0.f);
       dav.assign(av.values.size(), 0.f);
@@ -233,8 +241,8 @@ class Run {
       e.gradient = std::max({rel_error(download(dq_), io_.dq), rel_error(download(dk_), io_.dk),
                              rel_error(download(dv_), io_.dv)});
       if (io_.p.additional_kv)
-        e.gradient = std::max({e.gradient, rel_error(download(dak_), io_.dak),
-                               rel_error(download(dav_), io_.dav)});
+        e.gradient = std::max(
+            {e.gradient, rel_error(download(dak_), io_.dak), rel_error(download(dav_), io_.dav)});
     }
     return e;
   }

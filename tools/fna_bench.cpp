@@ -1,14 +1,13 @@
 // fna-bench: runs one neighborhood-attention problem on chosen backends and prints a table (median
 // time, effective GFLOP/s over attended pairs only, error against `reference`).
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -28,7 +27,8 @@ std::vector<int64_t> parse_list(const std::string& flag, const std::string& text
   size_t pos = 0;
   while (pos <= text.size()) {
     const size_t comma = text.find(',', pos);
-    const std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    const std::string item =
+        text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     try {
       size_t used = 0;
       out.push_back(std::stoll(item, &used));
@@ -46,8 +46,9 @@ std::vector<int64_t> parse_list(const std::string& flag, const std::string& text
 std::array<int64_t, 3> per_axis(const std::string& flag, const std::string& text, int rank) {
   const std::vector<int64_t> v = parse_list(flag, text);
   if (v.size() != 1 && static_cast<int>(v.size()) != rank)
-    throw CLI::ValidationError(flag, "has " + std::to_string(v.size()) + " entries but --extent has rank " +
-                                         std::to_string(rank) + ": give 1 or " + std::to_string(rank));
+    throw CLI::ValidationError(flag, "has " + std::to_string(v.size()) +
+                                         " entries but --extent has rank " + std::to_string(rank) +
+                                         ": give 1 or " + std::to_string(rank));
   std::array<int64_t, 3> out{1, 1, 1};
   for (int r = 0; r < rank; ++r) out[r] = v.size() == 1 ? v[0] : v[r];
   return out;
@@ -78,9 +79,10 @@ struct Result {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"fna-bench: neighborhood attention on chosen backends (time, effective GFLOP/s, "
-               "error vs reference). With no arguments it runs a built-in default problem on "
-               "every available backend, forward and backward, with verification."};
+  CLI::App app{
+      "fna-bench: neighborhood attention on chosen backends (time, effective GFLOP/s, "
+      "error vs reference). With no arguments it runs a built-in default problem on "
+      "every available backend, forward and backward, with verification."};
   std::string extent = "64,64", window = "13", stride = "1", dilation = "1", causal = "0";
   std::string dtype_s = "fp32", backends_s = "all", device_s = "auto";
   int64_t batch = 1, heads = 8, heads_kv = 0, head_dim = 64, head_dim_v = 0, additional = 0;
@@ -88,8 +90,10 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   bool backward = false, verify = false, json = false;
   double scale = 0;
-  app.add_option("--extent", extent, "grid extents, comma-separated; rank from the count")->capture_default_str();
-  app.add_option("--window", window, "window per axis (one value broadcasts)")->capture_default_str();
+  app.add_option("--extent", extent, "grid extents, comma-separated; rank from the count")
+      ->capture_default_str();
+  app.add_option("--window", window, "window per axis (one value broadcasts)")
+      ->capture_default_str();
   app.add_option("--stride", stride, "stride per axis")->capture_default_str();
   app.add_option("--dilation", dilation, "dilation per axis")->capture_default_str();
   app.add_option("--causal", causal, "causal flag per axis, 0 or 1")->capture_default_str();
@@ -98,15 +102,24 @@ int main(int argc, char** argv) {
   app.add_option("--heads-kv", heads_kv, "key/value heads (default: --heads)");
   app.add_option("--head-dim", head_dim, "head dim of q and k")->capture_default_str();
   app.add_option("--head-dim-v", head_dim_v, "head dim of v (default: --head-dim)");
-  app.add_option("--additional-kv", additional, "additional KV tokens attended by every query")->capture_default_str();
+  app.add_option("--additional-kv", additional, "additional KV tokens attended by every query")
+      ->capture_default_str();
   app.add_option("--scale", scale, "softmax scale (default head_dim^-0.5)");
-  app.add_option("--dtype", dtype_s, "fp32|fp16|bf16")->capture_default_str()->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
+  app.add_option("--dtype", dtype_s, "fp32|fp16|bf16")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
   app.add_option("--backend", backends_s, "NAME[,NAME...] or all")->capture_default_str();
-  app.add_option("--device", device_s, "cpu|cuda|auto: where tensors live (auto: by backend)")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--device", device_s, "cpu|cuda|auto: where tensors live (auto: by backend)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_flag("--backward", backward, "also time the backward pass");
-  app.add_option("--warmup", warmup, "warm-up runs")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--iters", iters, "timed runs (median reported)")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_flag("--verify", verify, "compare with `reference` on the same inputs; exit 1 on failure");
+  app.add_option("--warmup", warmup, "warm-up runs")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--iters", iters, "timed runs (median reported)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--verify", verify,
+               "compare with `reference` on the same inputs; exit 1 on failure");
   app.add_flag("--json", json, "one JSON object per backend on stdout instead of the table");
   app.add_option("--seed", seed, "random seed of the inputs")->capture_default_str();
   if (argc == 1) {  // the built-in default problem
@@ -121,7 +134,8 @@ int main(int argc, char** argv) {
   try {
     const std::vector<int64_t> ext = parse_list("--extent", extent);
     if (ext.empty() || ext.size() > 3)
-      throw CLI::ValidationError("--extent", "has " + std::to_string(ext.size()) + " entries: rank must be 1, 2 or 3");
+      throw CLI::ValidationError(
+          "--extent", "has " + std::to_string(ext.size()) + " entries: rank must be 1, 2 or 3");
     p.rank = static_cast<int>(ext.size());
     for (int r = 0; r < p.rank; ++r) p.extent[r] = ext[r];
     p.window = per_axis("--window", window, p.rank);
@@ -144,7 +158,8 @@ int main(int argc, char** argv) {
     if (backends_s == "all") {
       backends = fna::compiled_backends();
     } else {
-      for (const auto& name : CLI::detail::split(backends_s, ',')) backends.push_back(fna::parse_backend(name));
+      for (const auto& name : CLI::detail::split(backends_s, ','))
+        backends.push_back(fna::parse_backend(name));
     }
   } catch (const CLI::Error& e) {
     return app.exit(e);
@@ -198,7 +213,8 @@ int main(int argc, char** argv) {
         const fna::bench::Errors e = run.errors_vs_reference(backward);
         r.verified = true;
         r.max_error = std::max(e.forward, e.gradient);
-        r.passed = e.forward <= tolerance(dtype, b, false) && e.gradient <= tolerance(dtype, b, true);
+        r.passed =
+            e.forward <= tolerance(dtype, b, false) && e.gradient <= tolerance(dtype, b, true);
         if (!r.passed) {
           any_fail = true;
           r.note = "error above tolerance (fwd " + std::to_string(e.forward) + ", grad " +
@@ -224,7 +240,8 @@ int main(int argc, char** argv) {
       j["fwd_ms"] = r.ran ? nlohmann::json(r.fwd_ms) : nlohmann::json(nullptr);
       j["bwd_ms"] = r.ran && backward ? nlohmann::json(r.bwd_ms) : nlohmann::json(nullptr);
       j["fwd_gflops"] = r.ran ? nlohmann::json(ffl / (r.fwd_ms * 1e6)) : nlohmann::json(nullptr);
-      j["bwd_gflops"] = r.ran && backward ? nlohmann::json(bfl / (r.bwd_ms * 1e6)) : nlohmann::json(nullptr);
+      j["bwd_gflops"] =
+          r.ran && backward ? nlohmann::json(bfl / (r.bwd_ms * 1e6)) : nlohmann::json(nullptr);
       j["max_error"] = r.verified ? nlohmann::json(r.max_error) : nlohmann::json(nullptr);
       j["passed"] = r.passed;
       if (!r.note.empty()) j["note"] = r.note;
@@ -232,7 +249,8 @@ int main(int argc, char** argv) {
     }
   } else {
     std::printf("problem: %s dtype=%s density=%.4f fwd=%.3f GFLOP bwd=%.3f GFLOP\n",
-                p.to_string().c_str(), fna::dtype_name(dtype), fna::density(p), ffl * 1e-9, bfl * 1e-9);
+                p.to_string().c_str(), fna::dtype_name(dtype), fna::density(p), ffl * 1e-9,
+                bfl * 1e-9);
     std::printf("%-12s %10s %10s %10s %10s %10s  %s\n", "backend", "fwd_ms", "fwd_GF/s", "bwd_ms",
                 "bwd_GF/s", "error", "status");
     for (const Result& r : results) {
@@ -243,12 +261,16 @@ int main(int argc, char** argv) {
       }
       char err[32] = "-";
       if (r.verified) std::snprintf(err, sizeof err, "%.2e", r.max_error);
-      std::printf("%-12s %10.3f %10.2f ", fna::backend_name(r.backend), r.fwd_ms, ffl / (r.fwd_ms * 1e6));
+      std::printf("%-12s %10.3f %10.2f ", fna::backend_name(r.backend), r.fwd_ms,
+                  ffl / (r.fwd_ms * 1e6));
       if (backward)
         std::printf("%10.3f %10.2f ", r.bwd_ms, bfl / (r.bwd_ms * 1e6));
       else
         std::printf("%10s %10s ", "-", "-");
-      std::printf("%10s  %s\n", err, !r.verified ? "ok" : r.passed ? "pass" : ("FAIL: " + r.note).c_str());
+      std::printf("%10s  %s\n", err,
+                  !r.verified ? "ok"
+                  : r.passed  ? "pass"
+                              : ("FAIL: " + r.note).c_str());
     }
   }
   return any_fail ? 1 : 0;

@@ -13,12 +13,12 @@ namespace fna {
 inline constexpr int kMaxRank = 3;
 
 struct Problem {
-  int rank = 1;              // spatial rank, 1..3
-  int64_t batch = 1;         // B
-  int64_t heads_q = 1;       // Hq
-  int64_t heads_kv = 1;      // Hkv; Hq must be a multiple (GQA/MQA)
-  int64_t head_dim = 64;     // D (q, k)
-  int64_t head_dim_v = 64;   // Dv (v, out)
+  int rank = 1;             // spatial rank, 1..3
+  int64_t batch = 1;        // B
+  int64_t heads_q = 1;      // Hq
+  int64_t heads_kv = 1;     // Hkv; Hq must be a multiple (GQA/MQA)
+  int64_t head_dim = 64;    // D (q, k)
+  int64_t head_dim_v = 64;  // Dv (v, out)
   // Per spatial axis (only the first `rank` entries are used).
   std::array<int64_t, kMaxRank> extent{1, 1, 1};    // L
   std::array<int64_t, kMaxRank> window{1, 1, 1};    // K

@@ -200,10 +200,10 @@ NB_MODULE(_C, m) {
   m.def("backward", &backward, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
         nb::arg("lse"), nb::arg("dout"), nb::arg("dq"), nb::arg("dk"), nb::arg("dv"),
         nb::arg("additional_k").none(), nb::arg("additional_v").none(),
-        nb::arg("d_additional_k").none(), nb::arg("d_additional_v").none(),
-        nb::arg("kernel_size"), nb::arg("stride"), nb::arg("dilation"), nb::arg("is_causal"),
-        nb::arg("scale").none(), nb::arg("backend") = "auto", nb::arg("stream") = 0,
-        nb::arg("deterministic") = false, "Writes dq, dk, dv (and the additional KV gradients).");
+        nb::arg("d_additional_k").none(), nb::arg("d_additional_v").none(), nb::arg("kernel_size"),
+        nb::arg("stride"), nb::arg("dilation"), nb::arg("is_causal"), nb::arg("scale").none(),
+        nb::arg("backend") = "auto", nb::arg("stream") = 0, nb::arg("deterministic") = false,
+        "Writes dq, dk, dv (and the additional KV gradients).");
   m.def("backend_unavailable_reason", &backend_unavailable_reason, nb::arg("backend"),
         nb::arg("dtype"), nb::arg("device_type"), nb::arg("device_index"), nb::arg("rank"),
         nb::arg("head_dim"));

@@ -7,9 +7,12 @@ namespace detail {
 
 const BackendImpl* find_backend(Backend id) {
   switch (id) {
-    case Backend::kReference: return &reference_backend();
-    case Backend::kCpu: return &cpu_backend();
-    case Backend::kAuto: return nullptr;
+    case Backend::kReference:
+      return &reference_backend();
+    case Backend::kCpu:
+      return &cpu_backend();
+    case Backend::kAuto:
+      return nullptr;
     default:
 #if defined(FNA_WITH_CUDA)
       return cuda_backend(id);
@@ -83,13 +86,15 @@ Backend resolve_backend(const Problem& p, DType dtype, const Device& device, Bac
 
 void forward(const Problem& p, const ForwardArgs& args, const Options& options) {
   validate_forward(p, args);
-  const detail::BackendImpl& impl = checked_backend(options.backend, p, args.q.dtype, args.q.device);
+  const detail::BackendImpl& impl =
+      checked_backend(options.backend, p, args.q.dtype, args.q.device);
   impl.forward(p, args, options);
 }
 
 void backward(const Problem& p, const BackwardArgs& args, const Options& options) {
   validate_backward(p, args);
-  const detail::BackendImpl& impl = checked_backend(options.backend, p, args.q.dtype, args.q.device);
+  const detail::BackendImpl& impl =
+      checked_backend(options.backend, p, args.q.dtype, args.q.device);
   impl.backward(p, args, options);
 }
 

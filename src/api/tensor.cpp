@@ -10,9 +10,12 @@ int dtype_size(DType dtype) { return dtype == DType::kFloat32 ? 4 : 2; }
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "fp32";
-    case DType::kFloat16: return "fp16";
-    case DType::kBFloat16: return "bf16";
+    case DType::kFloat32:
+      return "fp32";
+    case DType::kFloat16:
+      return "fp16";
+    case DType::kBFloat16:
+      return "bf16";
   }
   return "?";
 }
@@ -58,13 +61,20 @@ TensorView TensorView::contiguous(void* data, DType dtype, std::vector<int64_t> 
 
 const char* backend_name(Backend backend) {
   switch (backend) {
-    case Backend::kAuto: return "auto";
-    case Backend::kReference: return "reference";
-    case Backend::kCpu: return "cpu";
-    case Backend::kCudaNaive: return "cuda-naive";
-    case Backend::kCudaGemm: return "cuda-gemm";
-    case Backend::kCudaFused: return "cuda-fused";
-    case Backend::kCudaHopper: return "cuda-hopper";
+    case Backend::kAuto:
+      return "auto";
+    case Backend::kReference:
+      return "reference";
+    case Backend::kCpu:
+      return "cpu";
+    case Backend::kCudaNaive:
+      return "cuda-naive";
+    case Backend::kCudaGemm:
+      return "cuda-gemm";
+    case Backend::kCudaFused:
+      return "cuda-fused";
+    case Backend::kCudaHopper:
+      return "cuda-hopper";
   }
   return "?";
 }

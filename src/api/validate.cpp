@@ -21,9 +21,7 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return os.str();
 }
 
-[[noreturn]] void fail(const std::string& msg, ErrorKind kind) {
-  throw Error(kind, "fna: " + msg);
-}
+[[noreturn]] void fail(const std::string& msg, ErrorKind kind) { throw Error(kind, "fna: " + msg); }
 
 void check_positive(const char* name, int64_t v) {
   if (v < 1) fail(std::string("problem.") + name + " = " + std::to_string(v) + ": must be >= 1");
@@ -149,23 +147,27 @@ void check_no_overlap(const std::vector<Named>& outputs, const std::vector<Named
              "' in memory: outputs must not alias inputs");
     for (size_t j = 0; j < i; ++j)
       if (overlaps(*outputs[i].view, *outputs[j].view))
-        fail(std::string("argument '") + outputs[i].name + "' overlaps output '" +
-             outputs[j].name + "' in memory: outputs must be disjoint");
+        fail(std::string("argument '") + outputs[i].name + "' overlaps output '" + outputs[j].name +
+             "' in memory: outputs must be disjoint");
   }
 }
 
 void check_additional(const Problem& p, const std::optional<TensorView>& ak,
                       const std::optional<TensorView>& av, const char* kname, const char* vname) {
   if (p.additional_kv > 0) {
-    if (!ak) fail(std::string("argument '") + kname + "' is missing: problem.additional_kv = " +
-                  std::to_string(p.additional_kv) + " needs it");
-    if (!av) fail(std::string("argument '") + vname + "' is missing: problem.additional_kv = " +
-                  std::to_string(p.additional_kv) + " needs it");
+    if (!ak)
+      fail(std::string("argument '") + kname + "' is missing: problem.additional_kv = " +
+           std::to_string(p.additional_kv) + " needs it");
+    if (!av)
+      fail(std::string("argument '") + vname + "' is missing: problem.additional_kv = " +
+           std::to_string(p.additional_kv) + " needs it");
   } else {
-    if (ak) fail(std::string("argument '") + kname +
-                 "' was given but problem.additional_kv = 0: set additional_kv to its token count");
-    if (av) fail(std::string("argument '") + vname +
-                 "' was given but problem.additional_kv = 0: set additional_kv to its token count");
+    if (ak)
+      fail(std::string("argument '") + kname +
+           "' was given but problem.additional_kv = 0: set additional_kv to its token count");
+    if (av)
+      fail(std::string("argument '") + vname +
+           "' was given but problem.additional_kv = 0: set additional_kv to its token count");
   }
 }
 
@@ -259,8 +261,8 @@ void validate_backward(const Problem& p, const BackwardArgs& a) {
     check_view("d_additional_k", *a.d_additional_k, additional_shape(p, p.head_dim), kl);
     check_view("d_additional_v", *a.d_additional_v, additional_shape(p, p.head_dim_v), vl);
   }
-  std::vector<Named> inputs{{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"out", &a.out},
-                            {"lse", &a.lse}, {"dout", &a.dout}};
+  std::vector<Named> inputs{{"q", &a.q},     {"k", &a.k},     {"v", &a.v},
+                            {"out", &a.out}, {"lse", &a.lse}, {"dout", &a.dout}};
   std::vector<Named> outputs{{"dq", &a.dq}, {"dk", &a.dk}, {"dv", &a.dv}};
   if (p.additional_kv > 0) {
     inputs.push_back({"additional_k", &*a.additional_k});

@@ -33,7 +33,9 @@ struct AxisRange {
   FNA_HD int64_t size() const { return end - start; }
 };
 
-FNA_HD int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+FNA_HD int64_t floor_div(int64_t a, int64_t b) {
+  return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
+}
 FNA_HD int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
 FNA_HD int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 FNA_HD int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }

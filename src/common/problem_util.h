@@ -27,10 +27,18 @@ inline std::vector<int64_t> token_shape(const Problem& p, int64_t heads, int64_t
   if (dim > 0) s.push_back(dim);
   return s;
 }
-inline std::vector<int64_t> q_shape(const Problem& p) { return token_shape(p, p.heads_q, p.head_dim); }
-inline std::vector<int64_t> k_shape(const Problem& p) { return token_shape(p, p.heads_kv, p.head_dim); }
-inline std::vector<int64_t> v_shape(const Problem& p) { return token_shape(p, p.heads_kv, p.head_dim_v); }
-inline std::vector<int64_t> out_shape(const Problem& p) { return token_shape(p, p.heads_q, p.head_dim_v); }
+inline std::vector<int64_t> q_shape(const Problem& p) {
+  return token_shape(p, p.heads_q, p.head_dim);
+}
+inline std::vector<int64_t> k_shape(const Problem& p) {
+  return token_shape(p, p.heads_kv, p.head_dim);
+}
+inline std::vector<int64_t> v_shape(const Problem& p) {
+  return token_shape(p, p.heads_kv, p.head_dim_v);
+}
+inline std::vector<int64_t> out_shape(const Problem& p) {
+  return token_shape(p, p.heads_q, p.head_dim_v);
+}
 inline std::vector<int64_t> lse_shape(const Problem& p) { return token_shape(p, p.heads_q, 0); }
 inline std::vector<int64_t> additional_shape(const Problem& p, int64_t dim) {
   return {p.batch, p.additional_kv, p.heads_kv, dim};

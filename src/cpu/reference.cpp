@@ -44,9 +44,16 @@ struct Inputs {
 
   Inputs(const Problem& prob, const TensorView& tq, const TensorView& tk, const TensorView& tv,
          const std::optional<TensorView>& tak, const std::optional<TensorView>& tav)
-      : p(prob), nb(make_neighborhood(prob)), lq(tq, prob.rank), lk(tk, prob.rank),
-        lv(tv, prob.rank), q(static_cast<const T*>(tq.data)), k(static_cast<const T*>(tk.data)),
-        v(static_cast<const T*>(tv.data)), ak(nullptr), av(nullptr) {
+      : p(prob),
+        nb(make_neighborhood(prob)),
+        lq(tq, prob.rank),
+        lk(tk, prob.rank),
+        lv(tv, prob.rank),
+        q(static_cast<const T*>(tq.data)),
+        k(static_cast<const T*>(tk.data)),
+        v(static_cast<const T*>(tv.data)),
+        ak(nullptr),
+        av(nullptr) {
     if (tak) {
       lak = TokenLayout(*tak, 1);
       lav = TokenLayout(*tav, 1);
@@ -118,7 +125,8 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
             acc[d] += prob[j] * static_cast<double>(to_float(vrow[d]));
         }
         T* orow = out + lo.offset(b, x, h);
-        for (int64_t d = 0; d < p.head_dim_v; ++d) orow[d] = from_float<T>(static_cast<float>(acc[d]));
+        for (int64_t d = 0; d < p.head_dim_v; ++d)
+          orow[d] = from_float<T>(static_cast<float>(acc[d]));
         if (lse) lse[ll.offset(b, x, h)] = static_cast<float>(l);
       }
     }
@@ -133,9 +141,11 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
   const double scale = p.effective_scale();
   // dK / dV accumulate over queries in float64, indexed [b][token or add][hkv][d].
   const int64_t nk = tokens + nadd;
-  std::vector<double> dk(p.batch * nk * p.heads_kv * D, 0.0), dv(p.batch * nk * p.heads_kv * Dv, 0.0);
+  std::vector<double> dk(p.batch * nk * p.heads_kv * D, 0.0),
+      dv(p.batch * nk * p.heads_kv * Dv, 0.0);
   auto kv_index = [&](int64_t b, const KeyList& keys, int64_t j, int64_t hk) {
-    const int64_t tok = j < keys.count ? in.nb.token(&keys.coords[j * p.rank]) : tokens + (j - keys.count);
+    const int64_t tok =
+        j < keys.count ? in.nb.token(&keys.coords[j * p.rank]) : tokens + (j - keys.count);
     return (b * nk + tok) * p.heads_kv + hk;
   };
   // Serial over everything that writes dk / dv; the work is small on the problems it checks.
@@ -196,8 +206,10 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
           dkrow = static_cast<T*>(a.d_additional_k->data) + ldak.offset(b, &n, hk);
           dvrow = static_cast<T*>(a.d_additional_v->data) + ldav.offset(b, &n, hk);
         }
-        for (int64_t d = 0; d < D; ++d) dkrow[d] = from_float<T>(static_cast<float>(dk[kv * D + d]));
-        for (int64_t d = 0; d < Dv; ++d) dvrow[d] = from_float<T>(static_cast<float>(dv[kv * Dv + d]));
+        for (int64_t d = 0; d < D; ++d)
+          dkrow[d] = from_float<T>(static_cast<float>(dk[kv * D + d]));
+        for (int64_t d = 0; d < Dv; ++d)
+          dvrow[d] = from_float<T>(static_cast<float>(dv[kv * Dv + d]));
       }
 }
 

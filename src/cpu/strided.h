@@ -24,19 +24,28 @@ inline float to_float(BFloat16 h) { return bf16_to_float(h.bits); }
 template <typename T>
 T from_float(float x);
 template <>
-inline float from_float<float>(float x) { return x; }
+inline float from_float<float>(float x) {
+  return x;
+}
 template <>
-inline Half from_float<Half>(float x) { return Half{float_to_half(x)}; }
+inline Half from_float<Half>(float x) {
+  return Half{float_to_half(x)};
+}
 template <>
-inline BFloat16 from_float<BFloat16>(float x) { return BFloat16{float_to_bf16(x)}; }
+inline BFloat16 from_float<BFloat16>(float x) {
+  return BFloat16{float_to_bf16(x)};
+}
 
 // Calls f(T{}) with T the storage type of `dtype`.
 template <typename F>
 decltype(auto) dispatch_dtype(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::kFloat32: return f(float{});
-    case DType::kFloat16: return f(Half{});
-    case DType::kBFloat16: return f(BFloat16{});
+    case DType::kFloat32:
+      return f(float{});
+    case DType::kFloat16:
+      return f(Half{});
+    case DType::kBFloat16:
+      return f(BFloat16{});
   }
   throw Error(ErrorKind::kTypeError, "fna: unknown dtype");
 }

@@ -229,8 +229,9 @@ void unfused_qk_backward(const Problem& p, const QkBackwardArgs& a) {
   dispatch_dtype(a.q.dtype, [&](auto tag) { qk_backward_typed<decltype(tag)>(p, a); });
 }
 void unfused_av(const Problem& p, const AvArgs& a) {
-  dispatch_dtype(a.v.dtype,
-                 [&](auto tag) { gather_from_keys<decltype(tag)>(p, a.attn, a.v, a.out, p.head_dim_v); });
+  dispatch_dtype(a.v.dtype, [&](auto tag) {
+    gather_from_keys<decltype(tag)>(p, a.attn, a.v, a.out, p.head_dim_v);
+  });
 }
 void unfused_av_backward(const Problem& p, const AvBackwardArgs& a) {
   dispatch_dtype(a.v.dtype, [&](auto tag) { av_backward_typed<decltype(tag)>(p, a); });

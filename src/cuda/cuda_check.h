@@ -7,12 +7,12 @@
 
 #include "fna/error.h"
 
-#define FNA_CUDA_CHECK(expr)                                                                  \
-  do {                                                                                        \
-    const cudaError_t fna_err_ = (expr);                                                      \
-    if (fna_err_ != cudaSuccess)                                                              \
-      throw ::fna::Error(::fna::ErrorKind::kRuntime,                                          \
+#define FNA_CUDA_CHECK(expr)                                                                   \
+  do {                                                                                         \
+    const cudaError_t fna_err_ = (expr);                                                       \
+    if (fna_err_ != cudaSuccess)                                                               \
+      throw ::fna::Error(::fna::ErrorKind::kRuntime,                                           \
                          std::string("fna: CUDA error ") + cudaGetErrorName(fna_err_) + " (" + \
-                             cudaGetErrorString(fna_err_) + ") at " __FILE__ ":" +            \
-                             std::to_string(__LINE__) + " in " #expr);                        \
+                             cudaGetErrorString(fna_err_) + ") at " __FILE__ ":" +             \
+                             std::to_string(__LINE__) + " in " #expr);                         \
   } while (0)

@@ -316,8 +316,8 @@ fna::Problem problem(std::vector<int64_t> extent, std::vector<int64_t> window, i
 
 void expect_pass(const Case& c) {
   // A reduced build (FNA_HEAD_DIMS / FNA_DTYPES) lacks some instances: say so, don't fail.
-  const std::string why = fna::backend_unavailable_reason(
-      fna::Backend::kCudaFused, c.p, c.dtype, fna::Device{fna::DeviceType::kCUDA, 0});
+  const std::string why = fna::backend_unavailable_reason(fna::Backend::kCudaFused, c.p, c.dtype,
+                                                          fna::Device{fna::DeviceType::kCUDA, 0});
   if (why.find("not compiled") != std::string::npos) {
     std::printf("skipped (%s): %s\n", why.c_str(), describe(c).c_str());
     return;

@@ -100,25 +100,29 @@ void backward_typed(const Problem& pr, const BackwardArgs& a, cudaStream_t strea
   float *attn = ws.ptr, *dattn = ws.ptr + chunk_elems;
   for (int64_t u0 = 0; u0 < units; u0 += chunk) {
     const int64_t n_units = std::min(chunk, units - u0), rows = n_units * rows_per_unit;
-    logits_kernel<T><<<grid_for(rows * p.slots), kThreads, 0, stream>>>(p, q, k, ak, u0, rows, attn);
+    logits_kernel<T>
+        <<<grid_for(rows * p.slots), kThreads, 0, stream>>>(p, q, k, ak, u0, rows, attn);
     FNA_CUDA_CHECK(cudaGetLastError());
     softmax_kernel<<<grid_for(rows * 32), kThreads, 0, stream>>>(
         p, u0, rows, attn, nullptr, static_cast<const float*>(a.lse.data));
     FNA_CUDA_CHECK(cudaGetLastError());
-    dprob_kernel<T><<<grid_for(rows * p.slots), kThreads, 0, stream>>>(p, dout, v, av, u0, rows, dattn);
+    dprob_kernel<T>
+        <<<grid_for(rows * p.slots), kThreads, 0, stream>>>(p, dout, v, av, u0, rows, dattn);
     FNA_CUDA_CHECK(cudaGetLastError());
     dlogits_kernel<<<grid_for(rows * 32), kThreads, 0, stream>>>(p, rows, attn, dattn);
     FNA_CUDA_CHECK(cudaGetLastError());
-    dq_kernel<T><<<grid_for(rows * p.head_dim), kThreads, 0, stream>>>(
-        p, dattn, k, ak, u0, rows, static_cast<T*>(a.dq.data));
+    dq_kernel<T><<<grid_for(rows * p.head_dim), kThreads, 0, stream>>>(p, dattn, k, ak, u0, rows,
+                                                                       static_cast<T*>(a.dq.data));
     FNA_CUDA_CHECK(cudaGetLastError());
     const int64_t dims = p.head_dim + p.head_dim_v;
     dkv_kernel<T><<<grid_for(n_units * p.tokens * dims), kThreads, 0, stream>>>(
-        p, attn, dattn, q, dout, u0, n_units, static_cast<T*>(a.dk.data), static_cast<T*>(a.dv.data));
+        p, attn, dattn, q, dout, u0, n_units, static_cast<T*>(a.dk.data),
+        static_cast<T*>(a.dv.data));
     FNA_CUDA_CHECK(cudaGetLastError());
     if (pr.additional_kv) {
-      dkv_additional_kernel<T><<<grid_for(n_units * pr.additional_kv * dims), kThreads, 0, stream>>>(
-          p, attn, dattn, q, dout, u0, n_units, dak, dav);
+      dkv_additional_kernel<T>
+          <<<grid_for(n_units * pr.additional_kv * dims), kThreads, 0, stream>>>(
+              p, attn, dattn, q, dout, u0, n_units, dak, dav);
       FNA_CUDA_CHECK(cudaGetLastError());
     }
   }

@@ -34,11 +34,11 @@ struct Layout {
 struct Params {
   Neighborhood nb;
   int64_t batch, tokens, heads_q, heads_kv, head_dim, head_dim_v, additional_kv;
-  int64_t slots;       // W = prod(window) + additional_kv
-  int64_t window[3];   // per-axis window (1 on unused axes)
+  int64_t slots;      // W = prod(window) + additional_kv
+  int64_t window[3];  // per-axis window (1 on unused axes)
   float scale;
-  Layout q, k, v, out, lse, ak, av;           // forward
-  Layout dout, dq, dk, dv, dak, dav;          // backward
+  Layout q, k, v, out, lse, ak, av;   // forward
+  Layout dout, dq, dk, dv, dak, dav;  // backward
 };
 
 // Key coordinates of window slot `slot` (< prod(window)) of the query at `x`; false when the slot

@@ -69,8 +69,8 @@ __global__ void logits_kernel(Params p, const T* q, const T* k, const T* ak, int
 
 // One warp per row: attn <- softmax(attn); lse (natural log) written when `lse` is given.
 // With `use_lse` the row is exponentiated against the given lse instead (backward recompute).
-static __global__ void softmax_kernel(Params p, int64_t unit0, int64_t rows, float* attn, float* lse,
-                               const float* lse_in) {
+static __global__ void softmax_kernel(Params p, int64_t unit0, int64_t rows, float* attn,
+                                      float* lse, const float* lse_in) {
   const int lane = threadIdx.x % 32;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
   for (int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; row < rows;
@@ -126,7 +126,8 @@ __global__ void dprob_kernel(Params p, const T* dout, const T* v, const T* av, i
     float s = 0.f;
     if (valid) {
       const T* dorow = dout + p.dout.at(r.b, r.x, p.nb.rank, r.h);
-      for (int64_t d = 0; d < p.head_dim_v; ++d) s += load(dorow + d) * load((add ? av : v) + vo + d);
+      for (int64_t d = 0; d < p.head_dim_v; ++d)
+        s += load(dorow + d) * load((add ? av : v) + vo + d);
     }
     dattn[i] = s;
   }
@@ -177,7 +178,10 @@ __device__ __forceinline__ void attending_queries(const Axis& a, int64_t y, int6
   while (l < h) {
     const int64_t m = (l + h) / 2;
     window_in_group(a, lg, m, &s, &e);
-    if (e > j) h = m; else l = m + 1;
+    if (e > j)
+      h = m;
+    else
+      l = m + 1;
   }
   *lo = l;
   l = 0;
@@ -185,7 +189,10 @@ __device__ __forceinline__ void attending_queries(const Axis& a, int64_t y, int6
   while (l < h) {
     const int64_t m = (l + h) / 2;
     window_in_group(a, lg, m, &s, &e);
-    if (s > j) h = m; else l = m + 1;
+    if (s > j)
+      h = m;
+    else
+      l = m + 1;
   }
   *hi = l;  // exclusive
 }
