@@ -13,6 +13,7 @@
 
 #include "cuda/fused/common/plan_bwd.h"
 #include "cuda/fused/common/walk_bwd.h"
+#include "random_neighborhood.h"
 
 namespace {
 
@@ -49,22 +50,7 @@ Problem random_problem(std::mt19937_64& rng) {
     return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
   };
   Problem pr;
-  Neighborhood& nb = pr.nb;
-  nb.rank = static_cast<int>(uni(1, 3));
-  const int64_t max_extent = nb.rank == 1 ? 300 : nb.rank == 2 ? 40 : 13;
-  for (int r = 0; r < 3; ++r) {
-    if (r >= nb.rank) {
-      nb.axis[r] = Axis{1, 1, 1, 1, false};
-      continue;
-    }
-    Axis a;
-    a.extent = uni(1, max_extent);
-    a.dilation = uni(0, 2) == 0 ? uni(1, std::max<int64_t>(1, std::min<int64_t>(4, a.extent))) : 1;
-    a.window = uni(1, a.extent / a.dilation);
-    a.stride = uni(0, 2) == 0 ? uni(1, a.window) : 1;
-    a.causal = uni(0, 2) == 0;
-    nb.axis[r] = a;
-  }
+  pr.nb = fna_test::random_neighborhood(rng, 13);
   pr.nadd = uni(0, 2) == 0 ? uni(1, 140) : 0;
   return pr;
 }

@@ -12,34 +12,12 @@
 #include "common/neighborhood.h"
 #include "cuda/fused/common/tile_geometry.cuh"
 #include "cuda/fused/common/tile_plan.h"
+#include "random_neighborhood.h"
 
 namespace {
 
 using namespace fna;
 using namespace fna::cuda::fused;
-
-Neighborhood random_neighborhood(std::mt19937_64& rng) {
-  auto uni = [&](int64_t lo, int64_t hi) {
-    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
-  };
-  Neighborhood nb;
-  nb.rank = static_cast<int>(uni(1, 3));
-  const int64_t max_extent = nb.rank == 1 ? 300 : nb.rank == 2 ? 40 : 14;
-  for (int r = 0; r < 3; ++r) {
-    if (r >= nb.rank) {
-      nb.axis[r] = Axis{1, 1, 1, 1, false};
-      continue;
-    }
-    Axis a;
-    a.extent = uni(1, max_extent);
-    a.dilation = uni(1, 3) == 1 ? uni(1, std::max<int64_t>(1, std::min<int64_t>(4, a.extent))) : 1;
-    a.window = uni(1, a.extent / a.dilation);
-    a.stride = uni(0, 2) == 0 ? uni(1, a.window) : 1;
-    a.causal = uni(0, 2) == 0;
-    nb.axis[r] = a;
-  }
-  return nb;
-}
 
 // Returns an empty string when the walk scores exactly the attended pairs.
 std::string replay(const Neighborhood& nb, int block_m, int block_n) {
@@ -115,7 +93,7 @@ TEST(CudaFusedGeometry, TileWalkScoresExactlyTheWindow) {
   std::mt19937_64 rng(20261125);
   const int shapes[][2] = {{128, 64}, {64, 64}, {64, 32}};
   for (int it = 0; it < 200; ++it) {
-    const Neighborhood nb = random_neighborhood(rng);
+    const Neighborhood nb = fna_test::random_neighborhood(rng, 14);
     for (const auto& bs : shapes) {
       const std::string f = replay(nb, bs[0], bs[1]);
       ASSERT_TRUE(f.empty()) << "problem " << it << " " << describe(nb) << " block " << bs[0] << "x"
