@@ -8,6 +8,7 @@
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -88,7 +89,8 @@ int main(int argc, char** argv) {
   int64_t batch = 1, heads = 8, heads_kv = 0, head_dim = 64, head_dim_v = 0, additional = 0;
   int warmup = 2, iters = 10;
   uint64_t seed = 0;
-  bool backward = false, verify = false, json = false;
+  bool backward = false, verify = false, json = false, show_plan = false;
+  std::string tiles_q, tiles_kv;
   double scale = 0;
   app.add_option("--extent", extent, "grid extents, comma-separated; rank from the count")
       ->capture_default_str();
@@ -122,6 +124,11 @@ int main(int argc, char** argv) {
                "compare with `reference` on the same inputs; exit 1 on failure");
   app.add_flag("--json", json, "one JSON object per backend on stdout instead of the table");
   app.add_option("--seed", seed, "random seed of the inputs")->capture_default_str();
+  app.add_flag("--plan", show_plan,
+               "print the cuda-fused forward tile plan (tiles, useful fraction, predicted time) "
+               "and exit");
+  app.add_option("--tiles-q", tiles_q, "Q tile box per axis, e.g. 2,8,8 (overrides the planner)");
+  app.add_option("--tiles-kv", tiles_kv, "KV tile box per axis (with --tiles-q)");
   if (argc == 1) {  // the built-in default problem
     verify = true;
     backward = true;
@@ -131,6 +138,7 @@ int main(int argc, char** argv) {
   Problem p;
   std::vector<Backend> backends;
   DType dtype;
+  std::optional<fna::TileBoxes> tiles;
   try {
     const std::vector<int64_t> ext = parse_list("--extent", extent);
     if (ext.empty() || ext.size() > 3)
@@ -155,6 +163,50 @@ int main(int argc, char** argv) {
     if (app.count("--scale")) p.scale = scale;
     fna::validate_problem(p);
     dtype = fna::parse_dtype(dtype_s);
+    if (!tiles_q.empty() || !tiles_kv.empty()) {
+      if (tiles_q.empty() || tiles_kv.empty())
+        throw CLI::ValidationError("--tiles-q/--tiles-kv", "give both or neither");
+      const auto q = per_axis("--tiles-q", tiles_q, p.rank);
+      const auto kv = per_axis("--tiles-kv", tiles_kv, p.rank);
+      tiles.emplace();
+      for (int r = 0; r < p.rank; ++r) {
+        tiles->q[r] = static_cast<int>(q[r]);
+        tiles->kv[r] = static_cast<int>(kv[r]);
+      }
+    }
+    if (show_plan) {
+      fna::Options o;
+      o.tiles = tiles;
+      const fna::Plan pl = fna::plan(p, dtype, o);
+      auto box = [](const std::array<int, 3>& v, int rank) {
+        std::string t;
+        for (int r = 0; r < rank; ++r) t += (r ? "x" : "") + std::to_string(v[r]);
+        return t;
+      };
+      if (json) {
+        nlohmann::json j;
+        j["problem"] = p.to_string();
+        j["q_box"] = box(pl.tiles.q, p.rank);
+        j["kv_box"] = box(pl.tiles.kv, p.rank);
+        j["overridden"] = pl.overridden;
+        j["blocks"] = pl.q_tiles;
+        j["useful_fraction"] = pl.useful_fraction;
+        j["masked_fraction"] = pl.masked_fraction;
+        j["predicted_ms"] = pl.predicted_ms;
+        std::cout << j.dump() << "\n";
+      } else {
+        std::printf("problem: %s dtype=%s\n", p.to_string().c_str(), fna::dtype_name(dtype));
+        std::printf(
+            "cuda-fused forward plan%s: Q box %s (%d rows), KV box %s (%d rows), %.0f blocks\n",
+            pl.overridden ? " (override)" : "", box(pl.tiles.q, p.rank).c_str(), pl.q_tile_rows,
+            box(pl.tiles.kv, p.rank).c_str(), pl.kv_tile_rows, pl.q_tiles);
+        std::printf("useful fraction of tensor-core work: %.3f (masked tiles: %.3f of it)\n",
+                    pl.useful_fraction, pl.masked_fraction);
+        std::printf("predicted forward time: %.3f ms (model: %s)\n", pl.predicted_ms,
+                    pl.model.c_str());
+      }
+      return 0;
+    }
     if (backends_s == "all") {
       backends = fna::compiled_backends();
     } else {
@@ -192,6 +244,7 @@ int main(int argc, char** argv) {
       fna::bench::Run run(io, dev);
       fna::Options opt;
       opt.backend = b;
+      opt.tiles = tiles;
       std::vector<double> fwd, bwd;
       for (int i = 0; i < warmup + iters; ++i) {
         const double ms = run.time([&] { fna::forward(p, run.forward_args(), opt); });

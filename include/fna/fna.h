@@ -12,6 +12,7 @@
 
 #include "fna/error.h"
 #include "fna/options.h"
+#include "fna/plan.h"
 #include "fna/problem.h"
 #include "fna/tensor.h"
 

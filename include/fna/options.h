@@ -1,6 +1,8 @@
 // Options: which backend runs and how.
 #pragma once
 
+#include <array>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,12 +25,25 @@ Backend parse_backend(const std::string& name);
 // Every backend except kAuto, in a stable order.
 std::vector<Backend> all_backends();
 
+// Tile shapes of a fused kernel, per spatial axis (the first `rank` entries; the others stay 1),
+// in tokens of one dilation group: a Q tile is a box of q[r] queries per axis, a KV tile a box of
+// kv[r] keys. Each fused backend has its own rules (cuda-fused: powers of two, prod(q) and
+// prod(kv) equal its Q-tile and KV-tile rows for the dtype and head dim: fna::plan reports them);
+// a shape the backend cannot run raises fna::Error naming the rule.
+struct TileBoxes {
+  std::array<int, 3> q{1, 1, 1};
+  std::array<int, 3> kv{1, 1, 1};
+};
+
 struct Options {
   Backend backend = Backend::kAuto;
   // cudaStream_t for CUDA backends (nullptr = the legacy default stream). Ignored on CPU.
   void* stream = nullptr;
   // Bitwise-reproducible results run to run (backward without atomics on GPU).
   bool deterministic = false;
+  // Forward tile shapes instead of the planner's choice (fna::plan prints both). Honoured by the
+  // fused forward kernels; the other backends and the backward ignore it.
+  std::optional<TileBoxes> tiles;
 };
 
 }  // namespace fna

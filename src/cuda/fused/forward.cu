@@ -57,10 +57,18 @@ TileShape cached_plan(const Neighborhood& nb, int block_m, int block_n) {
 }
 
 template <class Element, int kHeadDim>
-void launch(FwdParams& p, cudaStream_t stream) {
+void launch(FwdParams& p, const Options& options, cudaStream_t stream) {
   if constexpr (head_dim_built(kHeadDim)) {
     using Shape = FwdBlockShape<Element, kHeadDim>;
-    p.tile = cached_plan(p.nb, Shape::kBlockM, Shape::kBlockN);
+    if (options.tiles) {
+      const std::string why =
+          tile_override_error(p.nb, *options.tiles, Shape::kBlockM, Shape::kBlockN);
+      if (!why.empty())
+        throw Error(ErrorKind::kInvalidArgument, "fna: option " + why + " (backend cuda-fused)");
+      p.tile = shape_from_boxes(p.nb, *options.tiles);
+    } else {
+      p.tile = cached_plan(p.nb, Shape::kBlockM, Shape::kBlockN);
+    }
     int64_t boxes = 1;
     for (int r = 0; r < 3; ++r) boxes *= p.nb.axis[r].dilation * p.tile.q_tiles[r];
     if (boxes > 0x7fffffff)
@@ -78,16 +86,16 @@ void launch(FwdParams& p, cudaStream_t stream) {
 }
 
 template <class Element>
-void dispatch_head_dim(FwdParams& p, int head_dim, cudaStream_t stream) {
+void dispatch_head_dim(FwdParams& p, int head_dim, const Options& options, cudaStream_t stream) {
   switch (head_dim) {
     case 32:
-      return launch<Element, 32>(p, stream);
+      return launch<Element, 32>(p, options, stream);
     case 64:
-      return launch<Element, 64>(p, stream);
+      return launch<Element, 64>(p, options, stream);
     case 128:
-      return launch<Element, 128>(p, stream);
+      return launch<Element, 128>(p, options, stream);
     case 256:
-      return launch<Element, 256>(p, stream);
+      return launch<Element, 256>(p, options, stream);
     default:
       throw Error(ErrorKind::kNotAvailable, "fna: cuda-fused: head_dim " +
                                                 std::to_string(head_dim) +
@@ -135,14 +143,15 @@ void run_forward(const Problem& pr, const ForwardArgs& args, const Options& opti
   cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
   switch (args.q.dtype) {
     case DType::kFloat32:
-      return dispatch_head_dim<float>(p, static_cast<int>(pr.head_dim), stream);
+      return dispatch_head_dim<float>(p, static_cast<int>(pr.head_dim), options, stream);
 #if defined(FNA_BUILT_FP16)
     case DType::kFloat16:
-      return dispatch_head_dim<cutlass::half_t>(p, static_cast<int>(pr.head_dim), stream);
+      return dispatch_head_dim<cutlass::half_t>(p, static_cast<int>(pr.head_dim), options, stream);
 #endif
 #if defined(FNA_BUILT_BF16)
     case DType::kBFloat16:
-      return dispatch_head_dim<cutlass::bfloat16_t>(p, static_cast<int>(pr.head_dim), stream);
+      return dispatch_head_dim<cutlass::bfloat16_t>(p, static_cast<int>(pr.head_dim), options,
+                                                    stream);
 #endif
     default:
       throw Error(ErrorKind::kNotAvailable,

@@ -12,10 +12,12 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "common/neighborhood.h"
 #include "cuda/fused/common/fused_params.h"
+#include "fna/options.h"
 
 namespace fna::cuda::fused {
 
@@ -46,12 +48,115 @@ inline int64_t q_tiles_per_axis(const Axis& a, int64_t qt) {
   return ceil_div(ceil_div(a.extent, a.dilation), qt);
 }
 
-// The planned shapes and their cost (visited KV keys summed over all Q boxes, spatial part).
+// Keys visited on axis `a` per Q box, summed over all Q boxes of extent qt along the axis: all of
+// them (visited) and those in KV boxes inside every query's window on this axis (unmasked).
+struct AxisCost {
+  double visited = 0;
+  double unmasked = 0;
+};
+
+inline AxisCost axis_cost(const Axis& a, int64_t qt, int64_t kt) {
+  AxisCost c;
+  for (int64_t g = 0; g < a.dilation; ++g) {
+    const int64_t lg = group_length(a, g);
+    for (int64_t i0 = 0; i0 < lg; i0 += qt) {
+      const int64_t i1 = min64(i0 + qt, lg) - 1;
+      int64_t s0, e0, s1, e1;
+      window_in_group(a, lg, i0, &s0, &e0);
+      window_in_group(a, lg, i1, &s1, &e1);
+      const int64_t tiles = ceil_div(e1 - s0, kt);
+      c.visited += static_cast<double>(tiles * kt);
+      for (int64_t t = 0; t < tiles; ++t)  // the kernel's test (make_kv_tile)
+        if (s0 + t * kt >= s1 && s0 + (t + 1) * kt <= e0) c.unmasked += static_cast<double>(kt);
+    }
+  }
+  return c;
+}
+
+// The planned shapes and their cost (spatial part; the Q boxes are a Cartesian product of
+// per-axis choices, so the sums over boxes are products of per-axis sums).
 struct TilePlan {
   TileShape shape;
-  double visited = 0;  // block_m * prod_r V_r: (query, key) pairs the kernel computes
-  double useful = 0;   // attended pairs (spatial)
+  double visited = 0;   // block_m * prod_r visited_r: (query, key) pairs the kernel computes
+  double unmasked = 0;  // block_m * prod_r unmasked_r: pairs in tiles that skip the mask
+  double useful = 0;    // attended pairs
+  double q_boxes = 0;   // Q boxes (blocks per batch and head)
 };
+
+// Cost of a given shape (q_shift / kv_shift set; q_tiles filled in here).
+inline TilePlan evaluate_tiles(const Neighborhood& nb, TileShape shape, int block_m) {
+  TilePlan plan;
+  plan.visited = plan.unmasked = block_m;
+  plan.useful = plan.q_boxes = 1;
+  for (int r = 0; r < 3; ++r) {
+    const Axis& a = nb.axis[r];
+    const int64_t qt = int64_t{1} << shape.q_shift[r], kt = int64_t{1} << shape.kv_shift[r];
+    shape.q_tiles[r] = static_cast<int>(q_tiles_per_axis(a, qt));
+    const AxisCost c = axis_cost(a, qt, kt);
+    plan.visited *= c.visited;
+    plan.unmasked *= c.unmasked;
+    plan.useful *= static_cast<double>(axis_attended_pairs(a));
+    plan.q_boxes *= static_cast<double>(a.dilation * shape.q_tiles[r]);
+  }
+  plan.shape = shape;
+  return plan;
+}
+
+// Why the kernel cannot run with box shapes `boxes` (empty when it can): per axis powers of two,
+// 1 past the rank, and box volumes equal to the block's rows.
+inline std::string tile_override_error(const Neighborhood& nb, const TileBoxes& boxes, int block_m,
+                                       int block_n) {
+  auto text = [](const std::array<int, 3>& v) {
+    std::string t = "(";
+    for (int r = 0; r < 3; ++r) t += std::to_string(v[r]) + (r < 2 ? ", " : ")");
+    return t;
+  };
+  const struct {
+    const char* name;
+    const std::array<int, 3>& v;
+    int rows;
+  } sides[2] = {{"q", boxes.q, block_m}, {"kv", boxes.kv, block_n}};
+  for (const auto& side : sides) {
+    int64_t volume = 1;
+    for (int r = 0; r < 3; ++r) {
+      const int e = side.v[r];
+      if (e < 1 || (e & (e - 1)) != 0)
+        return std::string("tiles.") + side.name + " = " + text(side.v) +
+               ": every extent must be a power of two";
+      if (r >= nb.rank && e != 1)
+        return std::string("tiles.") + side.name + " = " + text(side.v) + ": axis " +
+               std::to_string(r) + " is past the problem's rank " + std::to_string(nb.rank) +
+               " and must be 1";
+      volume *= e;
+    }
+    if (volume != side.rows)
+      return std::string("tiles.") + side.name + " = " + text(side.v) + " holds " +
+             std::to_string(volume) + " tokens: this kernel's " +
+             (side.rows == block_m ? "Q" : "KV") + " tiles have " + std::to_string(side.rows) +
+             " rows for this dtype and head dim";
+  }
+  return {};
+}
+
+// The TileShape of valid box shapes (tile_override_error is empty).
+inline TileShape shape_from_boxes(const Neighborhood& nb, const TileBoxes& boxes) {
+  TileShape t;
+  for (int r = 0; r < 3; ++r) {
+    t.q_shift[r] = log2_exact(boxes.q[r]);
+    t.kv_shift[r] = log2_exact(boxes.kv[r]);
+    t.q_tiles[r] = static_cast<int>(q_tiles_per_axis(nb.axis[r], boxes.q[r]));
+  }
+  return t;
+}
+
+inline TileBoxes boxes_of(const TileShape& t) {
+  TileBoxes b;
+  for (int r = 0; r < 3; ++r) {
+    b.q[r] = 1 << t.q_shift[r];
+    b.kv[r] = 1 << t.kv_shift[r];
+  }
+  return b;
+}
 
 // block_m, block_n: powers of two (rows of a Q / KV tile).
 inline TilePlan plan_tiles(const Neighborhood& nb, int block_m, int block_n) {
@@ -71,8 +176,7 @@ inline TilePlan plan_tiles(const Neighborhood& nb, int block_m, int block_n) {
       }
     }
   }
-  TilePlan best;
-  best.visited = std::numeric_limits<double>::infinity();
+  double best = std::numeric_limits<double>::infinity();
   int qs[3] = {0, 0, 0}, ks[3] = {0, 0, 0};
   // Enumerate splits of lm (and ln) over the used axes; the last axis takes the remainder.
   // Ties keep the first split found, which gives the last (contiguous) axis the largest boxes.
@@ -101,8 +205,8 @@ inline TilePlan plan_tiles(const Neighborhood& nb, int block_m, int block_n) {
     for_splits(ln, [&](const int* k) {
       double v = block_m;
       for (int r = 0; r < rank; ++r) v *= cost[r][q[r]][k[r]];
-      if (v < best.visited) {
-        best.visited = v;
+      if (v < best) {
+        best = v;
         for (int r = 0; r < 3; ++r) {
           qs[r] = q[r];
           ks[r] = k[r];
@@ -110,16 +214,12 @@ inline TilePlan plan_tiles(const Neighborhood& nb, int block_m, int block_n) {
       }
     });
   });
+  TileShape shape;
   for (int r = 0; r < 3; ++r) {
-    best.shape.q_shift[r] = r < rank ? qs[r] : 0;
-    best.shape.kv_shift[r] = r < rank ? ks[r] : 0;
-    best.shape.q_tiles[r] =
-        r < rank ? static_cast<int>(q_tiles_per_axis(nb.axis[r], int64_t{1} << qs[r])) : 1;
+    shape.q_shift[r] = r < rank ? qs[r] : 0;
+    shape.kv_shift[r] = r < rank ? ks[r] : 0;
   }
-  best.useful = 1;
-  for (int r = 0; r < rank; ++r)
-    best.useful *= static_cast<double>(axis_attended_pairs(nb.axis[r]));
-  return best;
+  return evaluate_tiles(nb, shape, block_m);
 }
 
 }  // namespace fna::cuda::fused

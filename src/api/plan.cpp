@@ -1,0 +1,77 @@
+// fna::plan: the cuda-fused forward's tile plan and a cost-model time for one problem (what
+// fna-bench --plan prints). Host arithmetic only: the planner (tile_plan.h) has no CUDA code.
+#include "fna/plan.h"
+
+#include <string>
+
+#include "common/problem_util.h"
+#include "cuda/fused/common/fwd_block.h"
+#include "cuda/fused/common/tile_plan.h"
+#include "fna/fna.h"
+
+namespace fna {
+namespace {
+
+// Cost model of the sm_80 forward on an H100 (16-bit inputs):
+//   t = B * Hq * (4 * D * (unmasked / rate_unmasked + masked / rate_masked) + q_boxes * t_box)
+// with pairs counted per (batch, head) by the planner. Rates are the executed tensor-core
+// throughputs of unmasked and masked tiles, t_box the per-block setup and epilogue spread over
+// the SMs; fitted on the bench/RESULTS.md measurements named in kCalibration.
+struct Model {
+  double rate_unmasked;  // FLOP/s on tiles that skip the mask
+  double rate_masked;    // FLOP/s on tiles with a column mask
+  double t_box;          // seconds per block (Q tile), machine-wide
+};
+
+Model model_for(int head_dim) {
+  if (head_dim <= 32) return {60e12, 45e12, 4.0e-8};
+  if (head_dim <= 64) return {120e12, 90e12, 4.0e-8};
+  return {182e12, 140e12, 4.0e-8};
+}
+
+constexpr const char* kCalibration = "H100, e2fb11b measurements (bench/RESULTS.md)";
+
+}  // namespace
+
+Plan plan(const Problem& problem, DType dtype, const Options& options) {
+  validate_problem(problem);
+  if (options.backend != Backend::kAuto && options.backend != Backend::kCudaFused)
+    throw Error(ErrorKind::kInvalidArgument, std::string("fna: plan: backend '") +
+                                                 backend_name(options.backend) +
+                                                 "' has no tile plan (cuda-fused has)");
+  using namespace cuda::fused;
+  const Neighborhood nb = make_neighborhood(problem);
+  const int d = static_cast<int>(problem.head_dim);
+  const FwdBlock block = fwd_block(dtype == DType::kFloat32, d);
+  TilePlan tp;
+  Plan out;
+  if (options.tiles) {
+    const std::string why = tile_override_error(nb, *options.tiles, block.m, block.n);
+    if (!why.empty())
+      throw Error(ErrorKind::kInvalidArgument, "fna: option " + why + " (backend cuda-fused)");
+    tp = evaluate_tiles(nb, shape_from_boxes(nb, *options.tiles), block.m);
+    out.overridden = true;
+  } else {
+    tp = plan_tiles(nb, block.m, block.n);
+  }
+  out.tiles = boxes_of(tp.shape);
+  out.q_tile_rows = block.m;
+  out.kv_tile_rows = block.n;
+  const double bh = static_cast<double>(problem.batch * problem.heads_q);
+  out.q_tiles = tp.q_boxes * bh;
+  out.computed_pairs = tp.visited;
+  out.useful_fraction = tp.visited > 0 ? tp.useful / tp.visited : 0;
+  out.masked_fraction = tp.visited > 0 ? (tp.visited - tp.unmasked) / tp.visited : 0;
+  // Additional KV: every block visits ceil(Nadd / block.n) tiles, unmasked but the last.
+  const double extra = tp.q_boxes * block.m * static_cast<double>(problem.additional_kv);
+  const Model m = model_for(d);
+  const double flop_per_pair = 4.0 * d;
+  const double seconds = bh * (flop_per_pair * ((tp.unmasked + extra) / m.rate_unmasked +
+                                                (tp.visited - tp.unmasked) / m.rate_masked) +
+                               tp.q_boxes * m.t_box);
+  out.predicted_ms = seconds * 1e3;
+  out.model = kCalibration;
+  return out;
+}
+
+}  // namespace fna
