@@ -1,0 +1,247 @@
+// Backend `cuda-hopper`: the sm_90a forward (TMA + wgmma, warp-specialized). This file holds the
+// BackendImpl entry (what the backend can run), the host side of the forward (plan, tensor maps,
+// launch) and the backward, which is the cuda-fused one (the forward's out and lse are all it
+// needs).
+#include <cuda_runtime_api.h>
+#include <cutlass/numeric_types.h>
+
+#include <array>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "api/backend.h"
+#include "common/problem_util.h"
+#include "cuda/cuda_check.h"
+#include "cuda/fused/common/tile_plan.h"
+#include "cuda/fused/fused_config.h"
+#include "cuda/fused/fused_launch.h"
+#include "cuda/fused/sm90/launch_fwd_sm90.h"
+#include "cuda/fused/sm90/tma_maps_sm90.h"
+
+namespace fna::cuda::fused {
+namespace {
+
+constexpr const char* kName = "cuda-hopper";
+
+// Most tensor maps one call may encode (3 per batch and dilation group): host encoding costs
+// ~1 us per map and the array is copied to the device per call.
+constexpr int64_t kMaxMaps = int64_t{1} << 16;
+
+int compute_capability(int device, std::string* why) {
+  int major = 0, minor = 0;
+  cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (e == cudaSuccess)
+    e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    *why = std::string("CUDA device ") + std::to_string(device) + " cannot be queried (" +
+           cudaGetErrorString(e) + ")";
+    return -1;
+  }
+  return major * 10 + minor;
+}
+
+TokenStrides token_strides(const TensorView& t, int rank) {
+  TokenStrides s;
+  s.b = t.strides[0];
+  for (int r = 0; r < rank; ++r) s.x[r] = t.strides[1 + r];
+  s.h = t.strides[1 + rank];
+  return s;
+}
+
+// The planner is O(sum of extents) per call; problems repeat, so plans are cached.
+TileShape cached_plan(const Neighborhood& nb) {
+  using Key = std::array<int64_t, 16>;
+  Key key{nb.rank};
+  for (int r = 0; r < 3; ++r) {
+    const Axis& a = nb.axis[r];
+    key[1 + 5 * r] = a.extent;
+    key[2 + 5 * r] = a.window;
+    key[3 + 5 * r] = a.stride;
+    key[4 + 5 * r] = a.dilation;
+    key[5 + 5 * r] = a.causal;
+  }
+  static std::mutex mutex;
+  static std::map<Key, TileShape> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  if (cache.size() > 4096) cache.clear();
+  const TileShape shape =
+      plan_tiles(nb, FwdBlockShapeSm90::kBlockM, FwdBlockShapeSm90::kBlockN).shape;
+  cache.emplace(key, shape);
+  return shape;
+}
+
+// The planner's box shapes, or Options::tiles when given (same rules as cuda-fused: powers of
+// two whose volumes are this kernel's 128 x 128 block).
+TileShape tile_shape(const Neighborhood& nb, const Options& options) {
+  if (!options.tiles) return cached_plan(nb);
+  const std::string why = tile_override_error(nb, *options.tiles, FwdBlockShapeSm90::kBlockM,
+                                              FwdBlockShapeSm90::kBlockN);
+  if (!why.empty())
+    throw Error(ErrorKind::kInvalidArgument, "fna: option " + why + " (backend cuda-hopper)");
+  return shape_from_boxes(nb, *options.tiles);
+}
+
+FwdParams make_params(const Problem& pr, const ForwardArgs& args, const Options& options) {
+  FwdParams p;
+  const int rank = pr.rank;
+  p.q = args.q.data;
+  p.k = args.k.data;
+  p.v = args.v.data;
+  p.out = args.out.data;
+  p.q_stride = token_strides(args.q, rank);
+  p.k_stride = token_strides(args.k, rank);
+  p.v_stride = token_strides(args.v, rank);
+  p.out_stride = token_strides(args.out, rank);
+  if (args.lse) {
+    p.lse = static_cast<float*>(args.lse->data);
+    const TensorView& l = *args.lse;
+    p.lse_stride.b = l.strides[0];
+    for (int r = 0; r < rank; ++r) p.lse_stride.x[r] = l.strides[1 + r];
+    p.lse_stride.h = l.strides[1 + rank];
+  }
+  p.nb = make_neighborhood(pr);
+  p.tile = tile_shape(p.nb, options);
+  p.batch = pr.batch;
+  p.heads_q = static_cast<int>(pr.heads_q);
+  p.heads_ratio = static_cast<int>(pr.heads_q / pr.heads_kv);
+  p.additional_kv = static_cast<int>(pr.additional_kv);
+  p.scale = static_cast<float>(pr.effective_scale());
+  p.scale_log2 = static_cast<float>(pr.effective_scale() * 1.4426950408889634);
+  p.aligned = true;
+  return p;
+}
+
+#if defined(FNA_BUILT_SM90A)
+template <class Element>
+void launch(const FwdParamsSm90& p, int head_dim, dim3 grid, cudaStream_t stream) {
+  switch (head_dim) {
+#if defined(FNA_BUILT_HDIM_64)
+    case 64:
+      return launch_fwd_sm90<Element, 64>(p, grid, stream);
+#endif
+#if defined(FNA_BUILT_HDIM_128)
+    case 128:
+      return launch_fwd_sm90<Element, 128>(p, grid, stream);
+#endif
+    default:
+      throw Error(ErrorKind::kNotAvailable, std::string("fna: cuda-hopper: head_dim ") +
+                                                std::to_string(head_dim) + " is not compiled");
+  }
+}
+#endif
+
+}  // namespace
+
+std::string hopper_unavailable(const Problem& p, DType dtype, const Device& device) {
+#if !defined(FNA_BUILT_SM90A)
+  (void)p, (void)dtype, (void)device;
+  return "not compiled: enable with FNA_CUDA_ARCHS containing 90a";
+#else
+  if (device.type != DeviceType::kCUDA)
+    return "tensors are on " + device_name(device) + ": cuda-hopper needs CUDA tensors";
+  std::string why;
+  const int cc = compute_capability(device.index, &why);
+  if (cc < 0) return why;
+  if (cc != 90)
+    return "device " + device_name(device) + " has compute capability " + std::to_string(cc / 10) +
+           "." + std::to_string(cc % 10) + ": cuda-hopper needs sm_90 (H100/H200)";
+  if (dtype != DType::kFloat16 && dtype != DType::kBFloat16)
+    return std::string("dtype ") + dtype_name(dtype) + ": cuda-hopper runs fp16 and bf16";
+  if (!dtype_built(dtype))
+    return std::string("dtype ") + dtype_name(dtype) +
+           " is not compiled: enable with FNA_DTYPES=\"fp16;bf16\" (must list " +
+           dtype_name(dtype) + ")";
+  if (p.head_dim != p.head_dim_v)
+    return "head_dim_v = " + std::to_string(p.head_dim_v) +
+           " differs from head_dim = " + std::to_string(p.head_dim) + ": cuda-hopper needs Dv == D";
+  const int d = static_cast<int>(p.head_dim);
+  if (d != 64 && d != 128)
+    return "head_dim " + std::to_string(p.head_dim) + " is not supported by cuda-hopper (64, 128)";
+  if (!head_dim_built(d))
+    return "head_dim " + std::to_string(d) + " is not compiled: enable with FNA_HEAD_DIMS=\"" +
+           built_head_dims_text() + ";" + std::to_string(d) + "\"";
+  if (p.batch > 65535)
+    return "batch = " + std::to_string(p.batch) + " exceeds 65535 (the CUDA grid's z extent)";
+  if (p.heads_q > 65535)
+    return "heads_q = " + std::to_string(p.heads_q) + " exceeds 65535 (the CUDA grid's y extent)";
+  if (p.additional_kv > (int64_t{1} << 30))
+    return "additional_kv = " + std::to_string(p.additional_kv) + " exceeds 2^30";
+  int64_t groups = 1;
+  for (int r = 0; r < p.rank; ++r) {
+    if (p.extent[r] > (int64_t{1} << 30))
+      return "extent[" + std::to_string(r) + "] = " + std::to_string(p.extent[r]) +
+             " exceeds 2^30 (TMA coordinates are 32-bit)";
+    groups *= p.dilation[r];
+  }
+  if (p.batch * groups * kMapsPerGroup > kMaxMaps)
+    return "batch x dilation groups = " + std::to_string(p.batch * groups) + " needs more than " +
+           std::to_string(kMaxMaps) + " TMA tensor maps";
+  return {};
+#endif
+}
+
+void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& options) {
+  const std::string misaligned = tma_unsupported(pr, args);
+  if (!misaligned.empty()) {
+    // `auto` picked this backend from the problem alone; the tensors decide here.
+    if (options.backend == Backend::kAuto) return run_forward(pr, args, options);
+    throw Error(ErrorKind::kNotAvailable,
+                std::string("fna: option 'backend' = '") + kName + "' cannot run: " + misaligned);
+  }
+#if defined(FNA_BUILT_SM90A)
+  FwdParamsSm90 p;
+  p.base = make_params(pr, args, options);
+  int64_t boxes = 1;
+  for (int r = 0; r < 3; ++r) boxes *= p.base.nb.axis[r].dilation * p.base.tile.q_tiles[r];
+  if (boxes > 0x7fffffff)
+    throw Error(ErrorKind::kInvalidArgument, "fna: cuda-hopper: the grid has " +
+                                                 std::to_string(boxes) +
+                                                 " query tiles, more than a CUDA grid holds");
+  const std::vector<CUtensorMap> maps =
+      encode_forward_maps(pr, args, p.base.tile, FwdBlockShapeSm90::kBlockN);
+  p.groups = static_cast<int>(pr.dilation[0] * (pr.rank > 1 ? pr.dilation[1] : 1) *
+                              (pr.rank > 2 ? pr.dilation[2] : 1));
+  cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
+  // Stream-ordered: the maps live exactly as long as the kernel that reads them. The copy from
+  // pageable memory has read `maps` when it returns.
+  const size_t bytes = maps.size() * sizeof(CUtensorMap);
+  void* dmaps = nullptr;
+  FNA_CUDA_CHECK(cudaMallocAsync(&dmaps, bytes, stream));
+  FNA_CUDA_CHECK(cudaMemcpyAsync(dmaps, maps.data(), bytes, cudaMemcpyHostToDevice, stream));
+  p.maps = dmaps;
+  const dim3 grid(static_cast<unsigned>(boxes), static_cast<unsigned>(pr.heads_q),
+                  static_cast<unsigned>(pr.batch));
+  const int d = static_cast<int>(pr.head_dim);
+  try {
+    if (args.q.dtype == DType::kBFloat16) {
+#if defined(FNA_BUILT_BF16)
+      launch<cutlass::bfloat16_t>(p, d, grid, stream);
+#endif
+    } else {
+#if defined(FNA_BUILT_FP16)
+      launch<cutlass::half_t>(p, d, grid, stream);
+#endif
+    }
+  } catch (...) {
+    cudaFreeAsync(dmaps, stream);
+    throw;
+  }
+  FNA_CUDA_CHECK(cudaFreeAsync(dmaps, stream));
+#else
+  (void)options;
+  throw Error(ErrorKind::kNotAvailable, "fna: cuda-hopper is not compiled into this build");
+#endif
+}
+
+const detail::BackendImpl& hopper_backend_impl() {
+  static const detail::BackendImpl impl{Backend::kCudaHopper, &hopper_unavailable, &hopper_forward,
+                                        &run_backward};
+  return impl;
+}
+
+}  // namespace fna::cuda::fused

@@ -1,0 +1,86 @@
+// Compile-time shapes of the Hopper forward kernel: warp roles, tiles, shared-memory layouts and
+// the wgmma tiled MMAs, per (storage type, head dim).
+#pragma once
+
+#include <cutlass/arch/barrier.h>
+#include <cutlass/numeric_types.h>
+
+#include <cute/arch/mma_sm90.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/tensor.hpp>
+
+#include "cuda/fused/common/tile_geometry.cuh"
+#include "cuda/fused/sm90/launch_fwd_sm90.h"
+
+namespace fna::cuda::fused {
+
+template <class Element_, int kHeadDim_>
+struct FwdTraitsSm90 {
+  using Element = Element_;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = FwdBlockShapeSm90::kBlockM;
+  static constexpr int kBlockN = FwdBlockShapeSm90::kBlockN;
+  static constexpr int kConsumerWarpgroups = kBlockM / 64;  // wgmma M = 64 rows per warpgroup
+  // Warpgroup 0 produces (one warp issues the TMA loads), warpgroups 1.. consume.
+  static constexpr int kNThreads = 128 * (kConsumerWarpgroups + 1);
+  static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
+  // A 128-byte swizzle row holds 64 16-bit elements; that is also the largest inner extent of a
+  // TMA box with 128-byte swizzle, so D = 128 loads as two boxes along D.
+  static constexpr int kChunk = 64;
+  static constexpr int kChunks = kHeadDim / kChunk;
+  static_assert(kHeadDim % kChunk == 0, "head dim must be a multiple of 64");
+  // K/V ring depth: 2 stages at D = 128 (Q 32 KiB + 2 x (K 32 + V 32) = 160 KiB); at D = 64 the
+  // tiles are half as large, so a third stage fits and hides more TMA latency.
+  static constexpr int kStages = kHeadDim <= 64 ? 3 : 2;
+  // setmaxnreg budgets (FlashAttention-3's split for two consumer warpgroups): the producer
+  // needs few registers, the consumers hold S, P and O. 24 * 128 + 240 * 256 <= 64 K registers.
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+
+  using TileShapeS = cute::Shape<cute::_64, cute::Int<kBlockN>, cute::Int<kHeadDim>>;  // per WG
+  using TileShapeO = cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockN>>;  // per WG
+  using WarpgroupLayout =
+      cute::Layout<cute::Shape<cute::Int<kConsumerWarpgroups>, cute::_1, cute::_1>>;
+  // S = Q K^T: both operands from shared memory, K-major.
+  using TiledMmaS = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float, TileShapeS>(), WarpgroupLayout{}));
+  // O += P V: P from registers (the S accumulator converted in place), V from shared memory,
+  // MN-major (V's rows are keys, its contiguous dim is D = the N of this GEMM).
+  using TiledMmaO = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<Element, Element, float, TileShapeO, cute::GMMA::Major::K,
+                                 cute::GMMA::Major::MN>(),
+      WarpgroupLayout{}));
+
+  // Shared-memory tiles are exactly what TMA writes with 128-byte swizzle: per 64-element D
+  // chunk a dense (rows, 64) block, rows in box order (last grid axis fastest).
+  using SmemAtom = decltype(cute::GMMA::Layout_K_SW128_Atom<Element>{});  // (8, 64)
+  using SmemLayoutQ = decltype(cute::tile_to_shape(
+      SmemAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));  // (M, D)
+  using SmemLayoutKV = decltype(cute::tile_to_shape(
+      SmemAtom{},
+      cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));  // (N, D, S)
+  // V seen as the B operand of P V: (D, N, stages), the same bytes.
+  using SmemLayoutVt = decltype(cute::composition(
+      SmemLayoutKV{},
+      cute::make_ordered_layout(
+          cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStages>>{},
+          cute::Step<cute::_2, cute::_1, cute::_3>{})));  // (D, N, S)
+
+  static constexpr int kTileBytesQ = kBlockM * kHeadDim * int(sizeof(Element));
+  static constexpr int kTileBytesKV = kBlockN * kHeadDim * int(sizeof(Element));
+
+  struct SharedStorage {
+    // 1024-byte alignment: the 128-byte swizzle pattern repeats every 8 rows (1 KiB), and the
+    // wgmma descriptors assume tiles that start on that period.
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutKV>> k;
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutKV>> v;
+    alignas(16) uint64_t q_full;
+    uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
+    QBox box;
+  };
+  // +1 KiB: the dynamic shared-memory base is rounded up to 1024 bytes inside the kernel.
+  static constexpr int kSmemBytes = int(sizeof(SharedStorage)) + 1024;
+};
+
+}  // namespace fna::cuda::fused

@@ -1,0 +1,80 @@
+// Producer of the Hopper forward: one thread issues every TMA load of a block. Q is one box
+// (two boxes along D at D = 128), then per KV tile a K box into the ring's next stage, then a V
+// box. Spatial KV boxes start at the Q box's KV range (QBox::kv_lo) and step by the KV box
+// extent; TMA zero-fills rows past the dilation group's end, so no load is masked.
+#pragma once
+
+#include <cuda.h>
+#include <cutlass/arch/barrier.h>
+
+#include <cute/arch/copy_sm90_tma.hpp>
+
+#include "cuda/fused/common/tile_geometry.cuh"
+#include "cuda/fused/sm90/params_fwd_sm90.h"
+
+namespace fna::cuda::fused {
+
+// Coordinates of a box in a 5-dim map (D, axis 2, axis 1, axis 0, head): innermost first.
+struct TmaBox {
+  const void* map;
+  int c[4];  // axis 2, axis 1, axis 0, head
+};
+
+// Loads one box of `kChunks` 64-element D chunks into `dst`, completing on `bar`.
+template <class Traits>
+__device__ __forceinline__ void tma_load_box(const TmaBox& box, uint64_t* bar,
+                                             typename Traits::Element* dst, int rows) {
+  CUTE_UNROLL
+  for (int c = 0; c < Traits::kChunks; ++c)
+    cute::SM90_TMA_LOAD_5D::copy(box.map, bar, uint64_t(cute::TMA::CacheHintSm90::EVICT_NORMAL),
+                                 dst + c * rows * Traits::kChunk, c * Traits::kChunk, box.c[0],
+                                 box.c[1], box.c[2], box.c[3]);
+}
+
+template <class Traits, class Storage>
+__device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st, int num_spatial,
+                                            int num_tiles, int64_t b, int h, int hk) {
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  constexpr int kStages = Traits::kStages;
+  const QBox& box = st.box;
+  const TileShape& ts = p.base.tile;
+  const CUtensorMap* maps = static_cast<const CUtensorMap*>(p.maps);
+  int group = 0;
+  CUTE_UNROLL
+  for (int r = 0; r < 3; ++r) group = group * int(p.base.nb.axis[r].dilation) + box.group[r];
+  const CUtensorMap* gmaps = maps + (b * p.groups + group) * kMapsPerGroup;
+  const CUtensorMap* extra =
+      maps + p.base.batch * p.groups * kMapsPerGroup + b * kMapsPerBatchExtra;
+
+  Barrier::arrive_and_expect_tx(&st.q_full, Traits::kTileBytesQ);
+  tma_load_box<Traits>(TmaBox{gmaps + kMapQ, {box.i0[2], box.i0[1], box.i0[0], h}}, &st.q_full,
+                       st.q.data(), Traits::kBlockM);
+
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    const int s = tile % kStages;
+    const uint32_t parity = (tile / kStages) & 1;
+    TmaBox kb, vb;
+    if (tile < num_spatial) {
+      const KvTile kv = make_kv_tile(ts, box, tile);
+      kb = TmaBox{gmaps + kMapK, {kv.base[2], kv.base[1], kv.base[0], hk}};
+      vb = TmaBox{gmaps + kMapV, {kv.base[2], kv.base[1], kv.base[0], hk}};
+    } else {
+      // Additional KV: maps (D, Nadd, 1, 1, Hkv) with boxes of kBlockN tokens.
+      const int first = (tile - num_spatial) * Traits::kBlockN;
+      kb = TmaBox{extra + kMapAddK, {first, 0, 0, hk}};
+      vb = TmaBox{extra + kMapAddV, {first, 0, 0, hk}};
+    }
+    // A fresh barrier counts as having completed the phase before its first, so the first pass
+    // over the ring waits on parity 1 and does not block.
+    Barrier::wait(&st.k_empty[s], parity ^ 1);
+    Barrier::arrive_and_expect_tx(&st.k_full[s], Traits::kTileBytesKV);
+    tma_load_box<Traits>(kb, &st.k_full[s], st.k.data() + s * Traits::kBlockN * Traits::kHeadDim,
+                         Traits::kBlockN);
+    Barrier::wait(&st.v_empty[s], parity ^ 1);
+    Barrier::arrive_and_expect_tx(&st.v_full[s], Traits::kTileBytesKV);
+    tma_load_box<Traits>(vb, &st.v_full[s], st.v.data() + s * Traits::kBlockN * Traits::kHeadDim,
+                         Traits::kBlockN);
+  }
+}
+
+}  // namespace fna::cuda::fused

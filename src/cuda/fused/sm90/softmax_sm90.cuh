@@ -1,0 +1,105 @@
+// Online softmax of the Hopper forward, split in two so it can overlap a GEMM: `scores` turns a
+// score tile into probabilities while the previous tile's P V is still running on the tensor
+// cores (it must not touch O, which that wgmma is writing), and `rescale` applies the returned
+// corrections to O once the wgmma has completed.
+//
+// Scores arrive multiplied by scale * log2(e), so p = exp2(s - max) and the natural-log lse is
+// (max + log2(sum)) * ln 2. A row whose scores are all -inf so far keeps max = -inf and
+// contributes nothing (no inf - inf = NaN). Rows are spread over the 4 threads of a quad, as in
+// the mma.sync accumulator: the wgmma accumulator has the same row/column ownership.
+#pragma once
+
+#include <cmath>
+#include <cute/tensor.hpp>
+
+#include "cuda/fused/common/cute_utils.cuh"
+
+namespace fna::cuda::fused {
+
+// View a wgmma accumulator ((2, 2, N / 8), MMA_M, MMA_N) as (rows, cols) =
+// ((2, MMA_M), (2, N / 8, MMA_N)): row i of the view is one query row of this thread.
+template <class Layout>
+__device__ __forceinline__ auto gmma_acc_rowcol(Layout acc) {
+  using namespace cute;
+  static_assert(decltype(rank<0>(acc))::value == 3);
+  static_assert(decltype(rank(acc))::value == 3);
+  return make_layout(make_layout(get<0, 1>(acc), get<1>(acc)),
+                     make_layout(get<0, 0>(acc), get<0, 2>(acc), get<2>(acc)));
+}
+
+// View a 16-bit copy of a wgmma accumulator ((2, 2, N / 8), MMA_M, MMA_N) as the register A
+// operand of the next wgmma (k = the accumulator's columns): ((2, 2, 2), MMA_M, N / 16). Two
+// 8-column groups of the accumulator form one k16 slice.
+template <class Layout>
+__device__ __forceinline__ auto gmma_acc_as_a_operand(Layout acc) {
+  using namespace cute;
+  auto l = logical_divide(get<0, 2>(acc), Tile<_2>{});  // ((2, N / 16))
+  return make_layout(make_layout(get<0, 0>(acc), get<0, 1>(acc), get<0, 0>(l)), get<1>(acc),
+                     coalesce(make_layout(get<2>(acc), get<0, 1>(l))));
+}
+
+template <int kRows>
+struct SplitOnlineSoftmax {
+  float row_max[kRows];  // running max of the scaled (log2-domain) scores, quad-reduced
+  float row_sum[kRows];  // running sum of exp2(s - row_max), this thread's columns only
+
+  __device__ __forceinline__ void init() {
+    CUTE_UNROLL
+    for (int i = 0; i < kRows; ++i) {
+      row_max[i] = -INFINITY;
+      row_sum[i] = 0.f;
+    }
+  }
+
+  // Replaces the score tile `s` (rows, cols) by exp2(s - new_max) and returns per row the factor
+  // by which O (accumulated under the old max) must be multiplied.
+  template <class S>
+  __device__ __forceinline__ void scores(S& s, float (&correction)[kRows]) {
+    using namespace cute;
+    static_assert(decltype(size<0>(s))::value == kRows);
+    CUTE_UNROLL
+    for (int i = 0; i < kRows; ++i) {
+      float m = row_max[i];
+      CUTE_UNROLL
+      for (int j = 0; j < size<1>(s); ++j) m = fmaxf(m, s(i, j));
+      m = quad_max(m);
+      const float m_ref = m == -INFINITY ? 0.f : m;  // all masked so far: every p is 0
+      correction[i] = exp2f(row_max[i] - m_ref);
+      row_max[i] = m;
+      float sum = 0.f;
+      CUTE_UNROLL
+      for (int j = 0; j < size<1>(s); ++j) {
+        const float p = exp2f(s(i, j) - m_ref);
+        s(i, j) = p;
+        sum += p;
+      }
+      row_sum[i] = row_sum[i] * correction[i] + sum;
+    }
+  }
+
+  template <class O>
+  __device__ __forceinline__ void rescale(O& o, const float (&correction)[kRows]) {
+    using namespace cute;
+    CUTE_UNROLL
+    for (int i = 0; i < kRows; ++i) {
+      CUTE_UNROLL
+      for (int d = 0; d < size<1>(o); ++d) o(i, d) *= correction[i];
+    }
+  }
+
+  // Divides `o` by the row sums and returns the natural-log lse of each row in `lse`.
+  template <class O>
+  __device__ __forceinline__ void finalize(O& o, float (&lse)[kRows]) {
+    using namespace cute;
+    CUTE_UNROLL
+    for (int i = 0; i < kRows; ++i) {
+      const float sum = quad_sum(row_sum[i]);
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      lse[i] = sum > 0.f ? (row_max[i] + log2f(sum)) * 0.6931471805599453f : -INFINITY;
+      CUTE_UNROLL
+      for (int d = 0; d < size<1>(o); ++d) o(i, d) *= inv;
+    }
+  }
+};
+
+}  // namespace fna::cuda::fused
