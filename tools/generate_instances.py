@@ -14,8 +14,8 @@ OUT = ROOT / "src" / "cuda" / "instances"
 
 DTYPES = {"fp16": "cutlass::half_t", "bf16": "cutlass::bfloat16_t", "fp32": "float"}
 
-# (family, direction, arch, head dims, header, launcher template); the family is also the
-# namespace (fna::cuda::<family>).
+# (family, direction, arch, head dims, header, launcher template[, dtypes]); the family is also
+# the namespace (fna::cuda::<family>); dtypes default to all of DTYPES.
 FAMILIES = [
     ("fused", "fwd", "80", (32, 64, 128, 256), "cuda/fused/sm80/launch_fwd_sm80.cuh",
      "template void launch_fwd_sm80<{T}, {D}>(const FwdParams&, dim3, cudaStream_t);"),
