@@ -503,11 +503,10 @@ struct ForwardIO {
   float scale;
 
   // Rows of lanes n0.. of (group, line) for query head hq0 + head; returns the group coordinate
-  // on the last axis. The next vector's rows are prefetched (the kernels' work on this vector
-  // hides their DRAM latency).
+  // on the last axis.
   template <typename P>
   int rows(P* base, const TokenLayout& lay, int64_t head, int64_t group, int64_t line, int64_t n0,
-           int valid, P** rows, int64_t* x, int64_t dim, bool write) const {
+           int valid, P** rows, int64_t* x) const {
     int64_t gc[3], n_len = 0;
     x[0] = x[1] = x[2] = 0;
     geo->line_coords(group, line, x, &n_len, gc);
@@ -516,13 +515,25 @@ struct ForwardIO {
       x[last] = (n0 + l) * geo->kg.dil[last] + gc[last];
       rows[l] = base + lay.offset(b, x, hq0 + head);
     }
-    for (int64_t n = n0 + kLanes; n < std::min(n_len, n0 + 2 * kLanes); ++n) {
-      x[last] = n * geo->kg.dil[last] + gc[last];
-      const char* next = reinterpret_cast<const char*>(base + lay.offset(b, x, hq0 + head));
-      for (int64_t byte = 0; byte < dim * static_cast<int64_t>(sizeof(T)); byte += 64)
-        write ? __builtin_prefetch(next + byte, 1) : __builtin_prefetch(next + byte);
-    }
     return static_cast<int>(gc[last]);
+  }
+
+  static void prefetch_io(const void* ctx, int64_t head, int64_t group, int64_t line, int64_t n0,
+                          int valid) {
+    const ForwardIO& io = *static_cast<const ForwardIO*>(ctx);
+    const T* q[kLanes];
+    T* out[kLanes];
+    int64_t x[3];
+    io.rows(io.q, io.lq, head, group, line, n0, valid, q, x);
+    io.rows(io.out, io.lo, head, group, line, n0, valid, out, x);
+    for (int l = 0; l < valid; ++l) {
+      const char* qr = reinterpret_cast<const char*>(q[l]);
+      const char* orow = reinterpret_cast<const char*>(out[l]);
+      for (int64_t byte = 0; byte < io.D * static_cast<int64_t>(sizeof(T)); byte += 64)
+        __builtin_prefetch(qr + byte);
+      for (int64_t byte = 0; byte < io.Dv * static_cast<int64_t>(sizeof(T)); byte += 64)
+        __builtin_prefetch(orow + byte, 1);
+    }
   }
 
   static void load_q(const void* ctx, int64_t head, int64_t group, int64_t line, int64_t n0,
@@ -530,7 +541,7 @@ struct ForwardIO {
     const ForwardIO& io = *static_cast<const ForwardIO*>(ctx);
     const T* rows[kLanes];
     int64_t x[3];
-    io.rows(io.q, io.lq, head, group, line, n0, valid, rows, x, io.D, false);
+    io.rows(io.q, io.lq, head, group, line, n0, valid, rows, x);
     alignas(64) float tile[kLanes][kDimBlock];
     for (int64_t d0 = 0; d0 < io.D; d0 += kDimBlock) {
       const T* in[kLanes];
@@ -545,7 +556,7 @@ struct ForwardIO {
     const ForwardIO& io = *static_cast<const ForwardIO*>(ctx);
     T* rows[kLanes];
     int64_t x[3];
-    const int64_t g = io.rows(io.out, io.lo, head, group, line, n0, valid, rows, x, io.Dv, true);
+    const int64_t g = io.rows(io.out, io.lo, head, group, line, n0, valid, rows, x);
     alignas(64) float tile[kLanes][kDimBlock];
     for (int64_t d0 = 0; d0 < io.Dv; d0 += kDimBlock) {
       T* out[kLanes];
@@ -611,6 +622,7 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
     x.io = &io[sl];
     x.load_q = &ForwardIO<T>::load_q;
     x.store_out = &ForwardIO<T>::store_out;
+    x.prefetch_io = &ForwardIO<T>::prefetch_io;
   }
   const int64_t per_head = geo.units_per_head();
 

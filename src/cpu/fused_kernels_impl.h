@@ -157,29 +157,34 @@ void walk_rows(const KernelGeometry& g, const Unit& u, const Tables& t, const La
   if (c.np > 0) flush(c);
 }
 
-// dot over one piece for the lines in its mask (R = 2 when both lines attend it).
+// dot over one piece for the lines in its mask (R = 2 when both lines attend it); mx: nullptr or
+// the two lines' running maxima.
 template <bool Shift>
 void dot_lines(uint8_t mask, const float* const* a, int64_t lda, const float* b, int64_t ldb,
-               int64_t dim, int64_t cnt, float* const* out) {
-  if (mask == 3) return dot<Shift, 2>(a, lda, b, ldb, dim, cnt, out);
+               int64_t dim, int64_t cnt, float* const* out, v8f* mx) {
+  if (mask == 3) return dot<Shift, 2>(a, lda, b, ldb, dim, cnt, out, mx);
   const int r = mask == 1 ? 0 : 1;
   const float* a1[1] = {a[r]};
   float* o1[1] = {out[r]};
-  dot<Shift, 1>(a1, lda, b, ldb, dim, cnt, o1);
+  dot<Shift, 1>(a1, lda, b, ldb, dim, cnt, o1, mx ? mx + r : nullptr);
 }
 
 // Scores of one piece into buf[r] at the piece's slots; `scores` marks logits, whose slots outside
-// a lane's window become -inf (dP products are left unmasked: P = 0 there already).
+// a lane's window become -inf (dP products are left unmasked: P = 0 there already). With mx (the
+// two lines' running maxima; logits only) the maxima also take in the piece's scores.
 inline void dot_piece(const Piece& pc, const Lanes& ln, const float* const* a, int64_t lda,
-                      const float* b, int64_t ldb, int64_t dim, float* const* buf, bool scores) {
+                      const float* b, int64_t ldb, int64_t dim, float* const* buf, bool scores,
+                      v8f* mx = nullptr) {
   float* out[2] = {buf[0] + pc.slot * 8, buf[1] + pc.slot * 8};
+  const bool masked = scores && pc.kind == kRowLanes && !ln.shifted;
   if (pc.kind == kRowLanes && ln.shifted)
-    dot_lines<true>(pc.mask, a, lda, b, ldb, dim, pc.cnt, out);
+    dot_lines<true>(pc.mask, a, lda, b, ldb, dim, pc.cnt, out, mx);
   else
-    dot_lines<false>(pc.mask, a, lda, b, ldb, dim, pc.cnt, out);
-  if (scores && pc.kind == kRowLanes && !ln.shifted)
+    dot_lines<false>(pc.mask, a, lda, b, ldb, dim, pc.cnt, out, masked ? nullptr : mx);
+  if (masked)
     for (int r = 0; r < 2; ++r)
-      if (pc.mask & (1 << r)) apply_mask(out[r], pc.cnt, pc.pos0, ln.lo, ln.hi);
+      if (pc.mask & (1 << r))
+        apply_mask(out[r], pc.cnt, pc.pos0, ln.lo, ln.hi, mx ? mx + r : nullptr);
 }
 
 // acc over the chunk: pieces grouped by (addressing, line mask), each group one register pass.
@@ -240,26 +245,30 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
     const float* qa[2] = {Q[0], Q[u.nlines - 1]};
     v8f m[2] = {vsplat(kNegInf), vsplat(kNegInf)}, l[2] = {v8f{}, v8f{}};
     for (int r = 0; r < u.nlines; ++r) zero(O[r], Dv * 8);
+    bool prefetched = false;
 
     auto flush = [&](const Chunk& c) {
+      v8f mxs[2] = {m[0], m[1]};  // the chunk's new running maxima, taken in by the dot
       for (int i = 0; i < c.np; ++i) {
         const Piece& pc = c.pieces[i];
         if (pc.kind == kRowAdditional)
-          dot_piece(pc, ln, qa, kLanes, P.ak + pc.pos0, P.ld_add, D, S, true);
+          dot_piece(pc, ln, qa, kLanes, P.ak + pc.pos0, P.ld_add, D, S, true, mxs);
         else
-          dot_piece(pc, ln, qa, kLanes, P.k + pc.row * D * ldn + pc.pos0, ldn, D, S, true);
+          dot_piece(pc, ln, qa, kLanes, P.k + pc.row * D * ldn + pc.pos0, ldn, D, S, true, mxs);
       }
-      // Online softmax: new running max, rescale the sums and accumulators, probabilities in S.
+      if (!prefetched) {
+        prefetched = true;
+        const int64_t next = n0 + kLanes;
+        if (next < u.n_end)
+          for (int r = 0; r < u.nlines; ++r)
+            P.prefetch_io(P.io, u.head, u.group, u.line[r], next,
+                          static_cast<int>(imin(kLanes, u.n_end - next)));
+      }
+      // Online softmax: rescale the sums and accumulators to the new max, probabilities in S.
       // e^(s - m) = 2^(s log2(e) - m log2(e)): one FMA of range reduction, and a slot whose
       // score is the max gets exactly 1 (lse = m + ln(l) then matches the backward's logits).
       for (int r = 0; r < u.nlines; ++r) {
-        v8f mx = m[r];
-        for (int i = 0; i < c.np; ++i) {
-          const Piece& pc = c.pieces[i];
-          if (!(pc.mask & (1 << r))) continue;
-          const float* s = S[r] + pc.slot * 8;
-          for (int64_t o = 0; o < pc.cnt; ++o) mx = vmax(mx, vload(s + o * 8));
-        }
+        const v8f mx = mxs[r];
         const v8f muse = mx == vsplat(kNegInf) ? v8f{} : mx;
         const v8f alpha = vexp2_nonpos((m[r] - muse) * kLog2e);
         const v8f muse2 = muse * kLog2e;

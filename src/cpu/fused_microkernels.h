@@ -124,9 +124,21 @@ inline v8f vlog(v8f x) {
 }
 
 // ---- dot ---------------------------------------------------------------------------------------
+// dot prefetches the key rows this many dims ahead: each dim of a row is a new cache line (rows are
+// [dim][ldn]), and the first pass over a row found most of them outside L1 (half of dot_block's
+// samples sat on the first FMA after the key load).
+inline constexpr int kDotPrefetchDims = 16;
+
+// Prefetches p + floats; the address is formed as an integer since it may lie past the buffer
+// (prefetches never fault).
+inline void prefetch_at(const float* p, int64_t floats) {
+  __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) +
+                                                   static_cast<uintptr_t>(floats) * sizeof(float)));
+}
+
 template <bool Shift, int R, int N>
 inline void dot_block(const float* const* a, int64_t lda, const float* b, int64_t ldb, int64_t dim,
-                      float* const* out) {
+                      float* const* out, v8f* mx) {
   const float* ar[R];
   for (int r = 0; r < R; ++r) ar[r] = a[r];
   v8f acc[R][N];
@@ -139,6 +151,8 @@ inline void dot_block(const float* const* a, int64_t lda, const float* b, int64_
 #pragma GCC unroll 2
     for (int r = 0; r < R; ++r) av[r] = vload(ar[r] + d * lda);
     const float* bd = b + d * ldb;
+    prefetch_at(bd, kDotPrefetchDims * ldb);
+    prefetch_at(bd, kDotPrefetchDims * ldb + (Shift ? N + kLanes - 2 : N - 1));
 #pragma GCC unroll 16
     for (int o = 0; o < N; ++o) {
       v8f bv = Shift ? vload(bd + o) : vsplat(bd[o]);
@@ -151,22 +165,28 @@ inline void dot_block(const float* const* a, int64_t lda, const float* b, int64_
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int o = 0; o < N; ++o) vstore(out[r] + o * 8, acc[r][o]);
+  if (mx)
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+      for (int o = 0; o < N; ++o) mx[r] = vmax(mx[r], acc[r][o]);
 }
 
 template <bool Shift, int R, int N>
 inline void dot_n(int n, const float* const* a, int64_t lda, const float* b, int64_t ldb,
-                  int64_t dim, float* const* out) {
+                  int64_t dim, float* const* out, v8f* mx) {
   if constexpr (N >= 1) {
-    if (n == N) return dot_block<Shift, R, N>(a, lda, b, ldb, dim, out);
-    dot_n<Shift, R, N - 1>(n, a, lda, b, ldb, dim, out);
+    if (n == N) return dot_block<Shift, R, N>(a, lda, b, ldb, dim, out, mx);
+    dot_n<Shift, R, N - 1>(n, a, lda, b, ldb, dim, out, mx);
   }
 }
 
 // out[r] + o * 8 for o in [0, cnt): R lane matrices a[r] ([dim][lda], eight lanes at a[r]) against
-// cnt key slots of one row (b = the row at its first slot, [dim][ldb]).
+// cnt key slots of one row (b = the row at its first slot, [dim][ldb]). With mx (R vectors), also
+// the running per-lane max of the products (the forward's softmax then skips a pass over S).
 template <bool Shift, int R>
 void dot(const float* const* a, int64_t lda, const float* b, int64_t ldb, int64_t dim, int64_t cnt,
-         float* const* out) {
+         float* const* out, v8f* mx) {
   constexpr int kB = kDotBlock<R>;
   int64_t blocks = (cnt + kB - 1) / kB;
   // Even block sizes (13 slots -> 5, 4, 4) keep more accumulators live than kB, kB, 1 would.
@@ -174,7 +194,7 @@ void dot(const float* const* a, int64_t lda, const float* b, int64_t ldb, int64_
     const int n = static_cast<int>((cnt - o + blocks - 1) / blocks);
     float* oo[R];
     for (int r = 0; r < R; ++r) oo[r] = out[r] + o * 8;
-    dot_n<Shift, R, kB>(n, a, lda, b + o, ldb, dim, oo);
+    dot_n<Shift, R, kB>(n, a, lda, b + o, ldb, dim, oo, mx);
     o += n;
   }
 }
@@ -251,12 +271,17 @@ void acc(const Seg* segs, int nseg, const float* const* p, int64_t ldb, int64_t 
   }
 }
 
-// Slots whose key position (pos0 + o) lies outside a lane's [lo, hi) become -inf.
-inline void apply_mask(float* s, int64_t cnt, int64_t pos0, v8i lo, v8i hi) {
+// Slots whose key position (pos0 + o) lies outside a lane's [lo, hi) become -inf; with mx, the
+// running per-lane max of the masked scores.
+inline void apply_mask(float* s, int64_t cnt, int64_t pos0, v8i lo, v8i hi, v8f* mx) {
   const v8f neg = vsplat(kNegInf);
+  v8f m = mx ? *mx : neg;
   for (int64_t o = 0; o < cnt; ++o) {
     const v8i pos = vsplati(static_cast<int32_t>(pos0 + o));
     const v8i in = (pos >= lo) & (pos < hi);
-    vstore(s + o * 8, in ? vload(s + o * 8) : neg);
+    const v8f x = in ? vload(s + o * 8) : neg;
+    vstore(s + o * 8, x);
+    m = vmax(m, x);
   }
+  if (mx) *mx = m;
 }

@@ -95,6 +95,11 @@ struct Planes {
   // out of lanes n0..n0 + valid - 1 from o [Dv][kLanes] (normalized), lse from lse[kLanes].
   void (*store_out)(const void* io, int64_t head, int64_t group, int64_t line, int64_t n0,
                     int valid, const float* o, const float* lse);
+  // Prefetches the query and output rows that load_q / store_out of lanes n0.. will touch. The
+  // kernels call it for the next vector between the current one's Q.K^T and P.V: issued a whole
+  // vector ahead, the lines were evicted again by the K/V streams (L2 is 512 KiB) before use.
+  void (*prefetch_io)(const void* io, int64_t head, int64_t group, int64_t line, int64_t n0,
+                      int valid);
 };
 
 // Per-thread scratch, sized by the driver with scratch_floats().
