@@ -277,7 +277,8 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
           const Piece& pc = c.pieces[i];
           if (!(pc.mask & (1 << r))) continue;
           float* s = S[r] + pc.slot * 8;
-          for (int64_t o = 0; o < pc.cnt; ++o) {
+          const int64_t cnt = pc.cnt;  // a local: the stores to s could alias pc for the compiler
+          for (int64_t o = 0; o < cnt; ++o) {
             const v8f e = vexp2_nonpos(vload(s + o * 8) * kLog2e - muse2);
             vstore(s + o * 8, e);
             sum += e;
