@@ -106,6 +106,9 @@ std::vector<Problem> shape_grid() {
   add.heads_q = add.heads_kv = 2;
   add.batch = 2;
   g.push_back(add);
+  Problem many = make(2, {20, 21}, {5, 7}, {1, 2}, {3, 2});
+  many.batch = 3;  // 3 x 6 groups x 3 = 54 tensor maps: the device-array path, not the inline one
+  g.push_back(many);
   Problem scaled = make(2, {20, 30}, {9, 9}, {2, 1});
   scaled.scale = 1.3;
   g.push_back(scaled);

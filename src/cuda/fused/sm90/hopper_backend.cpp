@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 #include <cutlass/numeric_types.h>
 
+#include <algorithm>
 #include <array>
 #include <map>
 #include <mutex>
@@ -41,6 +42,18 @@ int compute_capability(int device, std::string* why) {
     return -1;
   }
   return major * 10 + minor;
+}
+
+int sm_count(int device) {
+  static std::mutex mutex;
+  static std::map<int, int> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(device);
+  if (it != cache.end()) return it->second;
+  int n = 0;
+  FNA_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  cache.emplace(device, n);
+  return n;
 }
 
 TokenStrides token_strides(const TensorView& t, int rank) {
@@ -165,10 +178,6 @@ std::string hopper_unavailable(const Problem& p, DType dtype, const Device& devi
   if (!head_dim_built(d))
     return "head_dim " + std::to_string(d) + " is not compiled: enable with FNA_HEAD_DIMS=\"" +
            built_head_dims_text() + ";" + std::to_string(d) + "\"";
-  if (p.batch > 65535)
-    return "batch = " + std::to_string(p.batch) + " exceeds 65535 (the CUDA grid's z extent)";
-  if (p.heads_q > 65535)
-    return "heads_q = " + std::to_string(p.heads_q) + " exceeds 65535 (the CUDA grid's y extent)";
   if (p.additional_kv > (int64_t{1} << 30))
     return "additional_kv = " + std::to_string(p.additional_kv) + " exceeds 2^30";
   int64_t groups = 1;
@@ -201,21 +210,27 @@ void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& o
   if (boxes > 0x7fffffff)
     throw Error(ErrorKind::kInvalidArgument, "fna: cuda-hopper: the grid has " +
                                                  std::to_string(boxes) +
-                                                 " query tiles, more than a CUDA grid holds");
+                                                 " query tiles per head, more than 2^31 - 1");
   const std::vector<CUtensorMap> maps =
       encode_forward_maps(pr, args, p.base.tile, FwdBlockShapeSm90::kBlockN);
   p.groups = static_cast<int>(pr.dilation[0] * (pr.rank > 1 ? pr.dilation[1] : 1) *
                               (pr.rank > 2 ? pr.dilation[2] : 1));
   cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
-  // Stream-ordered: the maps live exactly as long as the kernel that reads them. The copy from
-  // pageable memory has read `maps` when it returns.
-  const size_t bytes = maps.size() * sizeof(CUtensorMap);
   void* dmaps = nullptr;
-  FNA_CUDA_CHECK(cudaMallocAsync(&dmaps, bytes, stream));
-  FNA_CUDA_CHECK(cudaMemcpyAsync(dmaps, maps.data(), bytes, cudaMemcpyHostToDevice, stream));
-  p.maps = dmaps;
-  const dim3 grid(static_cast<unsigned>(boxes), static_cast<unsigned>(pr.heads_q),
-                  static_cast<unsigned>(pr.batch));
+  if (maps.size() <= static_cast<size_t>(kInlineMaps)) {
+    std::copy(maps.begin(), maps.end(), p.inline_maps);
+  } else {
+    // Stream-ordered: the array lives exactly as long as the kernel that reads it. The copy
+    // from pageable memory has read `maps` when it returns.
+    const size_t bytes = maps.size() * sizeof(CUtensorMap);
+    FNA_CUDA_CHECK(cudaMallocAsync(&dmaps, bytes, stream));
+    FNA_CUDA_CHECK(cudaMemcpyAsync(dmaps, maps.data(), bytes, cudaMemcpyHostToDevice, stream));
+    p.maps = dmaps;
+  }
+  p.boxes = static_cast<int>(boxes);
+  p.items = boxes * pr.heads_q * pr.batch;
+  // Persistent: one block per SM (a block takes 160 KiB of shared memory at D = 128).
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(p.items, sm_count(args.q.device.index))));
   const int d = static_cast<int>(pr.head_dim);
   try {
     if (args.q.dtype == DType::kBFloat16) {
@@ -228,10 +243,10 @@ void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& o
 #endif
     }
   } catch (...) {
-    cudaFreeAsync(dmaps, stream);
+    if (dmaps) cudaFreeAsync(dmaps, stream);
     throw;
   }
-  FNA_CUDA_CHECK(cudaFreeAsync(dmaps, stream));
+  if (dmaps) FNA_CUDA_CHECK(cudaFreeAsync(dmaps, stream));
 #else
   (void)options;
   throw Error(ErrorKind::kNotAvailable, "fna: cuda-hopper is not compiled into this build");

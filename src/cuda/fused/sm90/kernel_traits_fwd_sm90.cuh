@@ -32,10 +32,11 @@ struct FwdTraitsSm90 {
   // K/V ring depth: 2 stages at D = 128 (Q 32 KiB + 2 x (K 32 + V 32) = 160 KiB); at D = 64 the
   // tiles are half as large, so a third stage fits and hides more TMA latency.
   static constexpr int kStages = kHeadDim <= 64 ? 3 : 2;
-  // setmaxnreg budgets (FlashAttention-3's split for two consumer warpgroups): the producer
-  // needs few registers, the consumers hold S, P and O. 24 * 128 + 240 * 256 <= 64 K registers.
-  static constexpr int kProducerRegs = 24;
-  static constexpr int kConsumerRegs = 240;
+  // setmaxnreg budgets, 40 * 128 + 232 * 256 = 64512 <= 64 K registers. The producer computes
+  // each item's box geometry (64-bit window arithmetic) itself: at FlashAttention-3's 24 it
+  // spilled 44 bytes; the consumers (S, P, O and two row windows) fit 232 without spills.
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = 232;
 
   using TileShapeS = cute::Shape<cute::_64, cute::Int<kBlockN>, cute::Int<kHeadDim>>;  // per WG
   using TileShapeO = cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockN>>;  // per WG
@@ -75,9 +76,13 @@ struct FwdTraitsSm90 {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutKV>> k;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutKV>> v;
-    alignas(16) uint64_t q_full;
+    // q_full: Q (and box[] of that item) arrived; q_empty: the consumers' last S = Q K^T of an
+    // item is done; box_empty[j]: the consumers finished the item whose geometry is box[j].
+    alignas(16) uint64_t q_full, q_empty, box_empty[2];
     uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
-    QBox box;
+    // Geometry of the producer's current and previous item: the producer runs one item ahead
+    // while the consumers finish (epilogue) the previous one.
+    QBox box[2];
   };
   // +1 KiB: the dynamic shared-memory base is rounded up to 1024 bytes inside the kernel.
   static constexpr int kSmemBytes = int(sizeof(SharedStorage)) + 1024;

@@ -21,8 +21,8 @@ struct FwdBlockShapeSm90 {
   static constexpr int kBlockN = 128;
 };
 
-// Launches the forward kernel on `grid` = (Q boxes, heads_q, batch). p.base.tile must be planned
-// for FwdBlockShapeSm90 and p.maps must hold the tensor maps (tma_maps_sm90.h).
+// Launches the persistent forward kernel on `grid` blocks (at most p.items). p.base.tile must be
+// planned for FwdBlockShapeSm90 and p.maps must hold the tensor maps (tma_maps_sm90.h).
 template <class Element, int kHeadDim>
 void launch_fwd_sm90(const FwdParamsSm90& p, dim3 grid, cudaStream_t stream);
 

@@ -1,7 +1,9 @@
-// Producer of the Hopper forward: one thread issues every TMA load of a block. Q is one box
-// (two boxes along D at D = 128), then per KV tile a K box into the ring's next stage, then a V
-// box. Spatial KV boxes start at the Q box's KV range (QBox::kv_lo) and step by the KV box
-// extent; TMA zero-fills rows past the dilation group's end, so no load is masked.
+// Producer of the Hopper forward: one thread issues every TMA load of a block. Per work item: the
+// item's geometry into box[j % 2] and its Q box (two boxes along D at D = 128), then per KV tile
+// a K box into the ring's next stage and a V box. Spatial KV boxes start at the Q box's KV range
+// (QBox::kv_lo) and step by the KV box extent; TMA zero-fills rows past the dilation group's end,
+// so no load is masked. The K/V ring runs on across items, so the next item's first tiles load
+// while the consumers finish the previous one.
 #pragma once
 
 #include <cuda.h>
@@ -11,6 +13,7 @@
 
 #include "cuda/fused/common/tile_geometry.cuh"
 #include "cuda/fused/sm90/params_fwd_sm90.h"
+#include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
 
 namespace fna::cuda::fused {
 
@@ -32,48 +35,65 @@ __device__ __forceinline__ void tma_load_box(const TmaBox& box, uint64_t* bar,
 }
 
 template <class Traits, class Storage>
-__device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st, int num_spatial,
-                                            int num_tiles, int64_t b, int h, int hk) {
+__device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st) {
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   constexpr int kStages = Traits::kStages;
-  const QBox& box = st.box;
   const TileShape& ts = p.base.tile;
-  const CUtensorMap* maps = static_cast<const CUtensorMap*>(p.maps);
-  int group = 0;
-  CUTE_UNROLL
-  for (int r = 0; r < 3; ++r) group = group * int(p.base.nb.axis[r].dilation) + box.group[r];
-  const CUtensorMap* gmaps = maps + (b * p.groups + group) * kMapsPerGroup;
-  const CUtensorMap* extra =
-      maps + p.base.batch * p.groups * kMapsPerGroup + b * kMapsPerBatchExtra;
+  const CUtensorMap* maps =
+      p.maps != nullptr ? static_cast<const CUtensorMap*>(p.maps) : p.inline_maps;
+  int it = 0;  // KV tiles issued so far (ring position)
+  int j = 0;   // non-empty items of this block so far
+  for (int64_t w = blockIdx.x; w < p.items; w += gridDim.x) {
+    const WorkItem item = work_item(p, w);
+    if (!item_nonempty(p, item.box_index)) continue;
+    // The slot's previous item (j - 2) must be finished, epilogue included, before its geometry
+    // is overwritten. A fresh barrier counts as having completed the phase before its first, so
+    // first waits use parity 1 and pass.
+    Barrier::wait(&st.box_empty[j & 1], ((j >> 1) & 1) ^ 1);
+    QBox& box = st.box[j & 1];
+    make_q_box(p.base.nb, ts, item.box_index, &box);
+    const int num_spatial = box.num_kv_tiles;
+    const int num_tiles =
+        num_spatial + (p.base.additional_kv + Traits::kBlockN - 1) / Traits::kBlockN;
+    const int hk = item.h / p.base.heads_ratio;
+    int group = 0;
+    CUTE_UNROLL
+    for (int r = 0; r < 3; ++r) group = group * int(p.base.nb.axis[r].dilation) + box.group[r];
+    const CUtensorMap* gmaps = maps + (item.b * p.groups + group) * kMapsPerGroup;
+    const CUtensorMap* extra =
+        maps + p.base.batch * p.groups * kMapsPerGroup + item.b * kMapsPerBatchExtra;
 
-  Barrier::arrive_and_expect_tx(&st.q_full, Traits::kTileBytesQ);
-  tma_load_box<Traits>(TmaBox{gmaps + kMapQ, {box.i0[2], box.i0[1], box.i0[0], h}}, &st.q_full,
-                       st.q.data(), Traits::kBlockM);
+    // Q of the previous item must be consumed (its last S = Q K^T done). The arrival on q_full
+    // also publishes box[j % 2] to the consumers (mbarrier arrive releases, wait acquires).
+    Barrier::wait(&st.q_empty, (j & 1) ^ 1);
+    Barrier::arrive_and_expect_tx(&st.q_full, Traits::kTileBytesQ);
+    tma_load_box<Traits>(TmaBox{gmaps + kMapQ, {box.i0[2], box.i0[1], box.i0[0], item.h}},
+                         &st.q_full, st.q.data(), Traits::kBlockM);
 
-  for (int tile = 0; tile < num_tiles; ++tile) {
-    const int s = tile % kStages;
-    const uint32_t parity = (tile / kStages) & 1;
-    TmaBox kb, vb;
-    if (tile < num_spatial) {
-      const KvTile kv = make_kv_tile(ts, box, tile);
-      kb = TmaBox{gmaps + kMapK, {kv.base[2], kv.base[1], kv.base[0], hk}};
-      vb = TmaBox{gmaps + kMapV, {kv.base[2], kv.base[1], kv.base[0], hk}};
-    } else {
-      // Additional KV: maps (D, Nadd, 1, 1, Hkv) with boxes of kBlockN tokens.
-      const int first = (tile - num_spatial) * Traits::kBlockN;
-      kb = TmaBox{extra + kMapAddK, {first, 0, 0, hk}};
-      vb = TmaBox{extra + kMapAddV, {first, 0, 0, hk}};
+    for (int tile = 0; tile < num_tiles; ++tile, ++it) {
+      const int s = it % kStages;
+      const uint32_t parity = (it / kStages) & 1;
+      TmaBox kb, vb;
+      if (tile < num_spatial) {
+        const KvTile kv = make_kv_tile(ts, box, tile);
+        kb = TmaBox{gmaps + kMapK, {kv.base[2], kv.base[1], kv.base[0], hk}};
+        vb = TmaBox{gmaps + kMapV, {kv.base[2], kv.base[1], kv.base[0], hk}};
+      } else {
+        // Additional KV: maps (D, Nadd, 1, 1, Hkv) with boxes of kBlockN tokens.
+        const int first = (tile - num_spatial) * Traits::kBlockN;
+        kb = TmaBox{extra + kMapAddK, {first, 0, 0, hk}};
+        vb = TmaBox{extra + kMapAddV, {first, 0, 0, hk}};
+      }
+      Barrier::wait(&st.k_empty[s], parity ^ 1);
+      Barrier::arrive_and_expect_tx(&st.k_full[s], Traits::kTileBytesKV);
+      tma_load_box<Traits>(kb, &st.k_full[s], st.k.data() + s * Traits::kBlockN * Traits::kHeadDim,
+                           Traits::kBlockN);
+      Barrier::wait(&st.v_empty[s], parity ^ 1);
+      Barrier::arrive_and_expect_tx(&st.v_full[s], Traits::kTileBytesKV);
+      tma_load_box<Traits>(vb, &st.v_full[s], st.v.data() + s * Traits::kBlockN * Traits::kHeadDim,
+                           Traits::kBlockN);
     }
-    // A fresh barrier counts as having completed the phase before its first, so the first pass
-    // over the ring waits on parity 1 and does not block.
-    Barrier::wait(&st.k_empty[s], parity ^ 1);
-    Barrier::arrive_and_expect_tx(&st.k_full[s], Traits::kTileBytesKV);
-    tma_load_box<Traits>(kb, &st.k_full[s], st.k.data() + s * Traits::kBlockN * Traits::kHeadDim,
-                         Traits::kBlockN);
-    Barrier::wait(&st.v_empty[s], parity ^ 1);
-    Barrier::arrive_and_expect_tx(&st.v_full[s], Traits::kTileBytesKV);
-    tma_load_box<Traits>(vb, &st.v_full[s], st.v.data() + s * Traits::kBlockN * Traits::kHeadDim,
-                         Traits::kBlockN);
+    ++j;
   }
 }
 

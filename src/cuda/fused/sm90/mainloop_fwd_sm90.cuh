@@ -17,6 +17,7 @@
 #include "cuda/fused/common/tile_geometry.cuh"
 #include "cuda/fused/sm90/mask_sm90.cuh"
 #include "cuda/fused/sm90/params_fwd_sm90.h"
+#include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
 #include "cuda/fused/sm90/softmax_sm90.cuh"
 
 namespace fna::cuda::fused {
@@ -44,8 +45,7 @@ __device__ __forceinline__ void warpgroup_gemm(Mma& mma, const A& a, const B& b,
 }
 
 template <class Traits, class Storage>
-__device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st, int num_spatial,
-                                            int num_tiles, int64_t b, int h) {
+__device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st) {
   using namespace cute;
   using Element = typename Traits::Element;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
@@ -57,7 +57,6 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st,
   const int tidx = int(threadIdx.x) - 128;  // index among the consumer threads
   const FwdParams& fp = p.base;
   const TileShape& ts = fp.tile;
-  const QBox& box = st.box;
 
   Tensor sQ = make_tensor(make_smem_ptr(st.q.data()), typename Traits::SmemLayoutQ{});  // (M, D)
   Tensor sK =
@@ -82,121 +81,140 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st,
   Tensor r_p = make_tensor<Element>(acc_s.layout());  // (MMA, MMA_M, MMA_N)
   Tensor tOrP = make_tensor(r_p.data(), gmma_acc_as_a_operand(r_p.layout()));  // A of P V
 
-  // (row, col) in the block of each of this thread's scores.
+  // (row, col) in the block of each of this thread's scores / outputs.
   Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
   Tensor tScS = thr_s.partition_C(cS);
   Tensor tScS_rc = make_tensor(tScS.data(), gmma_acc_rowcol(tScS.layout()));  // (rows, cols)
+  Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  Tensor tOcO = thr_o.partition_C(cO);
+  Tensor tOcO_rc = make_tensor(tOcO.data(), gmma_acc_rowcol(tOcO.layout()));  // (rows, dims)
   constexpr int kRows = decltype(size<0>(tScS_rc))::value;
   constexpr int kCols = decltype(size<1>(tScS_rc))::value;
   const int n0 = get<1>(tScS_rc(0, 0));
 
-  // This thread's rows' windows (kRows = 2): read on masked tiles only.
-  RowWindow windows[kRows];
-  CUTE_UNROLL
-  for (int i = 0; i < kRows; ++i) windows[i] = row_window(fp.nb, ts, box, get<0>(tScS_rc(i, 0)));
-
   // One arrival per consumer warpgroup releases a ring slot (the empty barriers count them).
   auto release = [&](uint64_t* bar) {
     if (tidx % 128 == 0) cutlass::arch::ClusterBarrier::arrive(bar);
-  };
-
-  // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections.
-  auto softmax_tile = [&](int tile, SplitOnlineSoftmax<kRows>& sm, float(&corr)[kRows]) {
-    CUTE_UNROLL
-    for (int e = 0; e < size(s_rc); ++e) s_rc(e) *= fp.scale_log2;
-    if (tile < num_spatial) {
-      const KvTile kv = make_kv_tile(ts, box, tile);
-      if (kv.masked) {
-        CUTE_UNROLL
-        for (int i = 0; i < kRows; ++i) {
-          uint64_t words[2];
-          window_column_mask_2x64(ts, kv, windows[i], words);
-          const uint64_t lo = words[0] >> n0, hi = words[1] >> n0;
-          CUTE_UNROLL
-          for (int j = 0; j < kCols; ++j) {
-            // Column n0 + k of this thread: bit k of the shifted words (k < 64 exactly for the
-            // columns below 64, since n0 + (k mod 8) < 8).
-            const int k = get<1>(tScS_rc(i, j)) - n0;
-            const bool keep = k < 64 ? (lo >> k) & 1 : (hi >> (k - 64)) & 1;
-            if (!keep) s_rc(i, j) = -INFINITY;
-          }
-        }
-      }
-    } else {
-      const int first = (tile - num_spatial) * kBlockN;
-      if (first + kBlockN > fp.additional_kv) {
-        CUTE_UNROLL
-        for (int i = 0; i < kRows; ++i) {
-          CUTE_UNROLL
-          for (int j = 0; j < kCols; ++j)
-            if (first + get<1>(tScS_rc(i, j)) >= fp.additional_kv) s_rc(i, j) = -INFINITY;
-        }
-      }
-    }
-    sm.scores(s_rc, corr);
   };
   auto convert_p = [&]() {
     CUTE_UNROLL
     for (int e = 0; e < size(acc_s); ++e) r_p(e) = static_cast<Element>(acc_s(e));
   };
 
-  SplitOnlineSoftmax<kRows> softmax;
-  softmax.init();
-  float corr[kRows];
-  clear(acc_o);
+  int it = 0;  // KV tiles consumed so far (ring position)
+  int j = 0;   // non-empty items of this block so far
+  for (int64_t w = blockIdx.x; w < p.items; w += gridDim.x) {
+    const WorkItem item = work_item(p, w);
+    if (!item_nonempty(p, item.box_index)) continue;
+    Barrier::wait(&st.q_full, j & 1);
+    const QBox& box = st.box[j & 1];
+    const int num_spatial = box.num_kv_tiles;
+    const int num_tiles = num_spatial + (fp.additional_kv + kBlockN - 1) / kBlockN;
 
-  Barrier::wait(&st.q_full, 0);
-  Barrier::wait(&st.k_full[0], 0);
-  warpgroup_gemm<true, 0, false>(mma_s, tSrQ, tSrK(_, _, _, 0), acc_s);
-  release(&st.k_empty[0]);
-  softmax_tile(0, softmax, corr);
-  convert_p();
-
-  for (int tile = 1; tile < num_tiles; ++tile) {
-    const int s = tile % kStages, sp = (tile - 1) % kStages;
-    Barrier::wait(&st.k_full[s], (tile / kStages) & 1);
-    warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
-    Barrier::wait(&st.v_full[sp], ((tile - 1) / kStages) & 1);
-    warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
-    warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
-    warpgroup_fence_operand(acc_s);
-    release(&st.k_empty[s]);
-    softmax_tile(tile, softmax, corr);
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(acc_o);
-    release(&st.v_empty[sp]);
-    softmax.rescale(o_rc, corr);
-    convert_p();
-  }
-  const int sl = (num_tiles - 1) % kStages;
-  Barrier::wait(&st.v_full[sl], ((num_tiles - 1) / kStages) & 1);
-  warpgroup_gemm<false, 0, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
-  release(&st.v_empty[sl]);
-
-  // ---- epilogue: O / rowsum and lse, straight from registers -------------------------------
-  float lse[kRows];
-  softmax.finalize(o_rc, lse);
-  Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{});
-  Tensor tOcO = thr_o.partition_C(cO);
-  Tensor tOcO_rc = make_tensor(tOcO.data(), gmma_acc_rowcol(tOcO.layout()));  // (rows, dims)
-  Element* out = static_cast<Element*>(fp.out);
-  CUTE_UNROLL
-  for (int i = 0; i < kRows; ++i) {
-    int qi[3];
-    if (!row_valid(ts, box, get<0>(tOcO_rc(i, 0)), qi)) continue;
-    int x[3];
+    // This thread's rows' windows (kRows = 2): read on masked tiles only.
+    RowWindow windows[kRows];
     CUTE_UNROLL
-    for (int r = 0; r < 3; ++r) x[r] = box.coord(fp.nb, r, qi[r]);
-    Element* row = out + token_offset(fp.out_stride, b, x, h);
-    CUTE_UNROLL
-    for (int j = 0; j < size<1>(o_rc); j += 2) {
-      // Columns j, j + 1 are adjacent dims; rows are 16-byte aligned (host check), so 4 bytes.
-      cutlass::Array<Element, 2> v;
-      v[0] = static_cast<Element>(o_rc(i, j));
-      v[1] = static_cast<Element>(o_rc(i, j + 1));
-      *reinterpret_cast<cutlass::Array<Element, 2>*>(row + get<1>(tOcO_rc(i, j))) = v;
+    for (int i = 0; i < kRows; ++i) windows[i] = row_window(fp.nb, ts, box, get<0>(tScS_rc(i, 0)));
+
+    // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections.
+    auto softmax_tile = [&](int tile, SplitOnlineSoftmax<kRows>& sm, float(&corr)[kRows]) {
+      CUTE_UNROLL
+      for (int e = 0; e < size(s_rc); ++e) s_rc(e) *= fp.scale_log2;
+      if (tile < num_spatial) {
+        const KvTile kv = make_kv_tile(ts, box, tile);
+        if (kv.masked) {
+          CUTE_UNROLL
+          for (int i = 0; i < kRows; ++i) {
+            uint64_t words[2];
+            window_column_mask_2x64(ts, kv, windows[i], words);
+            const uint64_t lo = words[0] >> n0, hi = words[1] >> n0;
+            CUTE_UNROLL
+            for (int c = 0; c < kCols; ++c) {
+              // Column n0 + k of this thread: bit k of the shifted words (k < 64 exactly for
+              // the columns below 64, since n0 + (k mod 8) < 8).
+              const int k = get<1>(tScS_rc(i, c)) - n0;
+              const bool keep = k < 64 ? (lo >> k) & 1 : (hi >> (k - 64)) & 1;
+              if (!keep) s_rc(i, c) = -INFINITY;
+            }
+          }
+        }
+      } else {
+        const int first = (tile - num_spatial) * kBlockN;
+        if (first + kBlockN > fp.additional_kv) {
+          CUTE_UNROLL
+          for (int i = 0; i < kRows; ++i) {
+            CUTE_UNROLL
+            for (int c = 0; c < kCols; ++c)
+              if (first + get<1>(tScS_rc(i, c)) >= fp.additional_kv) s_rc(i, c) = -INFINITY;
+          }
+        }
+      }
+      sm.scores(s_rc, corr);
+    };
+
+    SplitOnlineSoftmax<kRows> softmax;
+    softmax.init();
+    float corr[kRows];
+    clear(acc_o);
+
+    {
+      const int s = it % kStages;
+      Barrier::wait(&st.k_full[s], (it / kStages) & 1);
+      warpgroup_gemm<true, 0, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
+      release(&st.k_empty[s]);
+      softmax_tile(0, softmax, corr);
+      convert_p();
     }
-    if (fp.lse != nullptr && tidx % 4 == 0) fp.lse[token_offset(fp.lse_stride, b, x, h)] = lse[i];
+    for (int tile = 1; tile < num_tiles; ++tile) {
+      const int t = it + tile;
+      const int s = t % kStages, sp = (t - 1) % kStages;
+      Barrier::wait(&st.k_full[s], (t / kStages) & 1);
+      warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
+      Barrier::wait(&st.v_full[sp], ((t - 1) / kStages) & 1);
+      warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
+      warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
+      warpgroup_fence_operand(acc_s);
+      release(&st.k_empty[s]);
+      softmax_tile(tile, softmax, corr);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc_o);
+      release(&st.v_empty[sp]);
+      softmax.rescale(o_rc, corr);
+      convert_p();
+    }
+    release(&st.q_empty);  // every S = Q K^T of this item is done: the next Q may load
+    const int t_last = it + num_tiles - 1;
+    const int sl = t_last % kStages;
+    Barrier::wait(&st.v_full[sl], (t_last / kStages) & 1);
+    warpgroup_gemm<false, 0, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
+    release(&st.v_empty[sl]);
+    it += num_tiles;
+
+    // ---- epilogue: O / rowsum and lse, straight from registers -------------------------------
+    float lse[kRows];
+    softmax.finalize(o_rc, lse);
+    Element* out = static_cast<Element*>(fp.out);
+    CUTE_UNROLL
+    for (int i = 0; i < kRows; ++i) {
+      int qi[3];
+      if (!row_valid(ts, box, get<0>(tOcO_rc(i, 0)), qi)) continue;
+      int x[3];
+      CUTE_UNROLL
+      for (int r = 0; r < 3; ++r) x[r] = box.coord(fp.nb, r, qi[r]);
+      Element* row = out + token_offset(fp.out_stride, item.b, x, item.h);
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(o_rc); c += 2) {
+        // Columns c, c + 1 are adjacent dims; rows are 16-byte aligned (host check): 4 bytes.
+        cutlass::Array<Element, 2> v;
+        v[0] = static_cast<Element>(o_rc(i, c));
+        v[1] = static_cast<Element>(o_rc(i, c + 1));
+        *reinterpret_cast<cutlass::Array<Element, 2>*>(row + get<1>(tOcO_rc(i, c))) = v;
+      }
+      if (fp.lse != nullptr && tidx % 4 == 0)
+        fp.lse[token_offset(fp.lse_stride, item.b, x, item.h)] = lse[i];
+    }
+    cutlass::arch::ClusterBarrier::arrive(&st.box_empty[j & 1]);
+    ++j;
   }
 }
 

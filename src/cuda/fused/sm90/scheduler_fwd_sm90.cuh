@@ -1,0 +1,43 @@
+// Persistent schedule of the Hopper forward: which work items a block takes, in which order
+// (params_fwd_sm90.h). The producer and the consumers walk the same sequence, skipping the same
+// empty items, so their per-item barrier phases stay in step:
+//   for (w = blockIdx.x; w < items; w += gridDim.x) if item_nonempty(...) { ...; ++j; }
+// (plain loops, not a callback: a wgmma accumulator live across a non-inlined call makes ptxas
+// serialize the wgmma pipeline, C7517/C7519).
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/fused/common/tile_geometry.cuh"
+#include "cuda/fused/sm90/params_fwd_sm90.h"
+
+namespace fna::cuda::fused {
+
+struct WorkItem {
+  int box_index;  // Q box over all dilation groups (tile_geometry.cuh's `index`)
+  int h;
+  int64_t b;
+};
+
+__device__ __forceinline__ WorkItem work_item(const FwdParamsSm90& p, int64_t w) {
+  const int64_t per_batch = int64_t(p.boxes) * p.base.heads_q;
+  return WorkItem{int(w % p.boxes), int((w % per_batch) / p.boxes), w / per_batch};
+}
+
+// False for a Q box entirely past its group's end on some axis (groups differ in length by one,
+// so the box grid of the longest group leaves such boxes in the shorter ones).
+__device__ __forceinline__ bool item_nonempty(const FwdParamsSm90& p, int box_index) {
+  const Neighborhood& nb = p.base.nb;
+  const TileShape& ts = p.base.tile;
+  bool nonempty = true;
+  CUTE_UNROLL
+  for (int r = 0; r < 3; ++r) {
+    const int ai = q_box_axis_index(nb, ts, box_index, r);
+    const int g = ai / ts.q_tiles[r];
+    const int i0 = (ai % ts.q_tiles[r]) << ts.q_shift[r];
+    nonempty = nonempty && i0 < group_length(nb.axis[r], g);
+  }
+  return nonempty;
+}
+
+}  // namespace fna::cuda::fused
