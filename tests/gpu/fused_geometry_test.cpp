@@ -5,6 +5,7 @@
 // attended pair is scored exactly once, and every scored key was loaded from the right token.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,9 +20,11 @@ namespace {
 using namespace fna;
 using namespace fna::cuda::fused;
 
-// Returns an empty string when the walk scores exactly the attended pairs.
-std::string replay(const Neighborhood& nb, int block_m, int block_n) {
-  const TileShape ts = plan_tiles(nb, block_m, block_n).shape;
+// Returns an empty string when the walk of tile shape `ts` scores exactly the attended pairs and
+// the planner's cost count (evaluate_tiles: computed and unmasked pairs) matches the walk.
+std::string replay(const Neighborhood& nb, const TileShape& ts, int block_m, int block_n) {
+  const TilePlan cost = evaluate_tiles(nb, ts, block_m);
+  double visited = 0, unmasked = 0;
   // Token-index strides: a row's offset is its key token's row-major index.
   TokenStrides s;
   int64_t stride = 1;
@@ -41,6 +44,8 @@ std::string replay(const Neighborhood& nb, int block_m, int block_n) {
     const int tiles = box.kv_tiles[0] * box.kv_tiles[1] * box.kv_tiles[2];
     for (int tile = 0; tile < tiles; ++tile) {
       const KvTile kv = make_kv_tile(ts, box, tile);
+      visited += double(block_m) * block_n;
+      if (!kv.masked) unmasked += double(block_m) * block_n;
       const KvTileRows rows = kv_tile_rows(nb, ts, box, kv, s, 0, 0);
       std::vector<int64_t> key(block_n);
       for (int n = 0; n < block_n; ++n)
@@ -64,6 +69,10 @@ std::string replay(const Neighborhood& nb, int block_m, int block_n) {
       }
     }
   }
+  if (visited != cost.visited || unmasked != cost.unmasked)
+    return "planner counts " + std::to_string(cost.visited) + " computed / " +
+           std::to_string(cost.unmasked) + " unmasked pairs, the walk " + std::to_string(visited) +
+           " / " + std::to_string(unmasked);
   for (int64_t q = 0; q < tokens; ++q) {
     int64_t xq[3], xk[3];
     nb.coords(q, xq);
@@ -89,17 +98,62 @@ std::string describe(const Neighborhood& nb) {
   return d;
 }
 
+// Random power-of-two box extents over the first `rank` axes with product `rows`.
+std::array<int, 3> random_box(std::mt19937_64& rng, int rank, int rows) {
+  std::array<int, 3> box{1, 1, 1};
+  for (; rows > 1; rows /= 2) box[std::uniform_int_distribution<int>(0, rank - 1)(rng)] *= 2;
+  return box;
+}
+
 TEST(CudaFusedGeometry, TileWalkScoresExactlyTheWindow) {
   std::mt19937_64 rng(20261125);
-  const int shapes[][2] = {{128, 64}, {64, 64}, {64, 32}};
+  const int shapes[][2] = {{128, 64}, {64, 64}, {64, 32}, {64, 16}};
   for (int it = 0; it < 200; ++it) {
     const Neighborhood nb = fna_test::random_neighborhood(rng, 14);
     for (const auto& bs : shapes) {
-      const std::string f = replay(nb, bs[0], bs[1]);
-      ASSERT_TRUE(f.empty()) << "problem " << it << " " << describe(nb) << " block " << bs[0] << "x"
-                             << bs[1] << ": " << f;
+      // The planner's shapes and a random override (what Options::tiles may ask for).
+      TileBoxes boxes;
+      boxes.q = random_box(rng, nb.rank, bs[0]);
+      boxes.kv = random_box(rng, nb.rank, bs[1]);
+      ASSERT_EQ(tile_override_error(nb, boxes, bs[0], bs[1]), "");
+      const TileShape planned = plan_tiles(nb, bs[0], bs[1]).shape;
+      for (const TileShape& ts : {planned, shape_from_boxes(nb, boxes)}) {
+        const std::string f = replay(nb, ts, bs[0], bs[1]);
+        ASSERT_TRUE(f.empty()) << "problem " << it << " " << describe(nb) << " block " << bs[0]
+                               << "x" << bs[1] << ": " << f;
+      }
     }
   }
+}
+
+TEST(CudaFusedGeometry, TileOverrideRulesNameTheField) {
+  Neighborhood nb;
+  nb.rank = 2;
+  nb.axis[0] = Axis{56, 7, 1, 1, false};
+  nb.axis[1] = Axis{56, 7, 1, 1, false};
+  nb.axis[2] = Axis{1, 1, 1, 1, false};
+  TileBoxes ok;
+  ok.q = {8, 8, 1};
+  ok.kv = {4, 16, 1};
+  EXPECT_EQ(tile_override_error(nb, ok, 64, 64), "");
+  auto expect_error = [&](TileBoxes b, const std::string& words) {
+    const std::string e = tile_override_error(nb, b, 64, 64);
+    EXPECT_NE(e.find(words), std::string::npos) << e;
+  };
+  TileBoxes b = ok;
+  b.q = {4, 12, 1};
+  expect_error(b, "tiles.q = (4, 12, 1): every extent must be a power of two");
+  b = ok;
+  b.kv = {4, 4, 4};
+  expect_error(b, "tiles.kv = (4, 4, 4): axis 2 is past the problem's rank 2");
+  b = ok;
+  b.q = {8, 16, 1};
+  expect_error(b, "tiles.q = (8, 16, 1) holds 128 tokens: this kernel's Q tiles have 64 rows");
+  b = ok;
+  b.kv = {0, 64, 1};
+  expect_error(b, "tiles.kv = (0, 64, 1): every extent must be a power of two");
+  // The planner's choice is a valid override of itself.
+  EXPECT_EQ(tile_override_error(nb, boxes_of(plan_tiles(nb, 64, 64).shape), 64, 64), "");
 }
 
 }  // namespace

@@ -6,25 +6,31 @@
 namespace fna::cuda::fused {
 
 struct FwdBlock {
-  int m;      // rows of a Q tile (queries of a Q box)
-  int n;      // rows of a KV tile (keys of a KV box), at most 64 (64-bit column masks)
-  int warps;  // each warp owns m / warps query rows
+  int m;       // rows of a Q tile (queries of a Q box)
+  int n;       // rows of a KV tile (keys of a KV box), at most 64 (64-bit column masks)
+  int warps;   // each warp owns m / warps query rows
+  int stages;      // K/V shared-memory buffers: tiles t+1 .. t+stages-1 load while tile t computes
+  int min_blocks;  // blocks per SM the register allocation must allow (__launch_bounds__)
 };
 
 //  - 16-bit, D = 128: 128 x 64 x 4 warps. 128 queries keep a Q box large enough that its KV range
 //    is mostly useful keys for the large windows D = 128 models use (video-hunyuan: 65% useful);
 //    64-key KV boxes follow the range closely and keep S at 32 registers per thread next to a
-//    64-register O accumulator.
+//    64-register O accumulator. 2 stages: 96 KiB, 2 blocks per SM (the register limit anyway).
 //  - 16-bit, D <= 64: 64 x 64. Models with small heads tend to use small windows (NAT: 7x7),
 //    where a Q box's KV range is dominated by the window's halo: an 8x8 box visits 16x16 keys
-//    (23% useful) where a 8x16 box visits 16x24 (13%).
-//  - 16-bit, D = 256: 64 x 64 (the O accumulator is 128 registers per thread).
-//  - fp32 (3xTF32 MMA): 64 x 32, so the Q, K, V tiles and the P staging tile fit in shared memory
-//    at D = 256 (64*256*4 + 2*32*256*4 + 64*36*4 bytes = 137 KiB).
+//    (23% useful) where a 8x16 box visits 16x24 (13%). Such boxes visit only a few KV tiles, so
+//    a block is latency-bound: 4 stages at D = 32 (36 KiB) and 3 at D = 64 (56 KiB) load most of
+//    them at once and still leave 4 blocks per SM.
+//  - 16-bit, D = 256: 64 x 32, 2 stages (96 KiB: 2 blocks per SM; 64 x 64 would need 160 KiB).
+//  - fp32 (3xTF32 MMA): 64 x 32 and 2 stages, 64 x 16 at D = 256, so Q, 2 K/V stages and the P
+//    staging tile fit in sm_80's 163 KiB (D = 256: 64*256*4 + 4*16*256*4 + 64*20*4 = 133 KiB).
 constexpr FwdBlock fwd_block(bool tf32, int head_dim) {
-  if (tf32) return {64, 32, 4};
-  if (head_dim == 128) return {128, 64, 4};
-  return {64, 64, 4};
+  if (tf32) return {64, head_dim == 256 ? 16 : 32, 4, 2, 1};
+  if (head_dim == 128) return {128, 64, 4, 2, 1};
+  if (head_dim == 256) return {64, 32, 4, 2, 1};
+  if (head_dim == 64) return {64, 64, 4, 3, 1};
+  return {64, 64, 4, 3, 6};
 }
 
 }  // namespace fna::cuda::fused

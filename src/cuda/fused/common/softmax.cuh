@@ -1,8 +1,9 @@
 // Online softmax (flash-attention 2 style) over score tiles in the (rows, cols) accumulator view.
 //
-// Scores arrive already multiplied by scale * log2(e), so probabilities are exp2(s - max) and the
-// log-sum-exp in natural log is (max + log2(sum)) * ln(2). Masked scores are -inf; a row whose
-// scores are all -inf so far keeps max = -inf and contributes nothing (no inf - inf = NaN).
+// Scores arrive unscaled; with c = scale * log2(e) > 0 the probabilities are
+// exp2(c * s - c * max), one FFMA and one MUFU.EX2 per score, and the log-sum-exp in natural log
+// is (c * max + log2(sum)) * ln(2). Masked scores are -inf; a row whose scores are all -inf so
+// far keeps max = -inf and contributes nothing (no inf - inf = NaN).
 // Row sums stay per-thread partial sums until `finalize`, which reduces them over the quad.
 #pragma once
 
@@ -12,6 +13,14 @@
 #include "cuda/fused/common/cute_utils.cuh"
 
 namespace fna::cuda::fused {
+
+// 2^x with the hardware approximation (MUFU.EX2, ~2 ulp, denormal results flushed to zero:
+// probabilities below 2^-126 of the row max do not matter next to the fp32 row sum).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
 
 template <int kRows>
 struct OnlineSoftmax {
@@ -26,21 +35,22 @@ struct OnlineSoftmax {
     }
   }
 
-  // Folds one score tile `s` (rows, cols) into the running state: replaces s by the
-  // probabilities exp2(s - new_max) and rescales the output accumulator `o` (rows, dims).
+  // Folds one score tile `s` (rows, cols) of unscaled scores into the running state with scale
+  // c > 0 (log2 domain): replaces s by the probabilities exp2(c * s - new_max) and rescales the
+  // output accumulator `o` (rows, dims).
   template <class S, class O>
-  __device__ __forceinline__ void update(S& s, O& o) {
+  __device__ __forceinline__ void update(S& s, O& o, float c) {
     using namespace cute;
     static_assert(decltype(size<0>(s))::value == kRows);
     CUTE_UNROLL
     for (int i = 0; i < kRows; ++i) {
-      float m = row_max[i];
+      float m = s(i, 0);
       CUTE_UNROLL
-      for (int j = 0; j < size<1>(s); ++j) m = fmaxf(m, s(i, j));
-      m = quad_max(m);
+      for (int j = 1; j < size<1>(s); ++j) m = fmaxf(m, s(i, j));
+      m = fmaxf(quad_max(m) * c, row_max[i]);
       // A fully masked row so far: subtract 0 instead of -inf (every p is exp2(-inf) = 0).
       const float m_ref = m == -INFINITY ? 0.f : m;
-      const float correction = exp2f(row_max[i] - m_ref);
+      const float correction = fast_exp2(row_max[i] - m_ref);
       row_max[i] = m;
       row_sum[i] *= correction;
       CUTE_UNROLL
@@ -48,7 +58,7 @@ struct OnlineSoftmax {
       float sum = 0.f;
       CUTE_UNROLL
       for (int j = 0; j < size<1>(s); ++j) {
-        const float p = exp2f(s(i, j) - m_ref);
+        const float p = fast_exp2(fmaf(s(i, j), c, -m_ref));
         s(i, j) = p;
         sum += p;
       }

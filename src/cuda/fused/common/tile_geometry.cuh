@@ -114,21 +114,26 @@ struct RowWindow {
   int hi[3];
 };
 
-// Window of Q-box row `row`. Rows hanging over the group end are clamped to the last valid
-// query, so their (discarded) scores stay finite.
+// Window [lo, hi) on axis r of the queries at box-local coordinate l of that axis. Coordinates
+// hanging over the group end are clamped to the last valid query, so their (discarded) scores
+// stay finite. A row's window is the product of its coordinates' axis windows.
+FNA_DEVICE void axis_window(const Neighborhood& nb, const QBox& box, int r, int l, int* lo,
+                            int* hi) {
+  const int i = box.i0[r] + std::min(l, box.count[r] - 1);
+  int64_t s, e;
+  window_in_group(nb.axis[r], box.lg[r], i, &s, &e);
+  *lo = int(s);
+  *hi = int(e);
+}
+
+// Window of Q-box row `row`.
 FNA_DEVICE RowWindow row_window(const Neighborhood& nb, const TileShape& t, const QBox& box,
                                 int row) {
   int l[3];
   box_coords(row, t.q_shift, l);
   RowWindow w;
   FNA_UNROLL
-  for (int r = 0; r < 3; ++r) {
-    const int i = box.i0[r] + std::min(l[r], box.count[r] - 1);
-    int64_t s, e;
-    window_in_group(nb.axis[r], box.lg[r], i, &s, &e);
-    w.lo[r] = int(s);
-    w.hi[r] = int(e);
-  }
+  for (int r = 0; r < 3; ++r) axis_window(nb, box, r, l[r], &w.lo[r], &w.hi[r]);
   return w;
 }
 
@@ -148,22 +153,23 @@ FNA_DEVICE bool row_valid(const TileShape& t, const QBox& box, int row, int* i) 
 // Spatial KV tile `tile` (0 .. num_kv_tiles) of a Q box: the box's first key per axis. KV boxes
 // start at the KV range's first key and step by the KV box extent.
 struct KvTile {
-  int base[3];  // first key index per axis (group coordinates)
-  bool masked;  // false when every query of the Q box attends every key of this tile
+  int base[3];   // first key index per axis (group coordinates)
+  bool masked;   // false when every query of the Q box attends every key of this tile
+  int straddle;  // bit r: on axis r the tile is not inside every query's window
 };
 
 FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
   KvTile kv;
-  bool inside = true;
+  kv.straddle = 0;
   FNA_UNROLL
   for (int r = 2; r >= 0; --r) {
     const int br = tile % box.kv_tiles[r];
     tile /= box.kv_tiles[r];
     const int kt = 1 << t.kv_shift[r];
     kv.base[r] = box.kv_lo[r] + br * kt;
-    inside = inside && kv.base[r] >= box.full_lo[r] && kv.base[r] + kt <= box.full_hi[r];
+    if (kv.base[r] < box.full_lo[r] || kv.base[r] + kt > box.full_hi[r]) kv.straddle |= 1 << r;
   }
-  kv.masked = !inside;
+  kv.masked = kv.straddle != 0;
   return kv;
 }
 
@@ -222,13 +228,18 @@ FNA_DEVICE uint64_t low_bits(int k) { return k >= 64 ? ~uint64_t{0} : (uint64_t{
 // field of the row index, so the columns whose coordinate lies in [lo, hi) form the pattern
 // "bits [lo * inner, hi * inner) of every period" with inner = 2^(fields right of r) and
 // period = inner * kt_r; the pattern is replicated over the tile with one multiplication.
-// Needs a KV tile of at most 64 rows.
+// Needs a KV tile of at most 64 rows. Axes on which the tile lies inside every query's window
+// (kv.straddle bit clear) contribute all ones and are skipped.
 FNA_DEVICE uint64_t window_column_mask(const TileShape& t, const KvTile& kv, const RowWindow& w) {
   uint64_t mask = ~uint64_t{0};
   int inner_shift = 0;
   FNA_UNROLL
   for (int r = 2; r >= 0; --r) {
     const int kt_shift = t.kv_shift[r];
+    if (!((kv.straddle >> r) & 1)) {
+      inner_shift += kt_shift;
+      continue;
+    }
     const int lo = std::max(w.lo[r] - kv.base[r], 0);
     const int hi = std::min(w.hi[r] - kv.base[r], 1 << kt_shift);
     if (hi <= lo) return 0;

@@ -6,8 +6,9 @@
 // exp2, O += P V, and finally O / rowsum and lse. KV boxes entirely inside every query's window
 // skip masking. Out-of-range KV rows are zero-filled, so masked P = 0 never meets a NaN.
 //
-// Pipeline (single K and V buffers): K of tile t+1 loads while softmax and P V of tile t run; V of
-// tile t loads while S of tile t is computed.
+// Pipeline: kStages shared-memory buffers of K and V (a ring); while tile t computes, tiles
+// t+1 .. t+kStages-1 are in flight (cp.async groups, one per tile), so one block barrier per
+// tile suffices and small-window blocks, which visit only a few tiles, load most of them at once.
 #pragma once
 
 #include <cmath>
@@ -37,7 +38,7 @@ __device__ __forceinline__ void store_pair(Element* dst, float a, float b, bool 
 }
 
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kNThreads, 1)
+__global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     fwd_kernel_sm80(const __grid_constant__ FwdParams p) {
   using namespace cute;
   using Element = typename Traits::Element;
@@ -46,6 +47,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kHeadDim = Traits::kHeadDim;
   constexpr int kNThreads = Traits::kNThreads;
+  constexpr int kStages = Traits::kStages;
+  static_assert(kStages >= 2, "the pipeline keeps at least one tile in flight");
   static_assert(kBlockN <= 64, "column masks are 64-bit");
 
   const TileShape& ts = p.tile;
@@ -61,26 +64,52 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   }
   // Block-uniform geometry lives in shared memory: in registers it would cost ~50 registers
   // per thread next to the accumulators (the row windows are read only on masked tiles). One
-  // thread per axis computes it (the window arithmetic is 64-bit).
+  // thread per axis computes the box (the window arithmetic is 64-bit); a row's window is the
+  // product of per-axis windows, so only sum_r qt_r (not kBlockM * 3) windows are computed.
   __shared__ QBox box;
+  __shared__ int axis_lo[3][kBlockM], axis_hi[3][kBlockM];
   __shared__ RowWindow windows_smem[kBlockM];
   if (threadIdx.x < 3) make_q_box_axis(p.nb, ts, blockIdx.x, threadIdx.x, &box);
   __syncthreads();
   if (box.count[0] == 0 || box.count[1] == 0 || box.count[2] == 0) return;  // past a group end
-  for (int row = threadIdx.x; row < kBlockM; row += kNThreads)
-    windows_smem[row] = row_window(p.nb, ts, box, row);
+  for (int k = threadIdx.x; k < 3 * kBlockM; k += kNThreads) {
+    const int r = k / kBlockM, l = k % kBlockM;
+    if (l < (1 << ts.q_shift[r])) axis_window(p.nb, box, r, l, &axis_lo[r][l], &axis_hi[r][l]);
+  }
+  __syncthreads();
+  for (int row = threadIdx.x; row < kBlockM; row += kNThreads) {
+    int l[3];
+    box_coords(row, ts.q_shift, l);
+    CUTE_UNROLL
+    for (int r = 0; r < 3; ++r) {
+      windows_smem[row].lo[r] = axis_lo[r][l[r]];
+      windows_smem[row].hi[r] = axis_hi[r][l[r]];
+    }
+  }
   const int h = blockIdx.y;
   const int hk = h / p.heads_ratio;  // GQA/MQA: K/V are read in place, never repeated
   const int64_t b = blockIdx.z;
 
   extern __shared__ __align__(128) char smem[];
   Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<SmemT*>(smem)),
-                          typename Traits::SmemLayoutQ{});                         // (M, D)
-  Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});  // (N, D)
-  Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});  // (N, D)
-  Tensor sVt = make_tensor(sV.data(), typename Traits::SmemLayoutVt{});            // (D, N)
+                          typename Traits::SmemLayoutQ{});  // (M, D)
+  SmemT* const k_smem = sQ.data().get() + size(sQ);         // kStages K tiles, then kStages V tiles
+  SmemT* const v_smem = k_smem + kStages * Traits::kKVElems;
+  auto stage_k = [&](int stage) {
+    return make_tensor(make_smem_ptr(k_smem + stage * Traits::kKVElems),
+                       typename Traits::SmemLayoutKV{});  // (N, D)
+  };
+  auto stage_v = [&](int stage) {
+    return make_tensor(make_smem_ptr(v_smem + stage * Traits::kKVElems),
+                       typename Traits::SmemLayoutKV{});  // (N, D)
+  };
+  auto stage_vt = [&](int stage) {
+    return make_tensor(make_smem_ptr(v_smem + stage * Traits::kKVElems),
+                       typename Traits::SmemLayoutVt{});  // (D, N)
+  };
+  Tensor sK = stage_k(0);  // (N, D): the stage-0 view gives the register fragments' shapes
   Tensor sVtNoSwizzle =
-      make_tensor(sV.data().get(), typename Traits::SmemLayoutVtNoSwizzle{});  // (D, N)
+      make_tensor(make_smem_ptr(v_smem), typename Traits::SmemLayoutVtNoSwizzle{});  // (D, N)
 
   // ---- gathers -----------------------------------------------------------------------------
   const Element* q_ptr = static_cast<const Element*>(p.q);
@@ -95,7 +124,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   // zero-filled), or a slice of the additional KV tokens.
   auto load_kv = [&](int tile, const Element* spatial, const TokenStrides& ss,
                      const int64_t* row_offset, const Element* extra, const TokenStrides& es,
-                     auto& dst) {
+                     auto&& dst) {
     if (tile < num_spatial) {
       const KvTileRows rows = kv_tile_rows(p.nb, ts, box, make_kv_tile(ts, box, tile), ss, b, hk);
       gather_rows<kBlockN, kHeadDim, kNThreads>(spatial, dst, p.aligned, [&](int row) {
@@ -119,8 +148,18 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     for (int r = 0; r < 3; ++r) x[r] = box.coord(p.nb, r, i[r]);
     return token_offset(p.q_stride, b, x, h);
   });
-  if (num_tiles > 0) load_kv(0, k_ptr, p.k_stride, kv_row_offset_k, ak_ptr, p.add_k_stride, sK);
-  cp_async_commit();
+  // K and V of tile `tile` into ring stage tile % kStages, as one cp.async group (empty past the
+  // last tile, so the group count per iteration stays uniform).
+  auto load_stage = [&](int tile) {
+    if (tile < num_tiles) {
+      const int stage = tile % kStages;
+      load_kv(tile, k_ptr, p.k_stride, kv_row_offset_k, ak_ptr, p.add_k_stride, stage_k(stage));
+      load_kv(tile, v_ptr, p.v_stride, kv_row_offset_v, av_ptr, p.add_v_stride, stage_v(stage));
+    }
+    cp_async_commit();
+  };
+  CUTE_UNROLL
+  for (int t = 0; t < kStages - 1; ++t) load_stage(t);  // Q joins the first group
 
   // ---- MMA partitions ------------------------------------------------------------------------
   typename Traits::TiledMma tiled_mma;
@@ -134,8 +173,6 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   auto copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, tiled_mma);
   auto copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, tiled_mma);
   Tensor tSsQ = copy_q.get_thread_slice(threadIdx.x).partition_S(sQ);
-  Tensor tSsK = copy_k.get_thread_slice(threadIdx.x).partition_S(sK);
-  Tensor tOsVt = copy_v.get_thread_slice(threadIdx.x).partition_S(sVt);
 
   // Coordinates (row, col) of this thread's score elements, in the (rows, cols) view.
   Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
@@ -150,35 +187,57 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   Tensor o_rc = make_tensor(acc_o.data(), acc_rowcol(acc_o.layout()));  // (rows, dims)
 
   // ---- main loop -----------------------------------------------------------------------------
+  // Scores stay unscaled until the exponent (one FFMA there, OnlineSoftmax). A non-positive
+  // scale would flip or flatten the max, so it is applied up front instead (rare: block-uniform).
+  const bool prescale = !(p.scale_log2 > 0.f);
+  const float scale_log2 = prescale ? 1.f : p.scale_log2;
   for (int tile = 0; tile < num_tiles; ++tile) {
+    const int stage = tile % kStages;
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // this tile's K and V (and Q) landed; every warp is done with tile - 1,
+                      // whose stage the next load refills
+    load_stage(tile + kStages - 1);
+
+    // Column masks first: one 64-bit word per row (tile_geometry.cuh), shifted to this thread's
+    // first column so the per-element tests use compile-time bit positions. A warp whose rows
+    // attend no key of the tile skips it (its softmax state would not change): the rows of one
+    // warp span a smaller range than the whole Q box, so rim tiles often miss them.
+    const int n0 = get<1>(tScS_rc(0, 0));
+    uint64_t row_mask[kRows];
+    bool masked = false;
+    if (tile < num_spatial) {
+      const KvTile kv = make_kv_tile(ts, box, tile);
+      masked = kv.masked;
+      if (masked) {
+        bool live = false;
+        CUTE_UNROLL
+        for (int i = 0; i < kRows; ++i) {
+          row_mask[i] = window_column_mask(ts, kv, windows_smem[get<0>(tScS_rc(i, 0))]) >> n0;
+          live = live || row_mask[i] != 0;
+        }
+        if (!__any_sync(0xffffffffu, live)) continue;
+      }
+    }
+
     Tensor acc_s = partition_fragment_C(
         tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
     clear(acc_s);
-    cp_async_wait<0>();
-    __syncthreads();  // K of this tile (and Q) landed; every warp is done reading V of the last
-    load_kv(tile, v_ptr, p.v_stride, kv_row_offset_v, av_ptr, p.add_v_stride, sV);
-    cp_async_commit();
-
+    Tensor tSsK = copy_k.get_thread_slice(threadIdx.x).partition_S(stage_k(stage));
     gemm_ss(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, copy_q, copy_k);
 
     Tensor s = make_tensor(acc_s.data(), acc_rowcol(acc_s.layout()));  // (rows, cols)
-    CUTE_UNROLL
-    for (int e = 0; e < size(s); ++e) s(e) *= p.scale_log2;
-    if (tile < num_spatial) {
-      const KvTile kv = make_kv_tile(ts, box, tile);
-      if (kv.masked) {
-        // One 64-bit column mask per row (tile_geometry.cuh), shifted to this thread's first
-        // column so the per-element tests use compile-time bit positions.
-        const int n0 = get<1>(tScS_rc(0, 0));
+    if (prescale) {
+      CUTE_UNROLL
+      for (int e = 0; e < size(s); ++e) s(e) *= p.scale_log2;
+    }
+    if (masked) {
+      CUTE_UNROLL
+      for (int i = 0; i < kRows; ++i) {
         CUTE_UNROLL
-        for (int i = 0; i < kRows; ++i) {
-          const uint64_t m = window_column_mask(ts, kv, windows_smem[get<0>(tScS_rc(i, 0))]) >> n0;
-          CUTE_UNROLL
-          for (int j = 0; j < kCols; ++j)
-            if (!((m >> (get<1>(tScS_rc(i, j)) - n0)) & 1)) s(i, j) = -INFINITY;
-        }
+        for (int j = 0; j < kCols; ++j)
+          if (!((row_mask[i] >> (get<1>(tScS_rc(i, j)) - n0)) & 1)) s(i, j) = -INFINITY;
       }
-    } else {
+    } else if (tile >= num_spatial) {
       const int first = (tile - num_spatial) * kBlockN;
       if (first + kBlockN > p.additional_kv) {
         CUTE_UNROLL
@@ -190,20 +249,15 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
       }
     }
 
-    cp_async_wait<0>();
-    __syncthreads();  // V of this tile landed; every warp is done reading K
-    if (tile + 1 < num_tiles)
-      load_kv(tile + 1, k_ptr, p.k_stride, kv_row_offset_k, ak_ptr, p.add_k_stride, sK);
-    cp_async_commit();
-
-    softmax.update(s, o_rc);
+    softmax.update(s, o_rc, scale_log2);
+    Tensor tOsVt = copy_v.get_thread_slice(threadIdx.x).partition_S(stage_vt(stage));
 
     if constexpr (Traits::kTf32) {
       // P goes through shared memory (see SmemLayoutP). Each warp writes and reads only its own
       // rows, so a warp barrier suffices.
-      Tensor sP = make_tensor(
-          make_smem_ptr(reinterpret_cast<SmemT*>(smem + Traits::kSmemQ + 2 * Traits::kSmemKV)),
-          typename Traits::SmemLayoutP{});  // (M, N)
+      Tensor sP = make_tensor(make_smem_ptr(reinterpret_cast<SmemT*>(
+                                  smem + Traits::kSmemQ + 2 * kStages * Traits::kSmemKV)),
+                              typename Traits::SmemLayoutP{});  // (M, N)
       Tensor tPsP = thr_mma.partition_C(sP);
       __syncwarp();
       CUTE_UNROLL

@@ -22,6 +22,8 @@ struct FwdTraitsSm80 {
   static constexpr int kBlockM = FwdBlockShape<Element, kHeadDim>::kBlockM;
   static constexpr int kBlockN = FwdBlockShape<Element, kHeadDim>::kBlockN;
   static constexpr int kNWarps = FwdBlockShape<Element, kHeadDim>::kNWarps;
+  static constexpr int kStages = FwdBlockShape<Element, kHeadDim>::kStages;
+  static constexpr int kMinBlocks = FwdBlockShape<Element, kHeadDim>::kMinBlocks;
   static constexpr int kNThreads = kNWarps * 32;
 
   using MmaOp = std::conditional_t<
@@ -47,6 +49,8 @@ struct FwdTraitsSm80 {
                                               cute::Stride<cute::Int<kAtomCols>, cute::_1>>{}));
   using SmemLayoutQ = decltype(cute::tile_to_shape(
       SmemLayoutAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));  // (M, D)
+  // One stage of K or V; stage s starts s * kBlockN * kHeadDim elements after stage 0 (a
+  // multiple of the swizzle atom, so every stage has the same bank pattern).
   using SmemLayoutKV = decltype(cute::tile_to_shape(
       SmemLayoutAtom{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{}));  // (N, D)
   // V seen as (D, N) for the P * V GEMM (B operand, k = key).
@@ -66,9 +70,10 @@ struct FwdTraitsSm80 {
                          cute::Copy_Atom<cute::SM75_U16x8_LDSM_T, SmemT>>;
 
   static constexpr int kSmemQ = kBlockM * kHeadDim * sizeof(SmemT);
-  static constexpr int kSmemKV = kBlockN * kHeadDim * sizeof(SmemT);
+  static constexpr int kKVElems = kBlockN * kHeadDim;  // one stage of K or V
+  static constexpr int kSmemKV = kKVElems * sizeof(SmemT);
   static constexpr int kSmemP = kTf32 ? kBlockM * (kBlockN + 4) * sizeof(float) : 0;
-  static constexpr int kSmemBytes = kSmemQ + 2 * kSmemKV + kSmemP;
+  static constexpr int kSmemBytes = kSmemQ + 2 * kStages * kSmemKV + kSmemP;
 };
 
 }  // namespace fna::cuda::fused

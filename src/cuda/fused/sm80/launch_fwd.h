@@ -20,6 +20,8 @@ struct FwdBlockShape {
   static constexpr int kBlockM = kBlock.m;
   static constexpr int kBlockN = kBlock.n;
   static constexpr int kNWarps = kBlock.warps;
+  static constexpr int kStages = kBlock.stages;
+  static constexpr int kMinBlocks = kBlock.min_blocks;
 };
 
 // Launches the forward kernel on `grid` = (Q boxes, heads_q, batch). p.tile must be planned for
