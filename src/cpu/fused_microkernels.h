@@ -70,25 +70,27 @@ inline v8f vexp(v8f x) {
 }
 
 // 2^x per lane for x <= 0 or -inf (the forward's logits minus their running max, times log2(e)):
-// n = round(x), a degree-6 Taylor polynomial of 2^f for f = x - n in [-1/2, 1/2] (relative error
-// <= 2.5e-7), n added to the exponent bits; exactly 0 below -126 (covers -inf). About 15 vector
-// operations against vexp's 22 (the softmax was ~8% of a 13x13 forward).
+// n = round(x), a degree-5 polynomial of 2^f for f = x - n in [-1/2, 1/2] (fitted for relative
+// error, constant term exactly 1 so that 2^0 = 1; <= 1.9e-7 evaluated in fp32), n added to the
+// exponent bits; exactly 0 below -126 (covers -inf). About 13 vector operations against vexp's 22
+// (the softmax is ~8% of a 13x13 forward).
 inline v8f vexp2_nonpos(v8f x) {
   const v8f lo = vsplat(-126.0f);
   const v8f xc = vmax(x, lo);
-  const v8f magic = vsplat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const v8f n = (xc + magic) - magic;
-  const v8f f = xc - n;
-  v8f y = vsplat(1.5403530393381609e-4f);  // ln(2)^k / k!, k = 6..0
-  y = y * f + 1.3333558146428443e-3f;
-  y = y * f + 9.6181291076284772e-3f;
-  y = y * f + 5.5504108664821580e-2f;
-  y = y * f + 2.4022650695910071e-1f;
-  y = y * f + 6.9314718055994531e-1f;
+  // t = 1.5 * 2^23 + xc rounds xc to the integer n, which then sits in t's low mantissa bits.
+  const v8f magic = vsplat(12582912.0f);
+  const v8f t = xc + magic;
+  const v8f f = xc - (t - magic);
+  v8f y = vsplat(1.3264726149e-3f);
+  y = y * f + 9.6715129912e-3f;
+  y = y * f + 5.5507335812e-2f;
+  y = y * f + 2.4022242427e-1f;
+  y = y * f + 6.9314700365e-1f;
   y = y * f + 1.0f;
-  v8i bits;
+  v8i tbits, bits;
+  __builtin_memcpy(&tbits, &t, sizeof tbits);
   __builtin_memcpy(&bits, &y, sizeof bits);
-  bits += __builtin_convertvector(n, v8i) << 23;
+  bits += tbits << 23;  // n << 23: the mantissa's 2^22 offset shifts out of the 32 bits
   v8f res;
   __builtin_memcpy(&res, &bits, sizeof res);
   return x < lo ? vsplat(0.0f) : res;
