@@ -124,9 +124,10 @@ int main(int argc, char** argv) {
                "compare with `reference` on the same inputs; exit 1 on failure");
   app.add_flag("--json", json, "one JSON object per backend on stdout instead of the table");
   app.add_option("--seed", seed, "random seed of the inputs")->capture_default_str();
-  app.add_flag("--plan", show_plan,
-               "print the cuda-fused forward tile plan (tiles, useful fraction, predicted time) "
-               "and exit");
+  app.add_flag(
+      "--plan", show_plan,
+      "print the forward tile plan (tiles, useful fraction, predicted time) of cuda-fused, "
+      "or of cuda-hopper with --backend cuda-hopper, and exit");
   app.add_option("--tiles-q", tiles_q, "Q tile box per axis, e.g. 2,8,8 (overrides the planner)");
   app.add_option("--tiles-kv", tiles_kv, "KV tile box per axis (with --tiles-q)");
   if (argc == 1) {  // the built-in default problem
@@ -177,6 +178,8 @@ int main(int argc, char** argv) {
     if (show_plan) {
       fna::Options o;
       o.tiles = tiles;
+      if (backends_s != "all" && backends_s.find(',') == std::string::npos)
+        o.backend = fna::parse_backend(backends_s);  // e.g. --backend cuda-hopper --plan
       const fna::Plan pl = fna::plan(p, dtype, o);
       auto box = [](const std::array<int, 3>& v, int rank) {
         std::string t;
@@ -186,20 +189,22 @@ int main(int argc, char** argv) {
       if (json) {
         nlohmann::json j;
         j["problem"] = p.to_string();
+        j["backend"] = fna::backend_name(pl.backend);
         j["q_box"] = box(pl.tiles.q, p.rank);
         j["kv_box"] = box(pl.tiles.kv, p.rank);
         j["overridden"] = pl.overridden;
         j["blocks"] = pl.q_tiles;
+        j["computed_pairs"] = pl.computed_pairs;
         j["useful_fraction"] = pl.useful_fraction;
         j["masked_fraction"] = pl.masked_fraction;
         j["predicted_ms"] = pl.predicted_ms;
         std::cout << j.dump() << "\n";
       } else {
         std::printf("problem: %s dtype=%s\n", p.to_string().c_str(), fna::dtype_name(dtype));
-        std::printf(
-            "cuda-fused forward plan%s: Q box %s (%d rows), KV box %s (%d rows), %.0f blocks\n",
-            pl.overridden ? " (override)" : "", box(pl.tiles.q, p.rank).c_str(), pl.q_tile_rows,
-            box(pl.tiles.kv, p.rank).c_str(), pl.kv_tile_rows, pl.q_tiles);
+        std::printf("%s forward plan%s: Q box %s (%d rows), KV box %s (%d rows), %.0f blocks\n",
+                    fna::backend_name(pl.backend), pl.overridden ? " (override)" : "",
+                    box(pl.tiles.q, p.rank).c_str(), pl.q_tile_rows,
+                    box(pl.tiles.kv, p.rank).c_str(), pl.kv_tile_rows, pl.q_tiles);
         std::printf("useful fraction of tensor-core work: %.3f (masked tiles: %.3f of it)\n",
                     pl.useful_fraction, pl.masked_fraction);
         std::printf("predicted forward time: %.3f ms (model: %s)\n", pl.predicted_ms,

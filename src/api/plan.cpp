@@ -1,5 +1,6 @@
-// fna::plan: the cuda-fused forward's tile plan and a cost-model time for one problem (what
-// fna-bench --plan prints). Host arithmetic only: the planner (tile_plan.h) has no CUDA code.
+// fna::plan: the cuda-fused (or cuda-hopper) forward's tile plan and a cost-model time for one
+// problem (what fna-bench --plan prints). Host arithmetic only: the planner (tile_plan.h) has no
+// CUDA code.
 #include "fna/plan.h"
 
 #include <string>
@@ -7,6 +8,7 @@
 #include "common/problem_util.h"
 #include "cuda/fused/common/fwd_block.h"
 #include "cuda/fused/common/tile_plan.h"
+#include "cuda/fused/sm90/plan_sm90.h"
 #include "fna/fna.h"
 
 namespace fna {
@@ -35,20 +37,23 @@ constexpr const char* kCalibration = "H100, e2fb11b measurements (bench/RESULTS.
 
 Plan plan(const Problem& problem, DType dtype, const Options& options) {
   validate_problem(problem);
-  if (options.backend != Backend::kAuto && options.backend != Backend::kCudaFused)
-    throw Error(ErrorKind::kInvalidArgument, std::string("fna: plan: backend '") +
-                                                 backend_name(options.backend) +
-                                                 "' has no tile plan (cuda-fused has)");
+  const bool hopper = options.backend == Backend::kCudaHopper;
+  if (options.backend != Backend::kAuto && options.backend != Backend::kCudaFused && !hopper)
+    throw Error(ErrorKind::kInvalidArgument,
+                std::string("fna: plan: backend '") + backend_name(options.backend) +
+                    "' has no tile plan (cuda-fused and cuda-hopper have)");
   using namespace cuda::fused;
   const Neighborhood nb = make_neighborhood(problem);
   const int d = static_cast<int>(problem.head_dim);
-  const FwdBlock block = fwd_block(dtype == DType::kFloat32, d);
+  const FwdBlock block = hopper ? FwdBlock{FwdBlockShapeSm90::kBlockM, FwdBlockShapeSm90::kBlockN}
+                                : fwd_block(dtype == DType::kFloat32, d);
   TilePlan tp;
   Plan out;
   if (options.tiles) {
     const std::string why = tile_override_error(nb, *options.tiles, block.m, block.n);
     if (!why.empty())
-      throw Error(ErrorKind::kInvalidArgument, "fna: option " + why + " (backend cuda-fused)");
+      throw Error(ErrorKind::kInvalidArgument, "fna: option " + why + " (backend " +
+                                                   (hopper ? "cuda-hopper" : "cuda-fused") + ")");
     tp = evaluate_tiles(nb, shape_from_boxes(nb, *options.tiles), block.m);
     out.overridden = true;
   } else {
@@ -64,13 +69,16 @@ Plan plan(const Problem& problem, DType dtype, const Options& options) {
   out.masked_fraction = tp.visited > 0 ? (tp.visited - tp.unmasked) / tp.visited : 0;
   // Additional KV: every block visits ceil(Nadd / block.n) tiles, unmasked but the last.
   const double extra = tp.q_boxes * block.m * static_cast<double>(problem.additional_kv);
-  const Model m = model_for(d);
+  const Model m = hopper ? Model{kHopperCostModel.rate_unmasked, kHopperCostModel.rate_masked,
+                                 kHopperCostModel.t_item}
+                         : model_for(d);
   const double flop_per_pair = 4.0 * d;
   const double seconds = bh * (flop_per_pair * ((tp.unmasked + extra) / m.rate_unmasked +
                                                 (tp.visited - tp.unmasked) / m.rate_masked) +
                                tp.q_boxes * m.t_box);
   out.predicted_ms = seconds * 1e3;
-  out.model = kCalibration;
+  out.model = hopper ? kHopperCalibration : kCalibration;
+  out.backend = hopper ? Backend::kCudaHopper : Backend::kCudaFused;
   return out;
 }
 
