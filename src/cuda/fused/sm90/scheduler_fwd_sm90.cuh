@@ -1,6 +1,7 @@
 // Persistent schedule of the Hopper forward: which work items a block takes, in which order
-// (params_fwd_sm90.h). The producer and the consumers walk the same sequence, skipping the same
-// empty items, so their per-item barrier phases stay in step:
+// (params_fwd_sm90.h); host-callable for tests/gpu/hopper_geometry_test.cpp. The producer and the
+// consumers walk the same sequence, skipping the same empty items, so their per-item barrier phases
+// stay in step:
 //   for (w = blockIdx.x; w < items; w += gridDim.x) if item_nonempty(...) { ...; ++j; }
 // (plain loops, not a callback: a wgmma accumulator live across a non-inlined call makes ptxas
 // serialize the wgmma pipeline, C7517/C7519).
@@ -19,18 +20,18 @@ struct WorkItem {
   int64_t b;
 };
 
-__device__ __forceinline__ WorkItem work_item(const FwdParamsSm90& p, int64_t w) {
+FNA_DEVICE WorkItem work_item(const FwdParamsSm90& p, int64_t w) {
   const int64_t per_batch = int64_t(p.boxes) * p.base.heads_q;
   return WorkItem{int(w % p.boxes), int((w % per_batch) / p.boxes), w / per_batch};
 }
 
 // False for a Q box entirely past its group's end on some axis (groups differ in length by one,
 // so the box grid of the longest group leaves such boxes in the shorter ones).
-__device__ __forceinline__ bool item_nonempty(const FwdParamsSm90& p, int box_index) {
+FNA_DEVICE bool item_nonempty(const FwdParamsSm90& p, int box_index) {
   const Neighborhood& nb = p.base.nb;
   const TileShape& ts = p.base.tile;
   bool nonempty = true;
-  CUTE_UNROLL
+  FNA_UNROLL
   for (int r = 0; r < 3; ++r) {
     const int ai = q_box_axis_index(nb, ts, box_index, r);
     const int g = ai / ts.q_tiles[r];
