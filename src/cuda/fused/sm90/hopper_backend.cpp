@@ -27,9 +27,10 @@ namespace {
 constexpr const char* kName = "cuda-hopper";
 
 // Most tensor maps one call may encode (3 per batch and dilation group): host encoding costs
-// ~1 us per map and the array is copied to the device per call.
+// ~1 us per map, and above kInlineMaps the array is copied to the device per call.
 constexpr int64_t kMaxMaps = int64_t{1} << 16;
 
+#if defined(FNA_BUILT_SM90A)
 int compute_capability(int device, std::string* why) {
   int major = 0, minor = 0;
   cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -129,7 +130,6 @@ FwdParams make_params(const Problem& pr, const ForwardArgs& args, const Options&
   return p;
 }
 
-#if defined(FNA_BUILT_SM90A)
 template <class Element>
 void launch(const FwdParamsSm90& p, int head_dim, dim3 grid, cudaStream_t stream) {
   switch (head_dim) {
