@@ -211,11 +211,27 @@ void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& o
     throw Error(ErrorKind::kInvalidArgument, "fna: cuda-hopper: the grid has " +
                                                  std::to_string(boxes) +
                                                  " query tiles per head, more than 2^31 - 1");
-  const std::vector<CUtensorMap> maps =
-      encode_forward_maps(pr, args, p.base.tile, FwdBlockShapeSm90::kBlockN);
   p.groups = static_cast<int>(pr.dilation[0] * (pr.rank > 1 ? pr.dilation[1] : 1) *
                               (pr.rank > 2 ? pr.dilation[2] : 1));
   cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
+  const int64_t map_count =
+      pr.batch * (p.groups * kMapsPerGroup + (pr.additional_kv > 0 ? kMapsPerBatchExtra : 0));
+  if (map_count > kInlineMaps) {
+    // Too many maps for the kernel parameters: they are uploaded from pageable memory, which a
+    // stream under CUDA graph capture does not allow.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    FNA_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone) {
+      if (options.backend == Backend::kAuto) return run_forward(pr, args, options);
+      throw Error(ErrorKind::kNotAvailable,
+                  std::string("fna: option 'backend' = '") + kName + "' cannot run: batch x " +
+                      "dilation groups needs " + std::to_string(map_count) +
+                      " TMA tensor maps, more than the " + std::to_string(kInlineMaps) +
+                      " a CUDA graph capture can take (use cuda-fused or backend auto)");
+    }
+  }
+  const std::vector<CUtensorMap> maps =
+      encode_forward_maps(pr, args, p.base.tile, FwdBlockShapeSm90::kBlockN);
   void* dmaps = nullptr;
   if (maps.size() <= static_cast<size_t>(kInlineMaps)) {
     std::copy(maps.begin(), maps.end(), p.inline_maps);
