@@ -18,6 +18,7 @@
 #include "buffer.h"
 #include "device_case.h"
 #include "harness.h"
+#include "pattern_fill.h"
 
 namespace {
 
@@ -219,6 +220,87 @@ TEST(CudaHopperForward, MisalignedViews) {
   EXPECT_NO_THROW(fna::forward(p, a, options));
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaFree(mem);
+}
+
+// 64-bit indexing: q, k, v, out of 2.46e9 bf16 elements each (one batch: the tensor maps' base
+// is the batch start, TMA coordinates stay 32-bit per dim, out offsets are 64-bit). Inputs are
+// filled on the device from a hash of the element index; outputs around element 2^31 and at the
+// end are checked against float64 from the same hash.
+TEST(CudaHopperForward, Index64) {
+  SKIP_WITHOUT_HOPPER();
+  Problem p = make(1, {300007}, {5});
+  p.heads_q = p.heads_kv = 64;
+  const DType dt = DType::kBFloat16;
+  if (!unavailable(p, dt).empty()) GTEST_SKIP() << "bf16 / head dim 128 not compiled";
+  const int64_t L = p.extent[0], H = p.heads_q, D = p.head_dim;
+  const int64_t n = L * H * D;
+  ASSERT_GT(n, int64_t{1} << 31);
+  size_t free_bytes = 0, total_bytes = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
+  if (free_bytes < 4 * n * 2 + (size_t{1} << 30)) GTEST_SKIP() << "needs ~20 GB of device memory";
+  void *q, *k, *v, *out, *lse;
+  ASSERT_EQ(cudaMalloc(&q, n * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&k, n * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&v, n * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&out, n * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&lse, L * H * 4), cudaSuccess);
+  fna_gpu_test::fill_pattern(q, dt, n, 1);
+  fna_gpu_test::fill_pattern(k, dt, n, 2);
+  fna_gpu_test::fill_pattern(v, dt, n, 3);
+  ASSERT_EQ(cudaMemset(out, 0xff, n * 2), cudaSuccess);  // NaN in bf16
+  ASSERT_EQ(cudaMemset(lse, 0xff, L * H * 4), cudaSuccess);
+  const std::vector<int64_t> shape{1, L, H, D};
+  fna::ForwardArgs a{fna::TensorView::contiguous(q, dt, shape, kCuda0),
+                     fna::TensorView::contiguous(k, dt, shape, kCuda0),
+                     fna::TensorView::contiguous(v, dt, shape, kCuda0),
+                     fna::TensorView::contiguous(out, dt, shape, kCuda0),
+                     fna::TensorView::contiguous(lse, DType::kFloat32, {1, L, H}, kCuda0),
+                     std::nullopt,
+                     std::nullopt};
+  fna::Options options;
+  options.backend = kBackend;
+  fna::forward(p, a, options);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  auto value = [&](uint64_t seed, int64_t i) {
+    return fna_test::round_to(dt, fna_gpu_test::pattern_value(seed, static_cast<uint64_t>(i)));
+  };
+  const double scale = p.effective_scale();
+  double worst = 0;
+  const int64_t boundary = (int64_t{1} << 31) / (H * D);
+  for (int64_t x : {boundary - 1, boundary, boundary + 1, L - 3, L - 1}) {
+    for (int64_t h : {int64_t{0}, H - 1}) {
+      const int64_t start = std::min(std::max<int64_t>(x - 2, 0), L - 5);  // K = 5, stride 1
+      double logits[5], mx = -INFINITY, sum = 0;
+      for (int j = 0; j < 5; ++j) {
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d)
+          dot += value(1, (x * H + h) * D + d) * value(2, ((start + j) * H + h) * D + d);
+        logits[j] = dot * scale;
+        mx = std::max(mx, logits[j]);
+      }
+      for (double l : logits) sum += std::exp(l - mx);
+      std::vector<uint16_t> row(D);
+      ASSERT_EQ(cudaMemcpy(row.data(), static_cast<uint16_t*>(out) + (x * H + h) * D, D * 2,
+                           cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      for (int64_t d = 0; d < D; ++d) {
+        double ref = 0;
+        for (int j = 0; j < 5; ++j)
+          ref += std::exp(logits[j] - mx) / sum * value(3, ((start + j) * H + h) * D + d);
+        const double got = fna_test::load_element(reinterpret_cast<const std::byte*>(&row[d]), dt);
+        worst = std::max(worst, std::isfinite(got) ? std::fabs(got - ref) : INFINITY);
+      }
+      float l = 0;
+      ASSERT_EQ(cudaMemcpy(&l, static_cast<float*>(lse) + x * H + h, 4, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      const double ref_lse = mx + std::log(sum);
+      worst = std::max(worst, std::isfinite(l)
+                                  ? std::fabs(l - ref_lse) / std::max(1.0, std::fabs(ref_lse))
+                                  : INFINITY);
+    }
+  }
+  for (void* ptr : {q, k, v, out, lse}) cudaFree(ptr);
+  EXPECT_LE(worst, fna_gpu_test::forward_tolerance(dt, kBackend));
 }
 
 // More tensor maps than the kernel parameters hold need an upload, which graph capture forbids:
