@@ -57,7 +57,7 @@ Plan plan(const Problem& problem, DType dtype, const Options& options) {
     tp = evaluate_tiles(nb, shape_from_boxes(nb, *options.tiles), block.m);
     out.overridden = true;
   } else {
-    tp = plan_tiles(nb, block.m, block.n);
+    tp = hopper ? plan_tiles_sm90(nb, d) : plan_tiles(nb, block.m, block.n);
   }
   out.tiles = boxes_of(tp.shape);
   out.q_tile_rows = block.m;

@@ -12,6 +12,7 @@
 #include "cuda/fused/common/tile_geometry.cuh"
 #include "cuda/fused/common/tile_plan.h"
 #include "cuda/fused/sm90/mask_sm90.cuh"
+#include "cuda/fused/sm90/plan_sm90.h"
 #include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
 #include "random_neighborhood.h"
 
@@ -121,6 +122,28 @@ TEST(CudaHopperGeometry, EmptyItemsAreTheEmptyBoxes) {
   }
   EXPECT_GT(empty, 0);
   EXPECT_GT(total, empty);
+}
+
+// The Hopper planner's closed-form count of unmasked tiles equals tile_plan.h's tile-by-tile one,
+// and its chosen shape is a valid 128 x 128 box pair.
+TEST(CudaHopperGeometry, PlannerCountsAndShapes) {
+  std::mt19937_64 rng(20261127);
+  for (int iter = 0; iter < 300; ++iter) {
+    const Neighborhood nb = fna_test::random_neighborhood(rng, 40);
+    for (int r = 0; r < nb.rank; ++r)
+      for (int qs = 0; qs <= 7; qs += 1 + static_cast<int>(rng() % 3))
+        for (int ks = 0; ks <= 7; ks += 1 + static_cast<int>(rng() % 3)) {
+          const AxisCost slow = axis_cost(nb.axis[r], int64_t{1} << qs, int64_t{1} << ks);
+          const AxisCost fast = axis_cost_fast(nb.axis[r], int64_t{1} << qs, int64_t{1} << ks);
+          ASSERT_EQ(fast.visited, slow.visited) << "iter " << iter;
+          ASSERT_EQ(fast.unmasked, slow.unmasked) << "iter " << iter << " axis " << r;
+        }
+    const TilePlan plan = plan_tiles_sm90(nb, 128);
+    const std::string why = tile_override_error(nb, boxes_of(plan.shape), 128, 128);
+    ASSERT_TRUE(why.empty()) << why;
+    ASSERT_GT(plan.visited, 0);
+    ASSERT_LE(plan.useful, plan.visited);
+  }
 }
 
 }  // namespace

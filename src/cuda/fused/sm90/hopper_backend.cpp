@@ -19,6 +19,7 @@
 #include "cuda/fused/fused_config.h"
 #include "cuda/fused/fused_launch.h"
 #include "cuda/fused/sm90/launch_fwd_sm90.h"
+#include "cuda/fused/sm90/plan_sm90.h"
 #include "cuda/fused/sm90/tma_maps_sm90.h"
 
 namespace fna::cuda::fused {
@@ -66,16 +67,16 @@ TokenStrides token_strides(const TensorView& t, int rank) {
 }
 
 // The planner is O(sum of extents) per call; problems repeat, so plans are cached.
-TileShape cached_plan(const Neighborhood& nb) {
-  using Key = std::array<int64_t, 16>;
-  Key key{nb.rank};
+TileShape cached_plan(const Neighborhood& nb, int head_dim) {
+  using Key = std::array<int64_t, 17>;
+  Key key{nb.rank, head_dim};
   for (int r = 0; r < 3; ++r) {
     const Axis& a = nb.axis[r];
-    key[1 + 5 * r] = a.extent;
-    key[2 + 5 * r] = a.window;
-    key[3 + 5 * r] = a.stride;
-    key[4 + 5 * r] = a.dilation;
-    key[5 + 5 * r] = a.causal;
+    key[2 + 5 * r] = a.extent;
+    key[3 + 5 * r] = a.window;
+    key[4 + 5 * r] = a.stride;
+    key[5 + 5 * r] = a.dilation;
+    key[6 + 5 * r] = a.causal;
   }
   static std::mutex mutex;
   static std::map<Key, TileShape> cache;
@@ -83,16 +84,15 @@ TileShape cached_plan(const Neighborhood& nb) {
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   if (cache.size() > 4096) cache.clear();
-  const TileShape shape =
-      plan_tiles(nb, FwdBlockShapeSm90::kBlockM, FwdBlockShapeSm90::kBlockN).shape;
+  const TileShape shape = plan_tiles_sm90(nb, head_dim).shape;
   cache.emplace(key, shape);
   return shape;
 }
 
-// The planner's box shapes, or Options::tiles when given (same rules as cuda-fused: powers of
-// two whose volumes are this kernel's 128 x 128 block).
-TileShape tile_shape(const Neighborhood& nb, const Options& options) {
-  if (!options.tiles) return cached_plan(nb);
+// The planner's box shapes (plan_sm90.h), or Options::tiles when given (same rules as cuda-fused:
+// powers of two whose volumes are this kernel's 128 x 128 block).
+TileShape tile_shape(const Neighborhood& nb, int head_dim, const Options& options) {
+  if (!options.tiles) return cached_plan(nb, head_dim);
   const std::string why = tile_override_error(nb, *options.tiles, FwdBlockShapeSm90::kBlockM,
                                               FwdBlockShapeSm90::kBlockN);
   if (!why.empty())
@@ -119,7 +119,7 @@ FwdParams make_params(const Problem& pr, const ForwardArgs& args, const Options&
     p.lse_stride.h = l.strides[1 + rank];
   }
   p.nb = make_neighborhood(pr);
-  p.tile = tile_shape(p.nb, options);
+  p.tile = tile_shape(p.nb, static_cast<int>(pr.head_dim), options);
   p.batch = pr.batch;
   p.heads_q = static_cast<int>(pr.heads_q);
   p.heads_ratio = static_cast<int>(pr.heads_q / pr.heads_kv);

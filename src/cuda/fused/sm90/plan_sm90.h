@@ -11,6 +11,12 @@
 // ~25%: masks that straddle several axes cost more than the one fitted rate.
 #pragma once
 
+#include <cstdint>
+#include <limits>
+
+#include "common/neighborhood.h"
+#include "cuda/fused/common/tile_plan.h"
+
 namespace fna::cuda::fused {
 
 // Rows of a Q tile / KV tile. 128 x 128 for D = 64 and 128:
@@ -34,5 +40,96 @@ struct HopperCostModel {
 inline constexpr HopperCostModel kHopperCostModel{511e12, 351e12, 4.93e-8};
 inline constexpr const char* kHopperCalibration =
     "H100, cuda-hopper da1ed52, D=128 bf16 (bench/RESULTS.md)";
+
+// tile_plan.h's axis_cost with the unmasked tiles of a box counted in closed form: KV box t of a
+// Q box with KV range [s0, e1) and full range [s1, e0) skips the mask when
+// s0 + t * kt >= s1 and s0 + (t + 1) * kt <= e0, i.e. for t in [ceil((s1 - s0) / kt),
+// floor((e0 - s0) / kt) - 1]. O(boxes) instead of O(boxes x tiles), so the planner can try
+// every shape (tests/gpu/hopper_geometry_test.cpp checks it equals axis_cost).
+inline AxisCost axis_cost_fast(const Axis& a, int64_t qt, int64_t kt) {
+  AxisCost c;
+  for (int64_t g = 0; g < a.dilation; ++g) {
+    const int64_t lg = group_length(a, g);
+    for (int64_t i0 = 0; i0 < lg; i0 += qt) {
+      const int64_t i1 = min64(i0 + qt, lg) - 1;
+      int64_t s0, e0, s1, e1;
+      window_in_group(a, lg, i0, &s0, &e0);
+      window_in_group(a, lg, i1, &s1, &e1);
+      const int64_t tiles = ceil_div(e1 - s0, kt);
+      c.visited += static_cast<double>(tiles * kt);
+      const int64_t first = s1 > s0 ? ceil_div(s1 - s0, kt) : 0;
+      const int64_t last = e0 - s0 >= kt ? (e0 - s0) / kt - 1 : -1;
+      if (last >= first) c.unmasked += static_cast<double>((last - first + 1) * kt);
+    }
+  }
+  return c;
+}
+
+// The Hopper forward's box shapes: the power-of-two Q and KV boxes of kBlockM and kBlockN rows
+// that minimize the time kHopperCostModel predicts (masked tiles cost 1.46x unmasked ones, plus a
+// fixed cost per Q box), not just the computed pairs: e.g. video-hunyuan gets KV boxes 2x8x8
+// (66% of the work masked, 61.5 ms predicted) instead of the pair-minimal 1x4x32 (all masked,
+// 67.5 ms). The sums over boxes are products of per-axis sums, as in plan_tiles.
+inline TilePlan plan_tiles_sm90(const Neighborhood& nb, int head_dim) {
+  constexpr int kQBits = 7, kKvBits = 7;  // log2 of kBlockM, kBlockN
+  static_assert(FwdBlockShapeSm90::kBlockM == 1 << kQBits);
+  static_assert(FwdBlockShapeSm90::kBlockN == 1 << kKvBits);
+  const int rank = nb.rank;
+  AxisCost cost[3][kQBits + 1][kKvBits + 1];
+  double boxes[3][kQBits + 1];
+  for (int r = 0; r < rank; ++r)
+    for (int qs = 0; qs <= kQBits; ++qs) {
+      boxes[r][qs] =
+          static_cast<double>(nb.axis[r].dilation * q_tiles_per_axis(nb.axis[r], int64_t{1} << qs));
+      for (int ks = 0; ks <= kKvBits; ++ks)
+        cost[r][qs][ks] = axis_cost_fast(nb.axis[r], int64_t{1} << qs, int64_t{1} << ks);
+    }
+  const HopperCostModel& m = kHopperCostModel;
+  const double flop_per_pair = 4.0 * head_dim;
+  double best = std::numeric_limits<double>::infinity();
+  TileShape shape;
+  auto splits = [rank](int total, auto&& fn) {  // every split of `total` bits over the axes
+    int s[3] = {0, 0, 0};
+    if (rank == 1) {
+      s[0] = total;
+      fn(s);
+    } else if (rank == 2) {
+      for (int a = 0; a <= total; ++a) {
+        s[0] = a;
+        s[1] = total - a;
+        fn(s);
+      }
+    } else {
+      for (int a = 0; a <= total; ++a)
+        for (int b = 0; a + b <= total; ++b) {
+          s[0] = a;
+          s[1] = b;
+          s[2] = total - a - b;
+          fn(s);
+        }
+    }
+  };
+  splits(kQBits, [&](const int* q) {
+    splits(kKvBits, [&](const int* k) {
+      double visited = FwdBlockShapeSm90::kBlockM, unmasked = visited, items = 1;
+      for (int r = 0; r < rank; ++r) {
+        visited *= cost[r][q[r]][k[r]].visited;
+        unmasked *= cost[r][q[r]][k[r]].unmasked;
+        items *= boxes[r][q[r]];
+      }
+      const double t =
+          flop_per_pair * (unmasked / m.rate_unmasked + (visited - unmasked) / m.rate_masked) +
+          items * m.t_item;
+      if (t < best) {  // ties keep the first split: the last (contiguous) axis gets the most
+        best = t;
+        for (int r = 0; r < 3; ++r) {
+          shape.q_shift[r] = q[r];
+          shape.kv_shift[r] = k[r];
+        }
+      }
+    });
+  });
+  return evaluate_tiles(nb, shape, FwdBlockShapeSm90::kBlockM);
+}
 
 }  // namespace fna::cuda::fused
