@@ -42,8 +42,14 @@ std::string replay(const Neighborhood& nb, const TileShape& ts, int block_m, int
     for (int r = 0; r < 3; ++r) nonempty = make_q_box_axis(nb, ts, index, r, &box) && nonempty;
     if (!nonempty) continue;
     const int tiles = box.kv_tiles[0] * box.kv_tiles[1] * box.kv_tiles[2];
-    for (int tile = 0; tile < tiles; ++tile) {
+    int br[3] = {0, 0, 0};  // the kernel's loader walks the tiles in order (next_kv_tile)
+    for (int tile = 0; tile < tiles; ++tile, next_kv_tile(box, br)) {
       const KvTile kv = make_kv_tile(ts, box, tile);
+      const KvTile walked = kv_tile_at(ts, box, br);
+      for (int r = 0; r < 3; ++r)
+        if (walked.base[r] != kv.base[r] || walked.straddle != kv.straddle)
+          return "box " + std::to_string(index) + " tile " + std::to_string(tile) +
+                 ": the in-order walk and the index decode disagree";
       visited += double(block_m) * block_n;
       if (!kv.masked) unmasked += double(block_m) * block_n;
       const KvTileRows rows = kv_tile_rows(nb, ts, box, kv, s, 0, 0);

@@ -30,7 +30,22 @@ __device__ __forceinline__ SmemT to_smem(GmemT x) {
 // `row_offset(row)` returns the row's element offset from `base`, or -1 to zero-fill the row.
 // When `aligned` (every row start 16-byte aligned) and the types match, rows move with
 // cp.async (the caller commits and waits); otherwise with plain loads and stores.
-template <int kRows, int kCols, int kNThreads, class GmemT, class SmemTensor, class RowOffset>
+// 16-byte cp.async from global to shared memory, bypassing L1; `valid` false zero-fills the
+// destination without reading global memory.
+// (The ignore-src predicate form maps to one predicated LDGSTS.ZFILL; the src-size form costs
+// a few integer instructions per row to build the size.)
+__device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
+  asm volatile(
+      "{\n .reg .pred ignore;\n setp.eq.u32 ignore, %2, 0;\n"
+      " cp.async.cg.shared.global [%0], [%1], 16, ignore;\n}\n" ::"r"(dst),
+      "l"(gmem_src), "r"(static_cast<uint32_t>(valid)));
+}
+
+// kZeroFill = false: the caller guarantees every offset is valid (no -1), which saves the
+// per-row test.
+template <int kRows, int kCols, int kNThreads, bool kZeroFill = true, class GmemT, class SmemTensor,
+          class RowOffset>
 __device__ __forceinline__ void gather_rows(const GmemT* base, SmemTensor&& s, bool aligned,
                                             RowOffset&& row_offset) {
   using SmemT = typename std::remove_cv_t<std::remove_reference_t<SmemTensor>>::value_type;
@@ -39,21 +54,26 @@ __device__ __forceinline__ void gather_rows(const GmemT* base, SmemTensor&& s, b
   static_assert(kNThreads % kChunksPerRow == 0, "a thread keeps one column chunk");
   constexpr int kRowStep = kNThreads / kChunksPerRow;
   static_assert(kRows % kRowStep == 0, "rows must split evenly over the threads");
-  const int c = (threadIdx.x % kChunksPerRow) * kChunk;
-  const int r0 = threadIdx.x / kChunksPerRow;
+  // A compile-time trip count: the rows of a thread are r0 + it * kRowStep, no bounds tests.
+  constexpr int kIters = kRows / kRowStep;
+  const int tid = threadIdx.x;
+  const int c = (tid % kChunksPerRow) * kChunk;
+  const int r0 = tid / kChunksPerRow;
   constexpr bool kSameType = std::is_same_v<SmemT, GmemT>;
   if (kSameType && aligned) {
 #pragma unroll
-    for (int row = r0; row < kRows; row += kRowStep) {
+    for (int it = 0; it < kIters; ++it) {
+      const int row = r0 + it * kRowStep;
       const int64_t off = row_offset(row);
-      const GmemT* src = off >= 0 ? base + off + c : base;
-      using Chunk = cute::uint128_t;
-      cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<Chunk>::copy(
-          *reinterpret_cast<const Chunk*>(src), *reinterpret_cast<Chunk*>(&s(row, c)), off >= 0);
+      const bool valid = !kZeroFill || off >= 0;
+      cp_async_16(&s(row, c), base + (valid ? off + c : 0), valid);
     }
   } else {
-#pragma unroll
-    for (int row = r0; row < kRows; row += kRowStep) {
+    // Unaligned views (rare): kept rolled, so the kernels' hot loops stay small in the
+    // instruction cache.
+#pragma unroll 1
+    for (int it = 0; it < kIters; ++it) {
+      const int row = r0 + it * kRowStep;
       const int64_t off = row_offset(row);
       alignas(16) SmemT vals[kChunk];
 #pragma unroll

@@ -158,19 +158,39 @@ struct KvTile {
   int straddle;  // bit r: on axis r the tile is not inside every query's window
 };
 
-FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
+// The KV tile at per-axis tile coordinates br[r] (0 .. box.kv_tiles[r]).
+FNA_DEVICE KvTile kv_tile_at(const TileShape& t, const QBox& box, const int* br) {
   KvTile kv;
   kv.straddle = 0;
   FNA_UNROLL
-  for (int r = 2; r >= 0; --r) {
-    const int br = tile % box.kv_tiles[r];
-    tile /= box.kv_tiles[r];
+  for (int r = 0; r < 3; ++r) {
     const int kt = 1 << t.kv_shift[r];
-    kv.base[r] = box.kv_lo[r] + br * kt;
+    kv.base[r] = box.kv_lo[r] + br[r] * kt;
     if (kv.base[r] < box.full_lo[r] || kv.base[r] + kt > box.full_hi[r]) kv.straddle |= 1 << r;
   }
   kv.masked = kv.straddle != 0;
   return kv;
+}
+
+// Tile `tile` in walk order (last axis fastest).
+FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
+  int br[3];
+  FNA_UNROLL
+  for (int r = 2; r >= 0; --r) {
+    br[r] = tile % box.kv_tiles[r];
+    tile /= box.kv_tiles[r];
+  }
+  return kv_tile_at(t, box, br);
+}
+
+// Advances tile coordinates br to the next tile in walk order (no divisions: a kernel walking
+// the tiles in order keeps br instead of decoding each tile index).
+FNA_DEVICE void next_kv_tile(const QBox& box, int* br) {
+  if (++br[2] < box.kv_tiles[2]) return;
+  br[2] = 0;
+  if (++br[1] < box.kv_tiles[1]) return;
+  br[1] = 0;
+  ++br[0];
 }
 
 // Gathering a spatial KV tile. A box-local row's offset from the box's first key depends only on
@@ -214,10 +234,11 @@ FNA_DEVICE KvTileRows kv_tile_rows(const Neighborhood& nb, const TileShape& t, c
 // Offset of a tile row from its packed coordinates and local offset, or -1 (zero-fill) when the
 // row lies past the KV range.
 FNA_DEVICE int64_t kv_row_offset(const KvTileRows& rows, int packed, int64_t local) {
-  if (!rows.inside && ((packed & 1023) >= rows.limit[0] ||
-                       ((packed >> 10) & 1023) >= rows.limit[1] || (packed >> 20) >= rows.limit[2]))
-    return -1;
-  return rows.first + local;
+  // Non-short-circuit & and |: selects instead of branches in the kernels' unrolled gathers.
+  const bool in =
+      rows.inside | (((packed & 1023) < rows.limit[0]) & (((packed >> 10) & 1023) < rows.limit[1]) &
+                     ((packed >> 20) < rows.limit[2]));
+  return in ? rows.first + local : -1;
 }
 
 // All-ones in the low k bits (k in 0..64).

@@ -120,16 +120,21 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   const int num_spatial = box.kv_tiles[0] * box.kv_tiles[1] * box.kv_tiles[2];
   const int num_tiles = num_spatial + (p.additional_kv + kBlockN - 1) / kBlockN;
 
-  // Gathers K (or V) of tile `tile` into `dst`: a spatial KV box (rows past the KV range are
-  // zero-filled), or a slice of the additional KV tokens.
-  auto load_kv = [&](int tile, const Element* spatial, const TokenStrides& ss,
+  // Gathers K (or V) of KV tile `kv` (spatial: rows past the KV range are zero-filled) or of
+  // additional-KV tile `tile` (past the spatial ones) into `dst`.
+  auto load_kv = [&](int tile, const KvTile& kv, const Element* spatial, const TokenStrides& ss,
                      const int64_t* row_offset, const Element* extra, const TokenStrides& es,
                      auto&& dst) {
     if (tile < num_spatial) {
-      const KvTileRows rows = kv_tile_rows(p.nb, ts, box, make_kv_tile(ts, box, tile), ss, b, hk);
-      gather_rows<kBlockN, kHeadDim, kNThreads>(spatial, dst, p.aligned, [&](int row) {
-        return kv_row_offset(rows, kv_row_coords[row], row_offset[row]);
-      });
+      const KvTileRows rows = kv_tile_rows(p.nb, ts, box, kv, ss, b, hk);
+      if (rows.inside) {  // most tiles: no row lies past the KV range, no per-row test
+        gather_rows<kBlockN, kHeadDim, kNThreads, false>(
+            spatial, dst, p.aligned, [&](int row) { return rows.first + row_offset[row]; });
+      } else {
+        gather_rows<kBlockN, kHeadDim, kNThreads>(spatial, dst, p.aligned, [&](int row) {
+          return kv_row_offset(rows, kv_row_coords[row], row_offset[row]);
+        });
+      }
     } else {
       const int first = (tile - num_spatial) * kBlockN;
       gather_rows<kBlockN, kHeadDim, kNThreads>(extra, dst, p.aligned, [&](int row) -> int64_t {
@@ -149,12 +154,22 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     return token_offset(p.q_stride, b, x, h);
   });
   // K and V of tile `tile` into ring stage tile % kStages, as one cp.async group (empty past the
-  // last tile, so the group count per iteration stays uniform).
+  // last tile, so the group count per iteration stays uniform). Tiles load in walk order, so the
+  // loader keeps its tile coordinates (no index decode) and leaves each spatial tile's geometry
+  // in `tile_info` for the iteration that computes it (written >= 1 barrier before it is read).
+  __shared__ KvTile tile_info[kStages];
+  int load_br[3] = {0, 0, 0};
   auto load_stage = [&](int tile) {
     if (tile < num_tiles) {
       const int stage = tile % kStages;
-      load_kv(tile, k_ptr, p.k_stride, kv_row_offset_k, ak_ptr, p.add_k_stride, stage_k(stage));
-      load_kv(tile, v_ptr, p.v_stride, kv_row_offset_v, av_ptr, p.add_v_stride, stage_v(stage));
+      KvTile kv{};
+      if (tile < num_spatial) {
+        kv = kv_tile_at(ts, box, load_br);
+        next_kv_tile(box, load_br);
+        if (threadIdx.x == 0) tile_info[stage] = kv;
+      }
+      load_kv(tile, kv, k_ptr, p.k_stride, kv_row_offset_k, ak_ptr, p.add_k_stride, stage_k(stage));
+      load_kv(tile, kv, v_ptr, p.v_stride, kv_row_offset_v, av_ptr, p.add_v_stride, stage_v(stage));
     }
     cp_async_commit();
   };
@@ -206,7 +221,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     uint64_t row_mask[kRows];
     bool masked = false;
     if (tile < num_spatial) {
-      const KvTile kv = make_kv_tile(ts, box, tile);
+      const KvTile kv = tile_info[stage];
       masked = kv.masked;
       if (masked) {
         bool live = false;
