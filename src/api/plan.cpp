@@ -45,8 +45,11 @@ Plan plan(const Problem& problem, DType dtype, const Options& options) {
   using namespace cuda::fused;
   const Neighborhood nb = make_neighborhood(problem);
   const int d = static_cast<int>(problem.head_dim);
-  const FwdBlock block = hopper ? FwdBlock{FwdBlockShapeSm90::kBlockM, FwdBlockShapeSm90::kBlockN}
-                                : fwd_block(dtype == DType::kFloat32, d);
+  FwdBlock block = fwd_block(dtype == DType::kFloat32, d);
+  if (hopper) {  // only the tile rows enter the plan
+    block.m = FwdBlockShapeSm90::kBlockM;
+    block.n = FwdBlockShapeSm90::kBlockN;
+  }
   TilePlan tp;
   Plan out;
   if (options.tiles) {
