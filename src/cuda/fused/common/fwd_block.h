@@ -6,9 +6,9 @@
 namespace fna::cuda::fused {
 
 struct FwdBlock {
-  int m;       // rows of a Q tile (queries of a Q box)
-  int n;       // rows of a KV tile (keys of a KV box), at most 64 (64-bit column masks)
-  int warps;   // each warp owns m / warps query rows
+  int m;           // rows of a Q tile (queries of a Q box)
+  int n;           // rows of a KV tile (keys of a KV box), at most 64 (64-bit column masks)
+  int warps;       // each warp owns m / warps query rows
   int stages;      // K/V shared-memory buffers: tiles t+1 .. t+stages-1 load while tile t computes
   int min_blocks;  // blocks per SM the register allocation must allow (__launch_bounds__)
 };
@@ -20,8 +20,10 @@ struct FwdBlock {
 //  - 16-bit, D <= 64: 64 x 64. Models with small heads tend to use small windows (NAT: 7x7),
 //    where a Q box's KV range is dominated by the window's halo: an 8x8 box visits 16x16 keys
 //    (23% useful) where a 8x16 box visits 16x24 (13%). Such boxes visit only a few KV tiles, so
-//    a block is latency-bound: 4 stages at D = 32 (36 KiB) and 3 at D = 64 (56 KiB) load most of
-//    them at once and still leave 4 blocks per SM.
+//    a block is latency-bound: 3 stages (D = 32: 28 KiB, D = 64: 56 KiB) keep two tiles in
+//    flight. At D = 32 the registers are capped for 6 blocks per SM (80 per thread; nat-56 went
+//    from 0.585 to 0.464 ms on the H100 together with the per-axis window tables, ncu:
+//    instruction-issue and latency bound at 4 blocks per SM).
 //  - 16-bit, D = 256: 64 x 32, 2 stages (96 KiB: 2 blocks per SM; 64 x 64 would need 160 KiB).
 //  - fp32 (3xTF32 MMA): 64 x 32 and 2 stages, 64 x 16 at D = 256, so Q, 2 K/V stages and the P
 //    staging tile fit in sm_80's 163 KiB (D = 256: 64*256*4 + 4*16*256*4 + 64*20*4 = 133 KiB).
