@@ -14,6 +14,7 @@
 #include "common/problem_util.h"
 #include "cuda/cuda_check.h"
 #include "cuda/fused/backward_launch.h"
+#include "cuda/fused/common/host_views.h"
 #include "cuda/fused/common/plan_bwd.h"
 #include "cuda/fused/fused_config.h"
 #include "cuda/fused/fused_launch.h"
@@ -29,38 +30,6 @@ RowView row_view(const TensorView& t, int spatial_rank) {
   for (int r = 0; r < spatial_rank; ++r) v.sx[r] = t.strides[1 + r];
   v.sh = t.strides[1 + spatial_rank];
   return v;
-}
-
-// Whether every row of `t` starts on a 16-byte boundary (pointer and all non-unit strides).
-bool rows_aligned(const TensorView& t) {
-  const int64_t chunk = 16 / dtype_size(t.dtype);
-  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
-  for (int i = 0; i + 1 < t.rank(); ++i)
-    if (t.strides[i] % chunk != 0 && t.shape[i] > 1) return false;
-  return true;
-}
-
-// The planner is O(sum of extents) per call; problems repeat, so plans are cached.
-BwdPlan cached_plan(const Neighborhood& nb) {
-  using Key = std::array<int64_t, 16>;
-  Key key{nb.rank};
-  for (int r = 0; r < 3; ++r) {
-    const Axis& a = nb.axis[r];
-    key[1 + 5 * r] = a.extent;
-    key[2 + 5 * r] = a.window;
-    key[3 + 5 * r] = a.stride;
-    key[4 + 5 * r] = a.dilation;
-    key[5 + 5 * r] = a.causal;
-  }
-  static std::mutex mutex;
-  static std::map<Key, BwdPlan> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  if (cache.size() > 4096) cache.clear();
-  const BwdPlan plan = plan_backward(nb);
-  cache.emplace(key, plan);
-  return plan;
 }
 
 template <class Element, int kHeadDim>
@@ -145,7 +114,7 @@ void run_backward(const Problem& pr, const BackwardArgs& args, const Options& op
   }
   p.vec = aligned;
 
-  apply_plan(cached_plan(p.nb), &p);
+  apply_plan(cached_plan<BwdPlan>(p.nb, {0, 0}, [&] { return plan_backward(p.nb); }), &p);
   const int64_t dq_ctas = dq_grid_tiles(p), kv_ctas = kv_grid_tiles(p);
   if (dq_ctas > 0x7fffffff || kv_ctas > 0x7fffffff)
     throw Error(ErrorKind::kInvalidArgument, "fna: cuda-fused backward: the grid has " +

@@ -1,12 +1,10 @@
 // run_forward of backend `cuda-fused`: turns the API arguments into FwdParams, plans the tiles and
 // dispatches to the generated (storage type, head dim) instance.
-#include <array>
-#include <map>
-#include <mutex>
 #include <string>
 
 #include "common/problem_util.h"
 #include "cuda/fused/common/fused_params.h"
+#include "cuda/fused/common/host_views.h"
 #include "cuda/fused/common/tile_plan.h"
 #include "cuda/fused/fused_config.h"
 #include "cuda/fused/fused_launch.h"
@@ -15,46 +13,6 @@
 
 namespace fna::cuda::fused {
 namespace {
-
-TokenStrides token_strides(const TensorView& t, int rank) {
-  TokenStrides s;
-  s.b = t.strides[0];
-  for (int r = 0; r < rank; ++r) s.x[r] = t.strides[1 + r];
-  s.h = t.strides[1 + rank];
-  return s;
-}
-
-// Whether every row of `t` starts on a 16-byte boundary (pointer and all non-unit strides).
-bool rows_aligned(const TensorView& t) {
-  const int64_t chunk = 16 / dtype_size(t.dtype);
-  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
-  for (int i = 0; i + 1 < t.rank(); ++i)
-    if (t.strides[i] % chunk != 0 && t.shape[i] > 1) return false;
-  return true;
-}
-
-// The planner is O(sum of extents) per call; problems repeat, so plans are cached.
-TileShape cached_plan(const Neighborhood& nb, int block_m, int block_n) {
-  using Key = std::array<int64_t, 18>;
-  Key key{nb.rank, block_m, block_n};
-  for (int r = 0; r < 3; ++r) {
-    const Axis& a = nb.axis[r];
-    key[3 + 5 * r] = a.extent;
-    key[4 + 5 * r] = a.window;
-    key[5 + 5 * r] = a.stride;
-    key[6 + 5 * r] = a.dilation;
-    key[7 + 5 * r] = a.causal;
-  }
-  static std::mutex mutex;
-  static std::map<Key, TileShape> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  if (cache.size() > 4096) cache.clear();
-  const TileShape shape = plan_tiles(nb, block_m, block_n).shape;
-  cache.emplace(key, shape);
-  return shape;
-}
 
 template <class Element, int kHeadDim>
 void launch(FwdParams& p, const Options& options, cudaStream_t stream) {
@@ -67,7 +25,9 @@ void launch(FwdParams& p, const Options& options, cudaStream_t stream) {
         throw Error(ErrorKind::kInvalidArgument, "fna: option " + why + " (backend cuda-fused)");
       p.tile = shape_from_boxes(p.nb, *options.tiles);
     } else {
-      p.tile = cached_plan(p.nb, Shape::kBlockM, Shape::kBlockN);
+      p.tile = cached_plan<TileShape>(p.nb, {Shape::kBlockM, Shape::kBlockN}, [&] {
+        return plan_tiles(p.nb, Shape::kBlockM, Shape::kBlockN).shape;
+      });
     }
     int64_t boxes = 1;
     for (int r = 0; r < 3; ++r) boxes *= p.nb.axis[r].dilation * p.tile.q_tiles[r];

@@ -7,35 +7,12 @@
 #include <vector>
 
 #include "api/backend.h"
+#include "cuda/device_info.h"
 #include "cuda/fused/fused_config.h"
 #include "cuda/fused/fused_launch.h"
 
 namespace fna::cuda::fused {
-namespace {
-
-// Compute capability (major * 10 + minor) of a device, or -1 with the CUDA error in `why`.
-int compute_capability(int device, std::string* why) {
-  static std::mutex mutex;
-  static std::vector<int> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (device >= 0 && device < static_cast<int>(cache.size()) && cache[device] >= 0)
-    return cache[device];
-  int major = 0, minor = 0;
-  cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  if (e == cudaSuccess)
-    e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    *why = std::string("CUDA device ") + std::to_string(device) + " cannot be queried (" +
-           cudaGetErrorString(e) + ")";
-    return -1;
-  }
-  if (static_cast<int>(cache.size()) <= device) cache.resize(device + 1, -1);
-  cache[device] = major * 10 + minor;
-  return cache[device];
-}
-
-}  // namespace
+namespace {}  // namespace
 
 std::string unavailable(const Problem& p, DType dtype, const Device& device) {
   if (device.type != DeviceType::kCUDA)

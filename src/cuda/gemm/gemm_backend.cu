@@ -18,6 +18,8 @@
 #include "api/backend.h"
 #include "common/problem_util.h"
 #include "cuda/cuda_check.h"
+#include "cuda/device_info.h"
+#include "cuda/fused/common/host_views.h"
 #include "cuda/fused/common/tile_plan.h"
 #include "cuda/fused/fused_config.h"
 #include "cuda/gemm/gemm_backend.h"
@@ -28,6 +30,9 @@
 
 namespace fna::cuda::gemm {
 namespace {
+
+using fused::rows_aligned;
+using fused::token_strides;
 
 // Workspace budget of one chunk (forward: one buffer of attention weights; backward: two).
 constexpr int64_t kWorkspaceBytes = int64_t(1) << 30;
@@ -89,43 +94,6 @@ void dispatch(DType dtype, F&& f) {
   }
 }
 
-TokenStrides token_strides(const TensorView& t, int rank) {
-  TokenStrides s;
-  s.b = t.strides[0];
-  for (int r = 0; r < rank; ++r) s.x[r] = t.strides[1 + r];
-  s.h = t.strides[1 + rank];
-  return s;
-}
-
-// Whether every row of `t` starts on a 16-byte boundary (cp.async gathers).
-bool rows_aligned(const TensorView& t) {
-  const int64_t chunk = 16 / dtype_size(t.dtype);
-  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
-  for (int i = 0; i + 1 < t.rank(); ++i)
-    if (t.strides[i] % chunk != 0 && t.shape[i] > 1) return false;
-  return true;
-}
-
-// The fused planner's box shapes for kBlockM x kBlockN tiles. Planning is O(sum of extents) on
-// the host (~0.5 ms for a 16k sequence, as long as a small kernel), so plans are cached.
-TileShape planned_tiles(const Neighborhood& nb) {
-  std::array<int64_t, 16> key{nb.rank};
-  for (int r = 0; r < 3; ++r) {
-    const Axis& a = nb.axis[r];
-    const int64_t v[5] = {a.extent, a.window, a.stride, a.dilation, a.causal};
-    for (int i = 0; i < 5; ++i) key[1 + 5 * r + i] = v[i];
-  }
-  static std::mutex mutex;
-  static std::map<std::array<int64_t, 16>, TileShape> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(key);
-  if (it == cache.end()) {
-    if (cache.size() > 4096) cache.clear();
-    it = cache.emplace(key, fused::plan_tiles(nb, kBlockM, kBlockN).shape).first;
-  }
-  return it->second;
-}
-
 struct Setup {
   GemmParams g;
   naive::Params np;  // for cuda-naive's softmax / softmax backward / additional-KV kernels
@@ -137,7 +105,8 @@ Setup make_setup(const Problem& pr, int buffers) {
   Setup s;
   GemmParams& g = s.g;
   g.nb = make_neighborhood(pr);
-  g.tile = planned_tiles(g.nb);
+  g.tile = fused::cached_plan<TileShape>(
+      g.nb, {kBlockM, kBlockN}, [&] { return fused::plan_tiles(g.nb, kBlockM, kBlockN).shape; });
   g.tokens = pr.tokens();
   int64_t stride = 1;
   for (int r = 2; r >= 0; --r) {
@@ -287,19 +256,6 @@ void backward_typed(const Problem& pr, const BackwardArgs& a, cudaStream_t strea
       FNA_CUDA_CHECK(cudaGetLastError());
     }
   }
-}
-
-int compute_capability(int device, std::string* why) {
-  int major = 0, minor = 0;
-  cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  if (e == cudaSuccess)
-    e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-  if (e != cudaSuccess) {
-    cudaGetLastError();  // clear the error
-    *why = "no usable CUDA device " + std::to_string(device) + " (" + cudaGetErrorString(e) + ")";
-    return -1;
-  }
-  return major * 10 + minor;
 }
 
 std::string unavailable(const Problem& p, DType dtype, const Device& device) {

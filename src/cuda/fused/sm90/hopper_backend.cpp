@@ -15,6 +15,8 @@
 #include "api/backend.h"
 #include "common/problem_util.h"
 #include "cuda/cuda_check.h"
+#include "cuda/device_info.h"
+#include "cuda/fused/common/host_views.h"
 #include "cuda/fused/common/tile_plan.h"
 #include "cuda/fused/fused_config.h"
 #include "cuda/fused/fused_launch.h"
@@ -32,67 +34,12 @@ constexpr const char* kName = "cuda-hopper";
 constexpr int64_t kMaxMaps = int64_t{1} << 16;
 
 #if defined(FNA_BUILT_SM90A)
-int compute_capability(int device, std::string* why) {
-  int major = 0, minor = 0;
-  cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  if (e == cudaSuccess)
-    e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    *why = std::string("CUDA device ") + std::to_string(device) + " cannot be queried (" +
-           cudaGetErrorString(e) + ")";
-    return -1;
-  }
-  return major * 10 + minor;
-}
-
-int sm_count(int device) {
-  static std::mutex mutex;
-  static std::map<int, int> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(device);
-  if (it != cache.end()) return it->second;
-  int n = 0;
-  FNA_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-  cache.emplace(device, n);
-  return n;
-}
-
-TokenStrides token_strides(const TensorView& t, int rank) {
-  TokenStrides s;
-  s.b = t.strides[0];
-  for (int r = 0; r < rank; ++r) s.x[r] = t.strides[1 + r];
-  s.h = t.strides[1 + rank];
-  return s;
-}
-
-// The planner is O(sum of extents) per call; problems repeat, so plans are cached.
-TileShape cached_plan(const Neighborhood& nb, int head_dim) {
-  using Key = std::array<int64_t, 17>;
-  Key key{nb.rank, head_dim};
-  for (int r = 0; r < 3; ++r) {
-    const Axis& a = nb.axis[r];
-    key[2 + 5 * r] = a.extent;
-    key[3 + 5 * r] = a.window;
-    key[4 + 5 * r] = a.stride;
-    key[5 + 5 * r] = a.dilation;
-    key[6 + 5 * r] = a.causal;
-  }
-  static std::mutex mutex;
-  static std::map<Key, TileShape> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  if (cache.size() > 4096) cache.clear();
-  const TileShape shape = plan_tiles_sm90(nb, head_dim).shape;
-  cache.emplace(key, shape);
-  return shape;
-}
-
 // The planner's box shapes (plan_sm90.h), or Options::tiles when given (same rules as cuda-fused:
 // powers of two whose volumes are this kernel's 128 x 128 block).
 TileShape tile_shape(const Neighborhood& nb, int head_dim, const Options& options) {
-  if (!options.tiles) return cached_plan(nb, head_dim);
+  if (!options.tiles)
+    return cached_plan<TileShape>(nb, {head_dim, 0},
+                                  [&] { return plan_tiles_sm90(nb, head_dim).shape; });
   const std::string why = tile_override_error(nb, *options.tiles, FwdBlockShapeSm90::kBlockM,
                                               FwdBlockShapeSm90::kBlockN);
   if (!why.empty())
