@@ -16,6 +16,7 @@
 #include "device_case.h"
 #include "harness.h"
 #include "pattern_fill.h"
+#include "shape_grid.h"
 
 namespace {
 
@@ -31,82 +32,15 @@ const DType kDTypes[] = {DType::kBFloat16, DType::kFloat16, DType::kFloat32};
 
 // Valid for the library, compiled in, and (backward) within the backward's head dims.
 bool runnable(const Problem& p, DType dt, bool backward = false) {
-  try {
-    fna::validate_problem(p);
-  } catch (const fna::Error&) {
-    return false;
-  }
   if (backward && p.head_dim > 128) return false;  // issue 4: head dim 256 is forward-only
-  return fna::backend_unavailable_reason(kBackend, p, dt, fna::Device{fna::DeviceType::kCUDA, 0})
-      .empty();
-}
-
-Problem make(int rank, std::vector<int64_t> extent, std::vector<int64_t> window,
-             std::vector<int64_t> stride = {}, std::vector<int64_t> dilation = {},
-             std::vector<int> causal = {}) {
-  Problem p;
-  p.rank = rank;
-  for (int r = 0; r < rank; ++r) {
-    p.extent[r] = extent[r];
-    p.window[r] = window[r];
-    p.stride[r] = stride.empty() ? 1 : stride[r];
-    p.dilation[r] = dilation.empty() ? 1 : dilation[r];
-    p.causal[r] = causal.empty() ? false : causal[r] != 0;
-  }
-  p.batch = 1;
-  p.heads_q = p.heads_kv = 1;
-  p.head_dim = p.head_dim_v = 64;
-  return p;
-}
-
-// DESIGN.md section 7: odd extents, odd and even windows, window = extent, stride, dilation,
-// every causal combination, GQA, additional KV; plus problems large enough for several Q boxes,
-// unmasked KV tiles and partial boxes at group ends.
-std::vector<Problem> shape_grid() {
-  std::vector<Problem> g;
-  for (int64_t L : {1, 3, 13, 37, 113}) {
-    for (int64_t K : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{7}, int64_t{8}, L}) {
-      if (K > L) continue;
-      g.push_back(make(1, {L}, {K}));
-      if (K > 1) g.push_back(make(1, {L}, {K}, {K}));            // blocked
-      if (2 * K <= L) g.push_back(make(1, {L}, {K}, {1}, {2}));  // dilation
-      g.push_back(make(1, {L}, {K}, {1}, {1}, {1}));             // causal
-    }
-  }
-  g.push_back(make(1, {300}, {37}, {5}, {3}, {0}));
-  for (int c0 : {0, 1})
-    for (int c1 : {0, 1}) g.push_back(make(2, {13, 37}, {5, 8}, {1, 3}, {2, 1}, {c0, c1}));
-  for (int c = 0; c < 8; ++c)
-    g.push_back(make(3, {5, 7, 9}, {3, 4, 5}, {1, 2, 1}, {1, 1, 2}, {c & 1, (c >> 1) & 1, c >> 2}));
-  g.push_back(make(2, {37, 13}, {37, 13}));  // window = extent: self attention
-  g.push_back(make(2, {40, 48}, {13, 13}));
-  g.push_back(make(2, {33, 47}, {8, 12}, {4, 4}));
-  g.push_back(make(3, {9, 16, 20}, {5, 7, 9}, {1, 1, 1}));
-  g.push_back(make(3, {8, 16, 16}, {8, 8, 8}, {8, 8, 8}));  // perfectly block-sparse
-  g.push_back(make(3, {7, 12, 15}, {4, 5, 6}, {2, 3, 1}, {1, 2, 2}, {1, 0, 1}));
-  // GQA / MQA and additional KV
-  Problem gqa = make(2, {13, 37}, {7, 9});
-  gqa.heads_q = 6;
-  gqa.heads_kv = 2;
-  gqa.batch = 2;
-  g.push_back(gqa);
-  Problem mqa = make(1, {113}, {17}, {1}, {2}, {1});
-  mqa.heads_q = 4;
-  mqa.heads_kv = 1;
-  mqa.additional_kv = 3;
-  g.push_back(mqa);
-  Problem add = make(3, {5, 8, 9}, {3, 5, 5});
-  add.additional_kv = 77;  // two additional tiles, the last partial
-  add.heads_q = add.heads_kv = 2;
-  g.push_back(add);
-  return g;
+  return fna_test::runnable_on_gpu(kBackend, p, dt);
 }
 
 std::string run_grid(bool backward) {
   std::string failures;
   int ran = 0;
   uint64_t seed = fna_test::base_seed();
-  for (const Problem& base : shape_grid()) {
+  for (const Problem& base : fna_test::shape_grid()) {
     for (int d : kHeadDims) {
       for (DType dt : kDTypes) {
         Problem p = base;
@@ -182,7 +116,7 @@ TEST(CudaFusedBackward, RandomSweep) {
 // are filled on the device from a hash of the element index; a few outputs with element offsets
 // past 2^31 (and around it) are checked against a float64 computation from the same hash.
 TEST(CudaFusedForward, Index64) {
-  Problem p = make(1, {300007}, {5});
+  Problem p = fna_test::grid_problem(1, {300007}, {5});
   p.heads_q = p.heads_kv = 64;
   p.head_dim = p.head_dim_v = 128;
   const DType dt = DType::kBFloat16;
@@ -263,7 +197,7 @@ TEST(CudaFusedForward, Index64) {
 // `auto` resolves to cuda-fused for CUDA tensors on sm_80+ (or to cuda-hopper, preferred where it
 // can run).
 TEST(CudaFused, AutoPicksFused) {
-  Problem p = make(2, {16, 16}, {5, 5});
+  Problem p = fna_test::grid_problem(2, {16, 16}, {5, 5});
   const fna::Device cuda0{fna::DeviceType::kCUDA, 0};
   for (int d : kHeadDims) {  // a head dim this build compiled
     p.head_dim = p.head_dim_v = d;

@@ -19,6 +19,7 @@
 #include "device_case.h"
 #include "harness.h"
 #include "pattern_fill.h"
+#include "shape_grid.h"
 
 namespace {
 
@@ -45,79 +46,11 @@ std::string unavailable(const Problem& p, DType dt) {
 // Skips the test unless cuda-hopper can run a bf16 / D = 128 (or 64) problem on this device.
 #define SKIP_WITHOUT_HOPPER()                                                               \
   do {                                                                                      \
-    Problem probe = make(1, {16}, {3});                                                     \
+    Problem probe = fna_test::grid_problem(1, {16}, {3}, {}, {}, {}, 128);                  \
     std::string why = unavailable(probe, DType::kBFloat16);                                 \
     probe.head_dim = probe.head_dim_v = 64;                                                 \
     if (!why.empty() && !unavailable(probe, DType::kBFloat16).empty()) GTEST_SKIP() << why; \
   } while (0)
-
-Problem make(int rank, std::vector<int64_t> extent, std::vector<int64_t> window,
-             std::vector<int64_t> stride = {}, std::vector<int64_t> dilation = {},
-             std::vector<int> causal = {}) {
-  Problem p;
-  p.rank = rank;
-  for (int r = 0; r < rank; ++r) {
-    p.extent[r] = extent[r];
-    p.window[r] = window[r];
-    p.stride[r] = stride.empty() ? 1 : stride[r];
-    p.dilation[r] = dilation.empty() ? 1 : dilation[r];
-    p.causal[r] = causal.empty() ? false : causal[r] != 0;
-  }
-  p.batch = 1;
-  p.heads_q = p.heads_kv = 1;
-  p.head_dim = p.head_dim_v = 128;
-  return p;
-}
-
-std::vector<Problem> shape_grid() {
-  std::vector<Problem> g;
-  for (int64_t L : {1, 3, 13, 37, 113, 300}) {
-    for (int64_t K : {int64_t{1}, int64_t{2}, int64_t{7}, int64_t{8}, int64_t{33}, L}) {
-      if (K > L) continue;
-      g.push_back(make(1, {L}, {K}));
-      if (K > 1) g.push_back(make(1, {L}, {K}, {K}));
-      if (2 * K <= L) g.push_back(make(1, {L}, {K}, {1}, {2}));
-      g.push_back(make(1, {L}, {K}, {1}, {1}, {1}));
-    }
-  }
-  g.push_back(make(1, {700}, {300}, {1}, {2}));  // many KV tiles, unmasked interior ones
-  g.push_back(make(1, {1000}, {128}, {128}));    // blocked, tile-aligned: no masks
-  g.push_back(make(1, {513}, {37}, {5}, {3}, {0}));
-  for (int c0 : {0, 1})
-    for (int c1 : {0, 1}) g.push_back(make(2, {13, 37}, {5, 8}, {1, 3}, {2, 1}, {c0, c1}));
-  for (int c = 0; c < 8; ++c)
-    g.push_back(make(3, {5, 7, 9}, {3, 4, 5}, {1, 2, 1}, {1, 1, 2}, {c & 1, (c >> 1) & 1, c >> 2}));
-  g.push_back(make(2, {37, 13}, {37, 13}));  // window = extent: self attention
-  g.push_back(make(2, {40, 48}, {13, 13}));
-  g.push_back(make(2, {33, 47}, {8, 12}, {4, 4}));
-  g.push_back(make(2, {32, 40}, {17, 31}, {1, 1}, {1, 1}, {1, 0}));
-  g.push_back(make(3, {9, 16, 20}, {5, 7, 9}));
-  g.push_back(make(3, {8, 16, 16}, {8, 8, 8}, {8, 8, 8}));  // perfectly block-sparse
-  g.push_back(make(3, {7, 12, 15}, {4, 5, 6}, {2, 3, 1}, {1, 2, 2}, {1, 0, 1}));
-  g.push_back(make(3, {10, 12, 14}, {6, 8, 8}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}));
-  Problem gqa = make(2, {13, 37}, {7, 9});
-  gqa.heads_q = 6;
-  gqa.heads_kv = 2;
-  gqa.batch = 2;
-  g.push_back(gqa);
-  Problem mqa = make(1, {113}, {17}, {1}, {2}, {1});
-  mqa.heads_q = 4;
-  mqa.heads_kv = 1;
-  mqa.additional_kv = 3;
-  g.push_back(mqa);
-  Problem add = make(3, {5, 8, 9}, {3, 5, 5});
-  add.additional_kv = 300;  // three additional tiles, the last partial
-  add.heads_q = add.heads_kv = 2;
-  add.batch = 2;
-  g.push_back(add);
-  Problem many = make(2, {20, 21}, {5, 7}, {1, 2}, {3, 2});
-  many.batch = 3;  // 3 x 6 groups x 3 = 54 tensor maps: the device-array path, not the inline one
-  g.push_back(many);
-  Problem scaled = make(2, {20, 30}, {9, 9}, {2, 1});
-  scaled.scale = 1.3;
-  g.push_back(scaled);
-  return g;
-}
 
 // Contiguous and interleaved run on cuda-hopper; the padded/offset layout through `auto`.
 fna_gpu_test::DeviceCaseResult run(const CaseSpec& spec) {
@@ -130,7 +63,7 @@ TEST(CudaHopperForward, ShapeGrid) {
   std::string failures;
   int ran = 0;
   uint64_t seed = fna_test::base_seed() + 77;
-  for (const Problem& base : shape_grid()) {
+  for (const Problem& base : fna_test::shape_grid()) {
     for (int d : kHeadDims) {
       for (DType dt : kDTypes) {
         Problem p = base;
@@ -191,7 +124,7 @@ TEST(CudaHopperForward, RandomSweep) {
 // A view TMA cannot read: naming cuda-hopper gives a clear error, `auto` falls back.
 TEST(CudaHopperForward, MisalignedViews) {
   SKIP_WITHOUT_HOPPER();
-  Problem p = make(1, {64}, {7});
+  Problem p = fna_test::grid_problem(1, {64}, {7});
   for (int d : kHeadDims) {
     p.head_dim = p.head_dim_v = d;
     if (unavailable(p, DType::kBFloat16).empty()) break;
@@ -228,7 +161,7 @@ TEST(CudaHopperForward, MisalignedViews) {
 // end are checked against float64 from the same hash.
 TEST(CudaHopperForward, Index64) {
   SKIP_WITHOUT_HOPPER();
-  Problem p = make(1, {300007}, {5});
+  Problem p = fna_test::grid_problem(1, {300007}, {5}, {}, {}, {}, 128);
   p.heads_q = p.heads_kv = 64;
   const DType dt = DType::kBFloat16;
   if (!unavailable(p, dt).empty()) GTEST_SKIP() << "bf16 / head dim 128 not compiled";
@@ -307,7 +240,7 @@ TEST(CudaHopperForward, Index64) {
 // under capture `auto` runs cuda-fused instead and naming cuda-hopper says why.
 TEST(CudaHopperForward, GraphCaptureWithManyMaps) {
   SKIP_WITHOUT_HOPPER();
-  Problem p = make(1, {64}, {7});
+  Problem p = fna_test::grid_problem(1, {64}, {7});
   p.batch = 12;  // 12 x 3 = 36 maps > 32
   for (int d : kHeadDims) {
     p.head_dim = p.head_dim_v = d;
@@ -373,7 +306,7 @@ TEST(CudaHopperForward, GraphCaptureWithManyMaps) {
 
 TEST(CudaHopper, AutoPicksHopper) {
   SKIP_WITHOUT_HOPPER();
-  Problem p = make(2, {16, 16}, {5, 5});
+  Problem p = fna_test::grid_problem(2, {16, 16}, {5, 5});
   for (int d : kHeadDims) {
     p.head_dim = p.head_dim_v = d;
     if (unavailable(p, DType::kBFloat16).empty()) break;
@@ -381,7 +314,7 @@ TEST(CudaHopper, AutoPicksHopper) {
   EXPECT_EQ(fna::resolve_backend(p, DType::kBFloat16, kCuda0), kBackend);
   p.head_dim_v = p.head_dim / 2;  // Dv != D: not this backend
   EXPECT_NE(unavailable(p, DType::kBFloat16), "");
-  EXPECT_NE(unavailable(make(1, {16}, {3}), DType::kFloat32), "");  // no fp32
+  EXPECT_NE(unavailable(fna_test::grid_problem(1, {16}, {3}), DType::kFloat32), "");  // no fp32
 }
 
 }  // namespace
