@@ -265,13 +265,13 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
                           static_cast<int>(imin(kLanes, u.n_end - next)));
       }
       // Online softmax: rescale the sums and accumulators to the new max, probabilities in S.
-      // e^(s - m) = 2^(s log2(e) - m log2(e)): one FMA of range reduction, and a slot whose
-      // score is the max gets exactly 1 (lse = m + ln(l) then matches the backward's logits).
+      // e^(s - m) = 2^((s - m) log2(e)), subtracted first so that a slot whose score is the max
+      // gets exactly 1 and lse = m + ln(l) matches the backward's logits (the fused form
+      // s log2(e) - m log2(e) left m log2(e)'s rounding error in x: P = 1 - 3e-7 at window 1).
       for (int r = 0; r < u.nlines; ++r) {
         const v8f mx = mxs[r];
         const v8f muse = mx == vsplat(kNegInf) ? v8f{} : mx;
         const v8f alpha = vexp2_nonpos((m[r] - muse) * kLog2e);
-        const v8f muse2 = muse * kLog2e;
         v8f sum = l[r] * alpha;
         for (int i = 0; i < c.np; ++i) {
           const Piece& pc = c.pieces[i];
@@ -279,7 +279,7 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
           float* s = S[r] + pc.slot * 8;
           const int64_t cnt = pc.cnt;  // a local: the stores to s could alias pc for the compiler
           for (int64_t o = 0; o < cnt; ++o) {
-            const v8f e = vexp2_nonpos(vload(s + o * 8) * kLog2e - muse2);
+            const v8f e = vexp2_nonpos((vload(s + o * 8) - muse) * kLog2e);
             vstore(s + o * 8, e);
             sum += e;
           }
