@@ -11,8 +11,10 @@
 #include <vector>
 
 #include "common/neighborhood.h"
+#include "common/problem_util.h"
 #include "cuda/fused/common/tile_geometry.cuh"
 #include "cuda/fused/common/tile_plan.h"
+#include "fna/fna.h"
 #include "random_neighborhood.h"
 
 namespace {
@@ -160,6 +162,45 @@ TEST(CudaFusedGeometry, TileOverrideRulesNameTheField) {
   expect_error(b, "tiles.kv = (0, 64, 1): every extent must be a power of two");
   // The planner's choice is a valid override of itself.
   EXPECT_EQ(tile_override_error(nb, boxes_of(plan_tiles(nb, 64, 64).shape), 64, 64), "");
+}
+
+// fna::plan (what fna-bench --plan prints) reports the planner's boxes and counts, honours and
+// validates Options::tiles, and refuses backends without a tile plan.
+TEST(CudaFusedGeometry, PublicPlanMatchesThePlanner) {
+  const fna::Problem p = fna::Problem::make({56, 56}, {7, 7}, 64, 4, 32);
+  const fna::Plan pl = fna::plan(p, fna::DType::kBFloat16);
+  const Neighborhood nb = make_neighborhood(p);
+  const TilePlan tp = plan_tiles(nb, 64, 64);
+  EXPECT_FALSE(pl.overridden);
+  EXPECT_EQ(pl.q_tile_rows, 64);
+  EXPECT_EQ(pl.kv_tile_rows, 64);
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(pl.tiles.q[r], 1 << tp.shape.q_shift[r]);
+    EXPECT_EQ(pl.tiles.kv[r], 1 << tp.shape.kv_shift[r]);
+  }
+  EXPECT_DOUBLE_EQ(pl.computed_pairs, tp.visited);
+  EXPECT_DOUBLE_EQ(pl.useful_fraction, tp.useful / tp.visited);
+  EXPECT_DOUBLE_EQ(pl.q_tiles, tp.q_boxes * 64 * 4);
+  EXPECT_GT(pl.predicted_ms, 0);
+
+  fna::Options o;
+  o.tiles = fna::TileBoxes{{4, 16, 1}, {8, 8, 1}};
+  const fna::Plan over = fna::plan(p, fna::DType::kBFloat16, o);
+  EXPECT_TRUE(over.overridden);
+  EXPECT_EQ(over.tiles.q[1], 16);
+  EXPECT_EQ(over.tiles.kv[0], 8);
+  EXPECT_LT(over.useful_fraction, pl.useful_fraction);
+
+  o.tiles = fna::TileBoxes{{4, 12, 1}, {8, 8, 1}};
+  try {
+    fna::plan(p, fna::DType::kBFloat16, o);
+    ADD_FAILURE() << "a 4x12 Q box was accepted";
+  } catch (const fna::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tiles.q = (4, 12, 1)"), std::string::npos) << e.what();
+  }
+  o.tiles.reset();
+  o.backend = fna::Backend::kCpu;
+  EXPECT_THROW(fna::plan(p, fna::DType::kBFloat16, o), fna::Error);
 }
 
 }  // namespace
