@@ -49,12 +49,14 @@ TEST(CudaHopperGeometry, ColumnMasksEqualTheWindows) {
     const Neighborhood nb = fna_test::random_neighborhood(rng, 14);
     const int kv_bits = rng() % 4 == 0 ? 6 : 7;  // 64- and 128-row KV tiles
     const TileShape ts = random_shape(rng, nb, kv_bits);
+    const ColumnMaskShape mask_shape = column_mask_shape(ts);
     const int boxes = total_boxes(nb, ts);
     for (int probe = 0; probe < 4; ++probe) {
       QBox box;
       if (!make_q_box(nb, ts, static_cast<int>(rng() % boxes), &box)) continue;
-      for (int tile = 0; tile < box.num_kv_tiles; ++tile) {
-        const KvTile kv = make_kv_tile(ts, box, tile);
+      int br[3] = {0, 0, 0};  // the consumers walk the tiles in order (next_kv_tile)
+      for (int tile = 0; tile < box.num_kv_tiles; ++tile, next_kv_tile(box, br)) {
+        const KvTile kv = kv_tile_at(ts, box, br);
         for (int row = 0; row < 128; ++row) {
           int lq[3];
           box_coords(row, ts.q_shift, lq);
@@ -69,7 +71,7 @@ TEST(CudaHopperGeometry, ColumnMasksEqualTheWindows) {
             w.hi[r] = static_cast<int>(e);
           }
           uint64_t words[2] = {0, 0};
-          if (kv.masked) window_column_mask_2x64(ts, kv, w, words);
+          if (kv.masked) window_column_mask_2x64(mask_shape, kv, w, words);
           for (int n = 0; n < (1 << kv_bits); ++n) {
             int lk[3];
             box_coords(n, ts.kv_shift, lk);

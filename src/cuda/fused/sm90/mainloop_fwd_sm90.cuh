@@ -44,6 +44,17 @@ __device__ __forceinline__ void warpgroup_gemm(Mma& mma, const A& a, const B& b,
   if constexpr (kARegisters) warpgroup_fence_operand(const_cast<A&>(a));
 }
 
+// Named barriers 1 and 2 order the two consumer warpgroups' GEMM issue (FlashAttention-3's warp
+// scheduler barriers): warpgroup w waits on barrier 1 + w before issuing a tile's GEMMs and then
+// lets the other one go, so one warpgroup's softmax runs while the other's GEMMs hold the tensor
+// cores instead of both contending for them at once. (0 is __syncthreads.)
+__device__ __forceinline__ void scheduler_sync(int wg) {
+  asm volatile("bar.sync %0, 256;\n" ::"r"(1 + wg) : "memory");
+}
+__device__ __forceinline__ void scheduler_arrive_other(int wg) {
+  asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory");
+}
+
 template <class Traits, class Storage>
 __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st) {
   using namespace cute;
@@ -101,8 +112,17 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     for (int e = 0; e < size(acc_s); ++e) r_p(e) = static_cast<Element>(acc_s(e));
   };
 
+  const ColumnMaskShape mask_shape = column_mask_shape(ts);  // launch constant
+  // Scores stay unscaled until the exponent (one FFMA there). A non-positive scale would flip or
+  // flatten the max, so it is applied up front instead (rare: uniform over the launch).
+  const bool prescale = !(fp.scale_log2 > 0.f);
+  const float scale_log2 = prescale ? 1.f : fp.scale_log2;
+
   int it = 0;  // KV tiles consumed so far (ring position)
-  int j = 0;   // non-empty items of this block so far
+  static_assert(Traits::kConsumerWarpgroups == 2, "the scheduler barriers count 2 x 128 threads");
+  const int wg = tidx / 128;
+  if (wg == 1) scheduler_arrive_other(wg);  // warpgroup 0 issues first
+  int j = 0;                                // non-empty items of this block so far
   for (int64_t w = blockIdx.x; w < p.items; w += gridDim.x) {
     const WorkItem item = work_item(p, w);
     if (!item_nonempty(p, item.box_index)) continue;
@@ -116,17 +136,22 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     CUTE_UNROLL
     for (int i = 0; i < kRows; ++i) windows[i] = row_window(fp.nb, ts, box, get<0>(tScS_rc(i, 0)));
 
-    // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections.
+    // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections. Tiles
+    // come in walk order, so the spatial tile's coordinates advance in `br` (no index decode).
+    int br[3] = {0, 0, 0};
     auto softmax_tile = [&](int tile, SplitOnlineSoftmax<kRows>& sm, float(&corr)[kRows]) {
-      CUTE_UNROLL
-      for (int e = 0; e < size(s_rc); ++e) s_rc(e) *= fp.scale_log2;
+      if (prescale) {
+        CUTE_UNROLL
+        for (int e = 0; e < size(s_rc); ++e) s_rc(e) *= fp.scale_log2;
+      }
       if (tile < num_spatial) {
-        const KvTile kv = make_kv_tile(ts, box, tile);
+        const KvTile kv = kv_tile_at(ts, box, br);
+        next_kv_tile(box, br);
         if (kv.masked) {
           CUTE_UNROLL
           for (int i = 0; i < kRows; ++i) {
             uint64_t words[2];
-            window_column_mask_2x64(ts, kv, windows[i], words);
+            window_column_mask_2x64(mask_shape, kv, windows[i], words);
             const uint64_t lo = words[0] >> n0, hi = words[1] >> n0;
             CUTE_UNROLL
             for (int c = 0; c < kCols; ++c) {
@@ -149,7 +174,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
           }
         }
       }
-      sm.scores(s_rc, corr);
+      sm.scores(s_rc, scale_log2, corr);
     };
 
     SplitOnlineSoftmax<kRows> softmax;
@@ -160,7 +185,11 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     {
       const int s = it % kStages;
       Barrier::wait(&st.k_full[s], (it / kStages) & 1);
-      warpgroup_gemm<true, 0, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
+      scheduler_sync(wg);
+      warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
+      scheduler_arrive_other(wg);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc_s);
       release(&st.k_empty[s]);
       softmax_tile(0, softmax, corr);
       convert_p();
@@ -169,9 +198,11 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       const int t = it + tile;
       const int s = t % kStages, sp = (t - 1) % kStages;
       Barrier::wait(&st.k_full[s], (t / kStages) & 1);
-      warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
       Barrier::wait(&st.v_full[sp], ((t - 1) / kStages) & 1);
+      scheduler_sync(wg);
+      warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
       warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
+      scheduler_arrive_other(wg);
       warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
       warpgroup_fence_operand(acc_s);
       release(&st.k_empty[s]);
@@ -186,7 +217,11 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     const int t_last = it + num_tiles - 1;
     const int sl = t_last % kStages;
     Barrier::wait(&st.v_full[sl], (t_last / kStages) & 1);
-    warpgroup_gemm<false, 0, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
+    scheduler_sync(wg);
+    warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
+    scheduler_arrive_other(wg);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_o);
     release(&st.v_empty[sl]);
     it += num_tiles;
 

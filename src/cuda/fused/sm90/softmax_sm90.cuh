@@ -3,8 +3,10 @@
 // cores (it must not touch O, which that wgmma is writing), and `rescale` applies the returned
 // corrections to O once the wgmma has completed.
 //
-// Scores arrive multiplied by scale * log2(e), so p = exp2(s - max) and the natural-log lse is
-// (max + log2(sum)) * ln 2. A row whose scores are all -inf so far keeps max = -inf and
+// Scores arrive unscaled and are scaled by c = scale * log2(e) inside the exponent (one FFMA per
+// score, as sm_80's OnlineSoftmax): p = exp2(c * s - max) with max in the log2 domain, and the
+// natural-log lse is (max + log2(sum)) * ln 2. c must be positive (callers pre-scale and pass
+// c = 1 otherwise). A row whose scores are all -inf so far keeps max = -inf and
 // contributes nothing (no inf - inf = NaN). Rows are spread over the 4 threads of a quad, as in
 // the mma.sync accumulator: the wgmma accumulator has the same row/column ownership.
 #pragma once
@@ -13,6 +15,7 @@
 #include <cute/tensor.hpp>
 
 #include "cuda/fused/common/cute_utils.cuh"
+#include "cuda/fused/common/softmax.cuh"
 
 namespace fna::cuda::fused {
 
@@ -51,25 +54,26 @@ struct SplitOnlineSoftmax {
     }
   }
 
-  // Replaces the score tile `s` (rows, cols) by exp2(s - new_max) and returns per row the factor
-  // by which O (accumulated under the old max) must be multiplied.
+  // Replaces the unscaled score tile `s` (rows, cols) by exp2(c * s - new_max) and returns per
+  // row the factor by which O (accumulated under the old max) must be multiplied.
   template <class S>
-  __device__ __forceinline__ void scores(S& s, float (&correction)[kRows]) {
+  __device__ __forceinline__ void scores(S& s, float c, float (&correction)[kRows]) {
     using namespace cute;
     static_assert(decltype(size<0>(s))::value == kRows);
     CUTE_UNROLL
     for (int i = 0; i < kRows; ++i) {
-      float m = row_max[i];
+      float m = s(i, 0);
       CUTE_UNROLL
-      for (int j = 0; j < size<1>(s); ++j) m = fmaxf(m, s(i, j));
-      m = quad_max(m);
+      for (int j = 1; j < size<1>(s); ++j) m = fmaxf(m, s(i, j));
+      // c > 0, so the max commutes with the scaling (rounding included).
+      m = fmaxf(quad_max(m) * c, row_max[i]);
       const float m_ref = m == -INFINITY ? 0.f : m;  // all masked so far: every p is 0
-      correction[i] = exp2f(row_max[i] - m_ref);
+      correction[i] = fast_exp2(row_max[i] - m_ref);
       row_max[i] = m;
       float sum = 0.f;
       CUTE_UNROLL
       for (int j = 0; j < size<1>(s); ++j) {
-        const float p = exp2f(s(i, j) - m_ref);
+        const float p = fast_exp2(fmaf(s(i, j), c, -m_ref));
         s(i, j) = p;
         sum += p;
       }
@@ -77,9 +81,16 @@ struct SplitOnlineSoftmax {
     }
   }
 
+  // Skipped when no row of the warp changed its max (every correction is exactly 1): after the
+  // first tiles of a row most tiles leave the max alone, and the warp-uniform test is cheaper
+  // than 64 multiplications by 1 per thread.
   template <class O>
   __device__ __forceinline__ void rescale(O& o, const float (&correction)[kRows]) {
     using namespace cute;
+    bool changed = false;
+    CUTE_UNROLL
+    for (int i = 0; i < kRows; ++i) changed = changed || correction[i] != 1.f;
+    if (!__any_sync(0xffffffffu, changed)) return;
     CUTE_UNROLL
     for (int i = 0; i < kRows; ++i) {
       CUTE_UNROLL
