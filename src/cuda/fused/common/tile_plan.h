@@ -21,9 +21,11 @@
 
 namespace fna::cuda::fused {
 
-// KV range extents E of every Q box of extent qt along axis `a`, over all dilation groups.
-inline std::vector<int64_t> axis_range_extents(const Axis& a, int64_t qt) {
-  std::vector<int64_t> out;
+// Calls fn(s0, e0, s1, e1) for every Q box of extent qt along axis `a`, over all dilation groups
+// (group coordinates): [s0, e0) is the window of the box's first query, [s1, e1) its last's, so
+// the box's KV range is [s0, e1) and the range inside every query's window is [s1, e0).
+template <class Fn>
+inline void for_each_q_box(const Axis& a, int64_t qt, Fn&& fn) {
   for (int64_t g = 0; g < a.dilation; ++g) {
     const int64_t lg = group_length(a, g);
     for (int64_t i0 = 0; i0 < lg; i0 += qt) {
@@ -31,10 +33,42 @@ inline std::vector<int64_t> axis_range_extents(const Axis& a, int64_t qt) {
       int64_t s0, e0, s1, e1;
       window_in_group(a, lg, i0, &s0, &e0);
       window_in_group(a, lg, i1, &s1, &e1);
-      out.push_back(e1 - s0);
+      fn(s0, e0, s1, e1);
     }
   }
+}
+
+// KV range extents E of every Q box of extent qt along axis `a`, over all dilation groups.
+inline std::vector<int64_t> axis_range_extents(const Axis& a, int64_t qt) {
+  std::vector<int64_t> out;
+  for_each_q_box(a, qt, [&](int64_t s0, int64_t, int64_t, int64_t e1) { out.push_back(e1 - s0); });
   return out;
+}
+
+// Calls fn(bits) for every split of `total` bits over the first `rank` axes (bits[r] >= 0, summing
+// to `total`), in a fixed order: the planners keep the first of equal-cost splits, which gives
+// the last (contiguous) axis the largest boxes.
+template <class Fn>
+inline void for_each_bit_split(int rank, int total, Fn&& fn) {
+  int s[3] = {0, 0, 0};
+  if (rank == 1) {
+    s[0] = total;
+    fn(static_cast<const int*>(s));
+  } else if (rank == 2) {
+    for (int a = 0; a <= total; ++a) {
+      s[0] = a;
+      s[1] = total - a;
+      fn(static_cast<const int*>(s));
+    }
+  } else {
+    for (int a = 0; a <= total; ++a)
+      for (int b = 0; a + b <= total; ++b) {
+        s[0] = a;
+        s[1] = b;
+        s[2] = total - a - b;
+        fn(static_cast<const int*>(s));
+      }
+  }
 }
 
 inline int log2_exact(int64_t x) {
@@ -57,19 +91,12 @@ struct AxisCost {
 
 inline AxisCost axis_cost(const Axis& a, int64_t qt, int64_t kt) {
   AxisCost c;
-  for (int64_t g = 0; g < a.dilation; ++g) {
-    const int64_t lg = group_length(a, g);
-    for (int64_t i0 = 0; i0 < lg; i0 += qt) {
-      const int64_t i1 = min64(i0 + qt, lg) - 1;
-      int64_t s0, e0, s1, e1;
-      window_in_group(a, lg, i0, &s0, &e0);
-      window_in_group(a, lg, i1, &s1, &e1);
-      const int64_t tiles = ceil_div(e1 - s0, kt);
-      c.visited += static_cast<double>(tiles * kt);
-      for (int64_t t = 0; t < tiles; ++t)  // the kernel's test (make_kv_tile)
-        if (s0 + t * kt >= s1 && s0 + (t + 1) * kt <= e0) c.unmasked += static_cast<double>(kt);
-    }
-  }
+  for_each_q_box(a, qt, [&](int64_t s0, int64_t e0, int64_t s1, int64_t e1) {
+    const int64_t tiles = ceil_div(e1 - s0, kt);
+    c.visited += static_cast<double>(tiles * kt);
+    for (int64_t t = 0; t < tiles; ++t)  // the kernel's test (make_kv_tile)
+      if (s0 + t * kt >= s1 && s0 + (t + 1) * kt <= e0) c.unmasked += static_cast<double>(kt);
+  });
   return c;
 }
 
@@ -178,31 +205,8 @@ inline TilePlan plan_tiles(const Neighborhood& nb, int block_m, int block_n) {
   }
   double best = std::numeric_limits<double>::infinity();
   int qs[3] = {0, 0, 0}, ks[3] = {0, 0, 0};
-  // Enumerate splits of lm (and ln) over the used axes; the last axis takes the remainder.
-  // Ties keep the first split found, which gives the last (contiguous) axis the largest boxes.
-  auto for_splits = [rank](int total, auto&& fn) {
-    int s[3] = {0, 0, 0};
-    if (rank == 1) {
-      s[0] = total;
-      fn(s);
-    } else if (rank == 2) {
-      for (int a = 0; a <= total; ++a) {
-        s[0] = a;
-        s[1] = total - a;
-        fn(s);
-      }
-    } else {
-      for (int a = 0; a <= total; ++a)
-        for (int b = 0; a + b <= total; ++b) {
-          s[0] = a;
-          s[1] = b;
-          s[2] = total - a - b;
-          fn(s);
-        }
-    }
-  };
-  for_splits(lm, [&](const int* q) {
-    for_splits(ln, [&](const int* k) {
+  for_each_bit_split(rank, lm, [&](const int* q) {
+    for_each_bit_split(rank, ln, [&](const int* k) {
       double v = block_m;
       for (int r = 0; r < rank; ++r) v *= cost[r][q[r]][k[r]];
       if (v < best) {

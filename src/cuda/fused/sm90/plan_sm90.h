@@ -48,20 +48,13 @@ inline constexpr const char* kHopperCalibration =
 // every shape (tests/gpu/hopper_geometry_test.cpp checks it equals axis_cost).
 inline AxisCost axis_cost_fast(const Axis& a, int64_t qt, int64_t kt) {
   AxisCost c;
-  for (int64_t g = 0; g < a.dilation; ++g) {
-    const int64_t lg = group_length(a, g);
-    for (int64_t i0 = 0; i0 < lg; i0 += qt) {
-      const int64_t i1 = min64(i0 + qt, lg) - 1;
-      int64_t s0, e0, s1, e1;
-      window_in_group(a, lg, i0, &s0, &e0);
-      window_in_group(a, lg, i1, &s1, &e1);
-      const int64_t tiles = ceil_div(e1 - s0, kt);
-      c.visited += static_cast<double>(tiles * kt);
-      const int64_t first = s1 > s0 ? ceil_div(s1 - s0, kt) : 0;
-      const int64_t last = e0 - s0 >= kt ? (e0 - s0) / kt - 1 : -1;
-      if (last >= first) c.unmasked += static_cast<double>((last - first + 1) * kt);
-    }
-  }
+  for_each_q_box(a, qt, [&](int64_t s0, int64_t e0, int64_t s1, int64_t e1) {
+    const int64_t tiles = ceil_div(e1 - s0, kt);
+    c.visited += static_cast<double>(tiles * kt);
+    const int64_t first = s1 > s0 ? ceil_div(s1 - s0, kt) : 0;
+    const int64_t last = e0 - s0 >= kt ? (e0 - s0) / kt - 1 : -1;
+    if (last >= first) c.unmasked += static_cast<double>((last - first + 1) * kt);
+  });
   return c;
 }
 
@@ -88,29 +81,8 @@ inline TilePlan plan_tiles_sm90(const Neighborhood& nb, int head_dim) {
   const double flop_per_pair = 4.0 * head_dim;
   double best = std::numeric_limits<double>::infinity();
   TileShape shape;
-  auto splits = [rank](int total, auto&& fn) {  // every split of `total` bits over the axes
-    int s[3] = {0, 0, 0};
-    if (rank == 1) {
-      s[0] = total;
-      fn(s);
-    } else if (rank == 2) {
-      for (int a = 0; a <= total; ++a) {
-        s[0] = a;
-        s[1] = total - a;
-        fn(s);
-      }
-    } else {
-      for (int a = 0; a <= total; ++a)
-        for (int b = 0; a + b <= total; ++b) {
-          s[0] = a;
-          s[1] = b;
-          s[2] = total - a - b;
-          fn(s);
-        }
-    }
-  };
-  splits(kQBits, [&](const int* q) {
-    splits(kKvBits, [&](const int* k) {
+  for_each_bit_split(rank, kQBits, [&](const int* q) {
+    for_each_bit_split(rank, kKvBits, [&](const int* k) {
       double visited = FwdBlockShapeSm90::kBlockM, unmasked = visited, items = 1;
       for (int r = 0; r < rank; ++r) {
         visited *= cost[r][q[r]][k[r]].visited;
