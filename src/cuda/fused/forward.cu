@@ -66,40 +66,7 @@ void dispatch_head_dim(FwdParams& p, int head_dim, const Options& options, cudaS
 }  // namespace
 
 void run_forward(const Problem& pr, const ForwardArgs& args, const Options& options) {
-  FwdParams p;
-  const int rank = pr.rank;
-  p.q = args.q.data;
-  p.k = args.k.data;
-  p.v = args.v.data;
-  p.out = args.out.data;
-  p.q_stride = token_strides(args.q, rank);
-  p.k_stride = token_strides(args.k, rank);
-  p.v_stride = token_strides(args.v, rank);
-  p.out_stride = token_strides(args.out, rank);
-  bool aligned = rows_aligned(args.q) && rows_aligned(args.k) && rows_aligned(args.v) &&
-                 rows_aligned(args.out);
-  if (args.lse) {
-    p.lse = static_cast<float*>(args.lse->data);
-    const TensorView& l = *args.lse;
-    p.lse_stride.b = l.strides[0];
-    for (int r = 0; r < rank; ++r) p.lse_stride.x[r] = l.strides[1 + r];
-    p.lse_stride.h = l.strides[1 + rank];
-  }
-  if (pr.additional_kv > 0) {
-    p.add_k = args.additional_k->data;
-    p.add_v = args.additional_v->data;
-    p.add_k_stride = token_strides(*args.additional_k, 1);
-    p.add_v_stride = token_strides(*args.additional_v, 1);
-    aligned = aligned && rows_aligned(*args.additional_k) && rows_aligned(*args.additional_v);
-  }
-  p.nb = make_neighborhood(pr);
-  p.batch = pr.batch;
-  p.heads_q = static_cast<int>(pr.heads_q);
-  p.heads_ratio = static_cast<int>(pr.heads_q / pr.heads_kv);
-  p.additional_kv = static_cast<int>(pr.additional_kv);
-  p.scale = static_cast<float>(pr.effective_scale());
-  p.scale_log2 = static_cast<float>(pr.effective_scale() * 1.4426950408889634);
-  p.aligned = aligned;
+  FwdParams p = forward_params(pr, args);  // the tile shape is set per instance (launch)
   cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
   switch (args.q.dtype) {
     case DType::kFloat32:

@@ -9,7 +9,9 @@
 #include <mutex>
 
 #include "common/neighborhood.h"
+#include "common/problem_util.h"
 #include "cuda/fused/common/fused_params.h"
+#include "fna/fna.h"
 #include "fna/tensor.h"
 
 namespace fna::cuda::fused {
@@ -31,6 +33,42 @@ inline bool rows_aligned(const TensorView& t) {
   for (int i = 0; i + 1 < t.rank(); ++i)
     if (t.strides[i] % chunk != 0 && t.shape[i] > 1) return false;
   return true;
+}
+
+// The forward kernels' parameters from the API arguments: pointers, strides, the neighborhood,
+// heads and scales; `aligned` says whether every row is 16-byte aligned. The caller sets `tile`.
+inline FwdParams forward_params(const Problem& pr, const ForwardArgs& args) {
+  FwdParams p;
+  const int rank = pr.rank;
+  p.q = args.q.data;
+  p.k = args.k.data;
+  p.v = args.v.data;
+  p.out = args.out.data;
+  p.q_stride = token_strides(args.q, rank);
+  p.k_stride = token_strides(args.k, rank);
+  p.v_stride = token_strides(args.v, rank);
+  p.out_stride = token_strides(args.out, rank);
+  p.aligned = rows_aligned(args.q) && rows_aligned(args.k) && rows_aligned(args.v) &&
+              rows_aligned(args.out);
+  if (args.lse) {
+    p.lse = static_cast<float*>(args.lse->data);
+    p.lse_stride = token_strides(*args.lse, rank);  // [B, *spatial, H]: same leading strides
+  }
+  if (pr.additional_kv > 0) {
+    p.add_k = args.additional_k->data;
+    p.add_v = args.additional_v->data;
+    p.add_k_stride = token_strides(*args.additional_k, 1);
+    p.add_v_stride = token_strides(*args.additional_v, 1);
+    p.aligned = p.aligned && rows_aligned(*args.additional_k) && rows_aligned(*args.additional_v);
+  }
+  p.nb = make_neighborhood(pr);
+  p.batch = pr.batch;
+  p.heads_q = static_cast<int>(pr.heads_q);
+  p.heads_ratio = static_cast<int>(pr.heads_q / pr.heads_kv);
+  p.additional_kv = static_cast<int>(pr.additional_kv);
+  p.scale = static_cast<float>(pr.effective_scale());
+  p.scale_log2 = static_cast<float>(pr.effective_scale() * 1.4426950408889634);  // * log2(e)
+  return p;
 }
 
 // Planners are O(sum of extents) per call (~0.5 ms for a 16k sequence, as long as a small kernel)
