@@ -53,8 +53,12 @@ struct OnlineSoftmax {
       const float correction = fast_exp2(row_max[i] - m_ref);
       row_max[i] = m;
       row_sum[i] *= correction;
-      CUTE_UNROLL
-      for (int d = 0; d < size<1>(o); ++d) o(i, d) *= correction;
+      // Once the row maxima settle, most tiles change none: ex2(0) is exactly 1, so skipping the
+      // rescale when no row i of the warp changed leaves the result bitwise the same.
+      if (__any_sync(0xffffffffu, correction != 1.f)) {
+        CUTE_UNROLL
+        for (int d = 0; d < size<1>(o); ++d) o(i, d) *= correction;
+      }
       float sum = 0.f;
       CUTE_UNROLL
       for (int j = 0; j < size<1>(s); ++j) {
