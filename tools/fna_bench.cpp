@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
   int64_t batch = 1, heads = 8, heads_kv = 0, head_dim = 64, head_dim_v = 0, additional = 0;
   int warmup = 2, iters = 10;
   uint64_t seed = 0;
-  bool backward = false, verify = false, json = false, show_plan = false;
+  bool backward = false, verify = false, json = false, show_plan = false, deterministic = false;
   std::string tiles_q, tiles_kv;
   double scale = 0;
   app.add_option("--extent", extent, "grid extents, comma-separated; rank from the count")
@@ -114,6 +114,8 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_s, "cpu|cuda|auto: where tensors live (auto: by backend)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_flag("--backward", backward, "also time the backward pass");
+  app.add_flag("--deterministic", deterministic,
+               "Options::deterministic (cuda-fused: the atomic-free backward)");
   app.add_option("--warmup", warmup, "warm-up runs")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -250,6 +252,7 @@ int main(int argc, char** argv) {
       fna::Options opt;
       opt.backend = b;
       opt.tiles = tiles;
+      opt.deterministic = deterministic;
       std::vector<double> fwd, bwd;
       for (int i = 0; i < warmup + iters; ++i) {
         const double ms = run.time([&] { fna::forward(p, run.forward_args(), opt); });

@@ -424,6 +424,32 @@ TEST(FusedBackward, DeterministicRunToRun) {
   expect_pass(c);
 }
 
+// The default path (dQ summed with atomics in the dK/dV kernel) and the deterministic path (dQ
+// kernel, no atomics) on the same inputs, both against the oracle; the deterministic runs are also
+// compared bitwise run to run. Masked and unmasked tiles, GQA, additional KV, every head dim.
+TEST(FusedBackward, AtomicAndDeterministicPaths) {
+  std::vector<Case> cases;
+  Case c;
+  c.p = problem({12, 16, 16}, {5, 8, 8}, 128, 4, 2);
+  c.p.stride = {4, 8, 8};  // perfectly block-sparse tiles next to masked ones
+  cases.push_back(c);
+  c.p = problem({9, 11}, {3, 5}, 64, 3, 1);
+  c.p.additional_kv = 70;
+  c.p.dilation = {2, 1, 1};
+  c.dtype = DType::kFloat16;
+  cases.push_back(c);
+  c.p = problem({150}, {33}, 32, 2, 2, 2);
+  c.p.causal[0] = true;
+  c.dtype = DType::kFloat32;
+  c.layout = Layout::kPadded;
+  cases.push_back(c);
+  for (Case x : cases)
+    for (bool deterministic : {false, true}) {
+      x.check_deterministic = deterministic;
+      expect_pass(x);
+    }
+}
+
 TEST(FusedBackward, SixtyFourBitOffsets) {
   // q and dq span more than 2^31 elements: batch 1 starts past element 2^31.
   Case c;

@@ -1,8 +1,9 @@
 // run_backward of backend `cuda-fused`: turns the API arguments into BwdParams, plans the tile
-// boxes, allocates the small fp32 workspace (lse, delta) on the stream and dispatches to the
-// generated (storage type, head dim) instance. The backward never uses atomics: every gradient row
-// is written once by the CTA that owns it, so it is deterministic with or without
-// Options::deterministic.
+// boxes, allocates the fp32 workspace on the stream and dispatches to the generated (storage
+// type, head dim) instance. By default dQ is summed with fp32 atomics into a zeroed
+// [B, Hq, tokens, D] workspace by the dK/dV kernel (5 products per pair of tiles; the summation
+// order varies from run to run). Options::deterministic selects the atomic-free path: every
+// gradient row is written once by the CTA that owns it (7 products per pair).
 #include <cuda_runtime_api.h>
 #include <cutlass/numeric_types.h>
 
@@ -124,12 +125,17 @@ void run_backward(const Problem& pr, const BackwardArgs& args, const Options& op
   DeviceGuard guard(args.q.device.index);
   cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
   const int64_t rows = pr.batch * pr.heads_q * p.tokens;
+  const int64_t dq_floats = options.deterministic ? 0 : rows * pr.head_dim;
   float* workspace = nullptr;
-  FNA_CUDA_CHECK(
-      cudaMallocAsync(reinterpret_cast<void**>(&workspace), 2 * rows * sizeof(float), stream));
+  FNA_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&workspace),
+                                 (2 * rows + dq_floats) * sizeof(float), stream));
   p.ws_lse = workspace;
   p.ws_delta = workspace + rows;
   try {
+    if (dq_floats > 0) {
+      p.ws_dq = workspace + 2 * rows;
+      FNA_CUDA_CHECK(cudaMemsetAsync(p.ws_dq, 0, dq_floats * sizeof(float), stream));
+    }
     switch (args.q.dtype) {
       case DType::kFloat32:
         dispatch_head_dim<float>(p, pr.head_dim, stream);

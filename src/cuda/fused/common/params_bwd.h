@@ -30,7 +30,10 @@ struct BwdParams {
   RowView lse;                // fp32 [B, ..., Hq] (sb, sx, sh only)
   float* ws_lse = nullptr;    // [B, Hq, tokens]: lse * log2(e); +inf marks no row
   float* ws_delta = nullptr;  // [B, Hq, tokens]: rowsum(dO * O) in fp32
-  bool vec = true;            // every row start is 16-byte aligned: 16-byte copies
+  // [B, Hq, tokens, D] fp32, unscaled dS K summed with atomics by the dK/dV kernel (the default
+  // path); null on the deterministic path, where the dQ kernel owns every dQ row.
+  float* ws_dq = nullptr;
+  bool vec = true;  // every row start is 16-byte aligned: 16-byte copies
   // Box extents (group coordinates) of the dQ kernel's Q tiles and the KV tiles it visits, and of
   // the dK/dV kernel's KV tiles and the Q tiles it visits.
   int dq_qbox[3] = {1, 1, 1}, dq_kbox[3] = {1, 1, 1};

@@ -38,6 +38,24 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool v
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(bytes));
 }
 
+// 4-byte cp.async; 0 source bytes zero-fill the destination.
+__device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const int bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(bytes));
+}
+
+// dst[0] += a, dst[1] += b in global memory (8-byte aligned). sm_90 adds both in one vector
+// atomic, which halves the atomic instructions of the dQ accumulation.
+__device__ __forceinline__ void atomic_add2(float* dst, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(a, b));
+#else
+  atomicAdd(dst, a);
+  atomicAdd(dst + 1, b);
+#endif
+}
+
 // Copies the tile's rows of `view` (head h of batch b) into the (kRows, kHeadDim) shared tensor
 // `s`; invalid rows are zero-filled, so masked products never meet NaN. 16-byte cp.async when
 // every row is aligned (the caller fences and waits), else element copies.

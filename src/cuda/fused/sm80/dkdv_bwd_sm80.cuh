@@ -1,12 +1,16 @@
 // dK / dV kernel of the fused sm_80+ backward. A CTA owns one KV tile (a box of keys of one
 // dilation group, or a run of additional tokens) of one KV head, walks the Q tiles of the queries
 // whose windows meet it (the inverse neighborhood; every query for additional tokens) over every
-// query head of its GQA group, and accumulates dK and dV in registers. It writes each gradient row
-// exactly once: no atomics, deterministic.
+// query head of its GQA group, and accumulates dK and dV in registers, writing each of their rows
+// exactly once. With kAtomicDq (the default path) it also adds dQ's share of every pair of tiles,
+// dS K, into the fp32 workspace p.ws_dq with atomics (FlashAttention-2's way): S and dP are formed
+// once per pair, 5 products instead of the 7 of the deterministic path (kAtomicDq = false, dQ by
+// the dQ kernel, no atomics).
 //
 // Per Q tile (warps split the keys, 16 each):  S^T = K Q^T,  dP^T = V dO^T,
 //   P^T = exp2(S^T * scale_log2 - lse_log2),  dS^T = P^T (dP^T - delta),
-//   dV += P^T dO,  dK += dS^T Q  (scaled by `scale` at the end).
+//   dV += P^T dO,  dK += dS^T Q  (scaled by `scale` at the end);
+//   kAtomicDq: dS to shared memory, then (warps split the queries) ws_dq += dS K.
 #pragma once
 
 #include "cuda/fused/common/tile_bwd.cuh"
@@ -39,7 +43,136 @@ __device__ __forceinline__ void load_query_rows(BwdSmem<Traits>& sm, int s, cons
   for (int r = 0; r < 6; ++r) sm.win[s][row][r] = win[r];
 }
 
+// Per row of a Q box of shape p.kv_qbox: box coordinates and offsets from the box's first row in
+// q, dout and the token index (built once per CTA), so a Q tile's row costs one add per load.
 template <class Traits>
+__device__ __forceinline__ void build_qbox_table(BwdSmem<Traits>& sm, const BwdParams& p) {
+  const int row = threadIdx.x;
+  if (row >= Traits::kTile) return;
+  const int* box = p.kv_qbox;
+  const int c[3] = {row / (box[1] * box[2]), row / box[2] % box[1], row % box[2]};
+  int64_t q = 0, dout = 0, token = 0, token_stride = 1;
+  for (int r = 2; r >= 0; --r) {
+    const int64_t step = c[r] * p.nb.axis[r].dilation;
+    q += step * p.q.sx[r];
+    dout += step * p.dout.sx[r];
+    token += step * token_stride;
+    token_stride *= p.nb.axis[r].extent;
+  }
+  sm.qbox_coords[row] = c[0] | c[1] << 8 | c[2] << 16;  // box extents are at most kTile = 64
+  sm.qbox_q[row] = q;
+  sm.qbox_dout[row] = dout;
+  sm.qbox_token[row] = token;
+}
+
+// Starts the cp.async loads of Q tile `qt` (head h of batch b) into stage `s`: Q, dO, lse and
+// delta rows (zero-filled where the tile has no query: with Q = dO = delta = 0 such a row adds
+// nothing to dK, dV or dQ whatever its P), the ws_* rows, and the windows if the tile is masked.
+template <class Traits>
+__device__ __forceinline__ void load_q_stage(BwdSmem<Traits>& sm, int s, const BwdParams& p,
+                                             const TileRows& qt, int64_t b, int64_t h,
+                                             bool masked) {
+  using Element = typename Traits::MmaElement;
+  constexpr int kTile = Traits::kTile, kHeadDim = Traits::kHeadDim, kThreads = Traits::kThreads;
+  constexpr int kChunk = 16 / sizeof(Element);
+  constexpr int kChunksPerRow = kHeadDim / kChunk;
+  constexpr int kRowsPerPass = kThreads / kChunksPerRow;
+  static_assert(kThreads % kChunksPerRow == 0, "a pass covers whole rows");
+  int64_t off_q = b * p.q.sb + h * p.q.sh, off_do = b * p.dout.sb + h * p.dout.sh, token = 0;
+  int lim[3];  // rows with box coordinate c < lim on every axis hold a query
+  for (int r = 0; r < 3; ++r) {
+    const int64_t x = qt.start[r] * p.nb.axis[r].dilation + qt.group[r];
+    off_q += x * p.q.sx[r];
+    off_do += x * p.dout.sx[r];
+    token = token * p.nb.axis[r].extent + x;
+    lim[r] = static_cast<int>(qt.glen[r] - qt.start[r]);
+  }
+  auto valid = [&](int row) {
+    const int c = sm.qbox_coords[row];
+    return (c & 255) < lim[0] && (c >> 8 & 255) < lim[1] && (c >> 16) < lim[2];
+  };
+  Tensor sQ = make_tensor(make_smem_ptr(sm.stream_a[s]),
+                          typename Traits::SmemLayoutRows{});  // (kTile, kHeadDim)
+  Tensor sdO = make_tensor(make_smem_ptr(sm.stream_b[s]),
+                           typename Traits::SmemLayoutRows{});  // (kTile, kHeadDim)
+  const Element* q = static_cast<const Element*>(p.q.ptr);
+  const Element* dout = static_cast<const Element*>(p.dout.ptr);
+  const int col = (threadIdx.x % kChunksPerRow) * kChunk;
+  CUTE_UNROLL
+  for (int row = threadIdx.x / kChunksPerRow; row < kTile; row += kRowsPerPass) {
+    const bool ok = valid(row);
+    const Element* src_q = q + off_q + sm.qbox_q[row] + col;
+    const Element* src_do = dout + off_do + sm.qbox_dout[row] + col;
+    if (p.vec) {
+      cp_async_16(&sQ(row, col), ok ? src_q : q, ok);
+      cp_async_16(&sdO(row, col), ok ? src_do : dout, ok);
+    } else {
+      CUTE_UNROLL
+      for (int e = 0; e < kChunk; ++e) {
+        sQ(row, col + e) = ok ? src_q[e] : Element(0.f);
+        sdO(row, col + e) = ok ? src_do[e] : Element(0.f);
+      }
+    }
+  }
+  const int row = threadIdx.x;
+  if (row >= kTile) return;
+  const bool ok = valid(row);
+  const int64_t idx = (b * p.heads_q + h) * p.tokens + token + sm.qbox_token[row];
+  cp_async_4(&sm.lse[s][row], p.ws_lse + (ok ? idx : 0), ok);
+  cp_async_4(&sm.delta[s][row], p.ws_delta + (ok ? idx : 0), ok);
+  sm.qrow[s][row] = ok ? idx : -1;
+  if (masked) {
+    int win[6] = {0, 0, 0, 0, 0, 0};  // no query: an empty window
+    if (ok) {
+      const int c = sm.qbox_coords[row];
+      const int i[3] = {static_cast<int>(qt.start[0]) + (c & 255),
+                        static_cast<int>(qt.start[1]) + (c >> 8 & 255),
+                        static_cast<int>(qt.start[2]) + (c >> 16)};
+      for (int r = 0; r < 3; ++r)
+        window32(p.nb.axis[r], static_cast<int>(qt.glen[r]), i[r], &win[2 * r], &win[2 * r + 1]);
+    }
+    for (int r = 0; r < 6; ++r) sm.win[s][row][r] = win[r];
+  }
+}
+
+// dQ's share of one pair of tiles: ws_dq[query rows] += dS K (warps split the queries, 16 each),
+// in column blocks of kDqCols head dims. sdS: (kTile, kTile) queries x keys; sKt: (kHeadDim,
+// kTile).
+template <class Traits, class SdS, class SKt, class Mma, class CopyA, class CopyB>
+__device__ __forceinline__ void add_dq_share(const BwdSmem<Traits>& sm, int s, const BwdParams& p,
+                                             const SdS& sdS, const SKt& sKt, const Mma& mma,
+                                             const CopyA& copy_a, const CopyB& copy_b) {
+  constexpr int kTile = Traits::kTile, kHeadDim = Traits::kHeadDim, kCols = Traits::kDqCols;
+  const int tid = threadIdx.x;
+  auto thr_mma = mma.get_thread_slice(tid);
+  auto thr_copy_a = copy_a.get_thread_slice(tid);
+  auto thr_copy_b = copy_b.get_thread_slice(tid);
+  Tensor tdQrdS = thr_mma.partition_fragment_A(sdS);  // (MMA, MMA_M, MMA_K)
+  Tensor tdQsdS = thr_copy_a.partition_S(sdS);
+  Tensor tdQcdQ = thr_mma.partition_C(
+      make_identity_tensor(Shape<Int<kTile>, Int<kCols>>{}));  // (MMA, MMA_M, MMA_N)
+  CUTE_UNROLL
+  for (int part = 0; part < kHeadDim / kCols; ++part) {
+    Tensor sKt_part =
+        local_tile(sKt, Shape<Int<kCols>, Int<kTile>>{}, make_coord(part, 0));  // (kCols, kTile)
+    Tensor tdQrKt = thr_mma.partition_fragment_B(sKt_part);  // (MMA, MMA_N, MMA_K)
+    Tensor acc_dq =
+        partition_fragment_C(mma, Shape<Int<kTile>, Int<kCols>>{});  // (MMA, MMA_M, MMA_N)
+    clear(acc_dq);
+    gemm_ss(acc_dq, tdQrdS, tdQrKt, tdQsdS, thr_copy_b.partition_S(sKt_part), mma, copy_a,
+            thr_copy_a, copy_b, thr_copy_b);
+    // Accumulator values 2j and 2j + 1 are adjacent head dims of one query row.
+    CUTE_UNROLL
+    for (int i = 0; i < size(acc_dq); i += 2) {
+      const int64_t row = sm.qrow[s][get<0>(tdQcdQ(i))];
+      if (row >= 0)
+        atomic_add2(p.ws_dq + row * kHeadDim + part * kCols + get<1>(tdQcdQ(i)), acc_dq(i),
+                    acc_dq(i + 1));
+    }
+  }
+}
+
+template <class Traits, bool kAtomicDq>
 __global__ void __launch_bounds__(Traits::kThreads)
     dkdv_kernel_sm80(const __grid_constant__ BwdParams p) {
   using Element = typename Traits::Element;
@@ -69,19 +202,20 @@ __global__ void __launch_bounds__(Traits::kThreads)
     const bool valid = kt.coords(tid, i);
     for (int r = 0; r < 3; ++r) sm.key[0][tid][r] = valid ? static_cast<int>(i[r]) : -1;
   }
+  build_qbox_table<Traits>(sm, p);
+  __syncthreads();  // the box table is read by every thread's first stage load
 
   // The queries whose windows meet this tile, as a walk over Q tiles.
   const TileWalk walk = query_walk(p, kt);
   const int iters = static_cast<int>(group_heads) * walk.count;
 
+  // Starts loading iteration `it` into stage `s`; returns whether its pair of tiles needs a mask.
   auto load_stage = [&](int it, int s) {
-    const int64_t h = hkv * group_heads + static_cast<int>(it) / walk.count;
-    const TileRows qt = walk_tile(nb, walk, p.kv_qbox, static_cast<int>(it) % walk.count);
-    Tensor sQ = make_tensor(make_smem_ptr(sm.stream_a[s]), typename Traits::SmemLayoutRows{});
-    Tensor sdO = make_tensor(make_smem_ptr(sm.stream_b[s]), typename Traits::SmemLayoutRows{});
-    load_rows<kTile, kHeadDim, kThreads, MmaElement>(sQ, nb, qt, p.q, b, h, p.vec);
-    load_rows<kTile, kHeadDim, kThreads, MmaElement>(sdO, nb, qt, p.dout, b, h, p.vec);
-    load_query_rows<Traits>(sm, s, p, qt, b, h);
+    const int64_t h = hkv * group_heads + it / walk.count;
+    const TileRows qt = walk_tile(nb, walk, p.kv_qbox, it % walk.count);
+    const bool masked = !additional && !tile_inside_windows(nb, qt, kt);
+    load_q_stage<Traits>(sm, s, p, qt, b, h, masked);
+    return masked;
   };
 
   typename Traits::TiledMma mma;
@@ -114,12 +248,19 @@ __global__ void __launch_bounds__(Traits::kThreads)
   clear(acc_dv);
   Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
 
-  if (iters > 0) load_stage(0, 0);
+  // dQ's share (kAtomicDq): A = dS from shared memory, B = K^T read with ldmatrix.trans.
+  Tensor sdS =
+      make_tensor(make_smem_ptr(sm.ds), typename Traits::SmemLayoutPair{});  // (kTile, kTile)
+  Tensor sKt = make_tensor(make_smem_ptr(sm.own_a),
+                           typename Traits::SmemLayoutRowsT{});  // (kHeadDim, kTile)
+  auto copy_kt = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, mma);
+
+  bool masked = iters > 0 && load_stage(0, 0);
   cp_async_fence();
 #pragma unroll 1
   for (int it = 0; it < iters; ++it) {
-    const int s = static_cast<int>(it & 1);
-    if (it + 1 < iters) load_stage(it + 1, s ^ 1);
+    const int s = it & 1;
+    const bool masked_next = it + 1 < iters && load_stage(it + 1, s ^ 1);
     cp_async_fence();
     cp_async_wait<1>();
     __syncthreads();
@@ -139,11 +280,6 @@ __global__ void __launch_bounds__(Traits::kThreads)
     gemm_ss(acc_dp, tdPrV, tdPrdO, tdPsV, thr_copy_b.partition_S(sdO), mma, copy_a, thr_copy_a,
             copy_b, thr_copy_b);
 
-    bool masked = false;
-    if (!additional) {
-      const TileRows qt = walk_tile(nb, walk, p.kv_qbox, static_cast<int>(it) % walk.count);
-      masked = !tile_inside_windows(nb, qt, kt);
-    }
     CUTE_UNROLL
     for (int i = 0; i < size(acc_s); ++i) {
       const int n = get<0>(tScS(i)), m = get<1>(tScS(i));
@@ -154,10 +290,20 @@ __global__ void __launch_bounds__(Traits::kThreads)
     }
     Tensor rP = to_element<MmaElement>(acc_s);
     Tensor rdS = to_element<MmaElement>(acc_dp);
+    if constexpr (kAtomicDq) {
+      // dQ sums dS over keys, which the warps split: dS goes through shared memory.
+      CUTE_UNROLL
+      for (int i = 0; i < size(rdS); ++i) sdS(get<1>(tScS(i)), get<0>(tScS(i))) = rdS(i);
+    }
     gemm_rs(acc_dv, make_tensor(rP.data(), Traits::acc_as_a_operand(rP.layout())), tdVrdOt,
             thr_copy_bt.partition_S(sdOt), mma_rs, copy_bt, thr_copy_bt);
     gemm_rs(acc_dk, make_tensor(rdS.data(), Traits::acc_as_a_operand(rdS.layout())), tdKrQt,
             thr_copy_bt.partition_S(sQt), mma_rs, copy_bt, thr_copy_bt);
+    if constexpr (kAtomicDq) {
+      __syncthreads();
+      add_dq_share<Traits>(sm, s, p, sdS, sKt, mma, copy_a, copy_kt);
+    }
+    masked = masked_next;
     __syncthreads();
   }
   cp_async_wait<0>();

@@ -1,6 +1,8 @@
-// Launcher of the fused sm_80+ backward for one (dtype, head dim): the delta kernel, then the
-// dK/dV and dQ kernels (independent of each other; both read delta). Included only by the
-// generated instances src/cuda/instances/fused_bwd_hdim<D>_<dtype>_sm80.cu.
+// Launcher of the fused sm_80+ backward for one (dtype, head dim): the delta kernel, then either
+// the dK/dV kernel that also sums dQ into p.ws_dq with atomics and the dQ conversion kernel (the
+// default), or, when p.ws_dq is null (Options::deterministic), the atomic-free dK/dV and dQ
+// kernels (independent of each other; both read delta). Included only by the generated instances
+// src/cuda/instances/fused_bwd_hdim<D>_<dtype>_sm80.cu.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -51,6 +53,25 @@ __global__ void __launch_bounds__(kDeltaWarps * 32)
   }
 }
 
+// dq = scale * ws_dq in Element, one warp per row (rows in delta_kernel_sm80's order).
+template <class Element, int kHeadDim>
+__global__ void __launch_bounds__(kDeltaWarps * 32)
+    dq_convert_kernel_sm80(const __grid_constant__ BwdParams p) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kDeltaWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= p.batch * p.tokens * p.heads_q) return;
+  const int64_t h = row % p.heads_q, t = (row / p.heads_q) % p.tokens;
+  const int64_t b = row / (p.heads_q * p.tokens);
+  int64_t x[3] = {0, 0, 0};
+  p.nb.coords(t, x);
+  int64_t off = b * p.dq.sb + h * p.dq.sh;
+  for (int r = 0; r < p.nb.rank; ++r) off += x[r] * p.dq.sx[r];
+  Element* dq = static_cast<Element*>(p.dq.ptr) + off;
+  const float* src = p.ws_dq + ((b * p.heads_q + h) * p.tokens + t) * kHeadDim;
+#pragma unroll
+  for (int d = lane; d < kHeadDim; d += 32) dq[d] = static_cast<Element>(src[d] * p.scale);
+}
+
 }  // namespace fna::cuda::fused::sm80
 
 namespace fna::cuda::fused {
@@ -66,7 +87,7 @@ void launch_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
   FNA_CUDA_CHECK(cudaGetLastError());
 
   constexpr int kSmem = sizeof(BwdSmem<Traits>);
-  // fp32 at head dim 128 needs ~198 KB: more than sm_80/sm_86/sm_89 allow per block.
+  // fp32 at head dim 128 needs ~218 KB: more than sm_80/sm_86/sm_89 allow per block.
   int device = 0, max_smem = 0;
   FNA_CUDA_CHECK(cudaGetDevice(&device));
   FNA_CUDA_CHECK(
@@ -78,13 +99,24 @@ void launch_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
                     " bytes of shared memory per block; device " + std::to_string(device) +
                     " allows " + std::to_string(max_smem));
   const int64_t kv_tiles = kv_grid_tiles(p), dq_tiles = dq_grid_tiles(p);
-  FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<Traits>,
+  const dim3 kv_grid(static_cast<unsigned>(kv_tiles), static_cast<unsigned>(p.heads_kv),
+                     static_cast<unsigned>(p.batch));
+  if (p.ws_dq != nullptr) {
+    FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<Traits, true>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    dkdv_kernel_sm80<Traits, true><<<kv_grid, Traits::kThreads, kSmem, stream>>>(p);
+    FNA_CUDA_CHECK(cudaGetLastError());
+    dq_convert_kernel_sm80<Element, kHeadDim>
+        <<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps), kDeltaWarps * 32, 0,
+           stream>>>(p);
+    FNA_CUDA_CHECK(cudaGetLastError());
+    return;
+  }
+  FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<Traits, false>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   FNA_CUDA_CHECK(cudaFuncSetAttribute(dq_kernel_sm80<Traits>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-  const dim3 kv_grid(static_cast<unsigned>(kv_tiles), static_cast<unsigned>(p.heads_kv),
-                     static_cast<unsigned>(p.batch));
-  dkdv_kernel_sm80<Traits><<<kv_grid, Traits::kThreads, kSmem, stream>>>(p);
+  dkdv_kernel_sm80<Traits, false><<<kv_grid, Traits::kThreads, kSmem, stream>>>(p);
   FNA_CUDA_CHECK(cudaGetLastError());
   const dim3 dq_grid(static_cast<unsigned>(dq_tiles), static_cast<unsigned>(p.heads_q),
                      static_cast<unsigned>(p.batch));

@@ -60,6 +60,11 @@ struct BwdTraits {
   using SmemLayoutRowsT = decltype(composition(
       SmemLayoutRows{}, make_layout(Shape<Int<kHeadDim>, Int<kTile>>{}, GenRowMajor{})));
   using SmemLayoutRowsTNoSwizzle = decltype(get_nonswizzle_portion(SmemLayoutRowsT{}));
+  // (kTile, kTile): dS of one pair of tiles, queries x keys, for dQ's share (atomic-dQ path)
+  using SmemLayoutPair = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kTile>, Int<kTile>>{}));
+  // dQ's share of a pair of tiles is formed in column blocks of at most 64 head dims: a whole
+  // 16 x 128 fp32 block per warp next to the dK and dV accumulators spills at head dim 128.
+  static constexpr int kDqCols = kHeadDim < 64 ? kHeadDim : 64;
 
   using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, MmaElement>;
   using SmemCopyAtomT = std::conditional_t<kTf32, Copy_Atom<UniversalCopy<MmaElement>, MmaElement>,
@@ -96,6 +101,12 @@ struct BwdSmem {
   float delta[2][kTile];  // rowsum(dO * O) per query
   int win[2][kTile][6];   // per query and axis: window [start, end) in group coordinates
   int key[2][kTile][3];   // per key and axis: group coordinate (-1: no key)
+  alignas(128) Element ds[kTile * kTile];  // dS, queries x keys (atomic-dQ path)
+  int64_t qrow[2][kTile];  // per query: (b * Hq + h) * tokens + token, its ws_* row (-1: none)
+  // The dK/dV kernel's Q boxes (shape kv_qbox), per row: box coordinates (8 bits per axis) and
+  // offsets from the box's first row in q, dout and the token index.
+  int qbox_coords[kTile];
+  int64_t qbox_q[kTile], qbox_dout[kTile], qbox_token[kTile];
 };
 
 // Whether a query with window `w` attends a key with group coordinates `k` (same group).
