@@ -42,6 +42,25 @@ __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src
       "l"(gmem_src), "r"(static_cast<uint32_t>(valid)));
 }
 
+// The element distance between rows r and r + kRowStep of the static shared layout L when it is
+// the same for every row and 16-byte chunk, else 0. Uniform for the kernels' swizzled layouts
+// (their swizzles permute chunks inside groups of at most kRowStep rows): then a thread's rows
+// r0 + it * kRowStep are one address plus compile-time offsets, which cp.async takes as
+// immediates instead of a swizzle computation per row.
+template <class Layout, int kRows, int kCols, int kRowStep, int kChunk>
+constexpr int uniform_row_stride() {
+  if constexpr (!cute::is_static<Layout>::value) {
+    return 0;
+  } else {
+    const Layout l{};
+    const int step = int(l(kRowStep, 0)) - int(l(0, 0));
+    for (int r = 0; r < kRows; ++r)
+      for (int c = 0; c < kCols; c += kChunk)
+        if (int(l(r, c)) != int(l(r % kRowStep, c)) + (r / kRowStep) * step) return 0;
+    return step;
+  }
+}
+
 // kZeroFill = false: the caller guarantees every offset is valid (no -1), which saves the
 // per-row test.
 template <int kRows, int kCols, int kNThreads, bool kZeroFill = true, class GmemT, class SmemTensor,
@@ -56,17 +75,26 @@ __device__ __forceinline__ void gather_rows(const GmemT* base, SmemTensor&& s, b
   static_assert(kRows % kRowStep == 0, "rows must split evenly over the threads");
   // A compile-time trip count: the rows of a thread are r0 + it * kRowStep, no bounds tests.
   constexpr int kIters = kRows / kRowStep;
-  const int tid = threadIdx.x;
-  const int c = (tid % kChunksPerRow) * kChunk;
-  const int r0 = tid / kChunksPerRow;
+  const unsigned tid = threadIdx.x;  // unsigned: shifts and masks, no signed-division fixups
+  const int c = int(tid % kChunksPerRow) * kChunk;
+  const int r0 = int(tid / kChunksPerRow);
   constexpr bool kSameType = std::is_same_v<SmemT, GmemT>;
   if (kSameType && aligned) {
+    using Layout = typename std::remove_cv_t<std::remove_reference_t<SmemTensor>>::layout_type;
+    constexpr int kRowStride = uniform_row_stride<Layout, kRows, kCols, kRowStep, kChunk>();
+    const GmemT* const base_c = base + c;
+    SmemT* const dst0 = &s(r0, c);
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
       const int row = r0 + it * kRowStep;
       const int64_t off = row_offset(row);
       const bool valid = !kZeroFill || off >= 0;
-      cp_async_16(&s(row, c), base + (valid ? off + c : 0), valid);
+      SmemT* dst;
+      if constexpr (kRowStride != 0)
+        dst = dst0 + it * kRowStride;
+      else
+        dst = &s(row, c);
+      cp_async_16(dst, base_c + (valid ? off : 0), valid);
     }
   } else {
     // Unaligned views (rare): kept rolled, so the kernels' hot loops stay small in the

@@ -231,47 +231,53 @@ FNA_DEVICE KvTileRows kv_tile_rows(const Neighborhood& nb, const TileShape& t, c
   return rows;
 }
 
+// Whether a tile row (packed coordinates) lies inside the KV range.
+FNA_DEVICE bool kv_row_in_range(const KvTileRows& rows, int packed) {
+  // Non-short-circuit & and |: selects instead of branches in the kernels' unrolled gathers.
+  return rows.inside |
+         (((packed & 1023) < rows.limit[0]) & (((packed >> 10) & 1023) < rows.limit[1]) &
+          ((packed >> 20) < rows.limit[2]));
+}
+
 // Offset of a tile row from its packed coordinates and local offset, or -1 (zero-fill) when the
 // row lies past the KV range.
 FNA_DEVICE int64_t kv_row_offset(const KvTileRows& rows, int packed, int64_t local) {
-  // Non-short-circuit & and |: selects instead of branches in the kernels' unrolled gathers.
-  const bool in =
-      rows.inside | (((packed & 1023) < rows.limit[0]) & (((packed >> 10) & 1023) < rows.limit[1]) &
-                     ((packed >> 20) < rows.limit[2]));
-  return in ? rows.first + local : -1;
+  return kv_row_in_range(rows, packed) ? rows.first + local : -1;
 }
 
 // All-ones in the low k bits (k in 0..64).
 FNA_DEVICE uint64_t low_bits(int k) { return k >= 64 ? ~uint64_t{0} : (uint64_t{1} << k) - 1; }
 
-// The mask of a KV tile's columns (bit n = box-local row n) that a query with window `w`
-// attends. Separable per axis: in the row-major box, axis r's local coordinate occupies a bit
-// field of the row index, so the columns whose coordinate lies in [lo, hi) form the pattern
-// "bits [lo * inner, hi * inner) of every period" with inner = 2^(fields right of r) and
-// period = inner * kt_r; the pattern is replicated over the tile with one multiplication.
-// Needs a KV tile of at most 64 rows. Axes on which the tile lies inside every query's window
-// (kv.straddle bit clear) contribute all ones and are skipped.
-FNA_DEVICE uint64_t window_column_mask(const TileShape& t, const KvTile& kv, const RowWindow& w) {
-  uint64_t mask = ~uint64_t{0};
+// Axis r's factor of a KV tile's column mask (bit n = box-local row n): the columns whose
+// coordinate on axis r lies in the window [lo, hi), for a tile whose first key on that axis is
+// `base`. In the row-major box, axis r's local coordinate occupies a bit field of the row index,
+// so these columns form the pattern "bits [lo * inner, hi * inner) of every period" with
+// inner = 2^(fields right of r) and period = inner * kt_r; the pattern is replicated over the
+// tile with one multiplication. Needs a KV tile of at most 64 rows.
+FNA_DEVICE uint64_t axis_column_mask(const TileShape& t, int r, int base, int lo, int hi) {
   int inner_shift = 0;
   FNA_UNROLL
-  for (int r = 2; r >= 0; --r) {
-    const int kt_shift = t.kv_shift[r];
-    if (!((kv.straddle >> r) & 1)) {
-      inner_shift += kt_shift;
-      continue;
-    }
-    const int lo = std::max(w.lo[r] - kv.base[r], 0);
-    const int hi = std::min(w.hi[r] - kv.base[r], 1 << kt_shift);
-    if (hi <= lo) return 0;
-    const int period_shift = inner_shift + kt_shift;
-    const uint64_t pattern = low_bits(hi << inner_shift) & ~low_bits(lo << inner_shift);
-    // repeat = sum_k 2^(k * period) over the periods of a 64-bit word, by doubling
-    uint64_t repeat = 1;
-    for (int sh = 1 << period_shift; sh < 64; sh *= 2) repeat |= repeat << sh;
-    mask &= pattern * repeat;
-    inner_shift = period_shift;
-  }
+  for (int a = 2; a > r; --a) inner_shift += t.kv_shift[a];
+  const int kt_shift = t.kv_shift[r];
+  lo = std::max(lo - base, 0);
+  hi = std::min(hi - base, 1 << kt_shift);
+  if (hi <= lo) return 0;
+  const int period_shift = inner_shift + kt_shift;
+  const uint64_t pattern = low_bits(hi << inner_shift) & ~low_bits(lo << inner_shift);
+  // repeat = sum_k 2^(k * period) over the periods of a 64-bit word, by doubling
+  uint64_t repeat = 1;
+  for (int sh = 1 << period_shift; sh < 64; sh *= 2) repeat |= repeat << sh;
+  return pattern * repeat;
+}
+
+// The mask of a KV tile's columns that a query with window `w` attends: the product of the
+// per-axis masks. Axes on which the tile lies inside every query's window (kv.straddle bit clear)
+// contribute all ones and are skipped.
+FNA_DEVICE uint64_t window_column_mask(const TileShape& t, const KvTile& kv, const RowWindow& w) {
+  uint64_t mask = ~uint64_t{0};
+  FNA_UNROLL
+  for (int r = 2; r >= 0; --r)
+    if ((kv.straddle >> r) & 1) mask &= axis_column_mask(t, r, kv.base[r], w.lo[r], w.hi[r]);
   return mask;
 }
 

@@ -68,7 +68,6 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   // product of per-axis windows, so only sum_r qt_r (not kBlockM * 3) windows are computed.
   __shared__ QBox box;
   __shared__ int axis_lo[3][kBlockM], axis_hi[3][kBlockM];
-  __shared__ RowWindow windows_smem[kBlockM];
   if (threadIdx.x < 3) make_q_box_axis(p.nb, ts, blockIdx.x, threadIdx.x, &box);
   __syncthreads();
   if (box.count[0] == 0 || box.count[1] == 0 || box.count[2] == 0) return;  // past a group end
@@ -77,15 +76,6 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     if (l < (1 << ts.q_shift[r])) axis_window(p.nb, box, r, l, &axis_lo[r][l], &axis_hi[r][l]);
   }
   __syncthreads();
-  for (int row = threadIdx.x; row < kBlockM; row += kNThreads) {
-    int l[3];
-    box_coords(row, ts.q_shift, l);
-    CUTE_UNROLL
-    for (int r = 0; r < 3; ++r) {
-      windows_smem[row].lo[r] = axis_lo[r][l[r]];
-      windows_smem[row].hi[r] = axis_hi[r][l[r]];
-    }
-  }
   const int h = blockIdx.y;
   const int hk = h / p.heads_ratio;  // GQA/MQA: K/V are read in place, never repeated
   const int64_t b = blockIdx.z;
@@ -127,12 +117,14 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
                      auto&& dst) {
     if (tile < num_spatial) {
       const KvTileRows rows = kv_tile_rows(p.nb, ts, box, kv, ss, b, hk);
+      // Offsets from the tile's first key: per row one shared-memory load and one address add.
+      const Element* first = spatial + rows.first;
       if (rows.inside) {  // most tiles: no row lies past the KV range, no per-row test
-        gather_rows<kBlockN, kHeadDim, kNThreads, false>(
-            spatial, dst, p.aligned, [&](int row) { return rows.first + row_offset[row]; });
+        gather_rows<kBlockN, kHeadDim, kNThreads, false>(first, dst, p.aligned,
+                                                         [&](int row) { return row_offset[row]; });
       } else {
-        gather_rows<kBlockN, kHeadDim, kNThreads>(spatial, dst, p.aligned, [&](int row) {
-          return kv_row_offset(rows, kv_row_coords[row], row_offset[row]);
+        gather_rows<kBlockN, kHeadDim, kNThreads>(first, dst, p.aligned, [&](int row) -> int64_t {
+          return kv_row_in_range(rows, kv_row_coords[row]) ? row_offset[row] : -1;
         });
       }
     } else {
@@ -158,6 +150,16 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   // loader keeps its tile coordinates (no index decode) and leaves each spatial tile's geometry
   // in `tile_info` for the iteration that computes it (written >= 1 barrier before it is read).
   __shared__ KvTile tile_info[kStages];
+  // A row's column mask on a masked tile is the AND of one factor per axis (axis_column_mask)
+  // that depends only on the row's coordinate l_r on that axis: the loader tabulates the
+  // sum_r qt_r factors of each masked tile next to its KvTile, so a row's mask costs 3 shared
+  // loads instead of ~40 instructions per straddling axis in every thread.
+  // Factor of axis r, coordinate l: mask_factors[stage][factor_offset(r) + l].
+  constexpr int kMaskFactors = kBlockM + 2;  // sum_r qt_r <= prod_r qt_r + 2
+  __shared__ uint64_t mask_factors[kStages][kMaskFactors];
+  auto factor_offset = [&](int r) {
+    return r == 0 ? 0 : r == 1 ? 1 << ts.q_shift[0] : (1 << ts.q_shift[0]) + (1 << ts.q_shift[1]);
+  };
   int load_br[3] = {0, 0, 0};
   auto load_stage = [&](int tile) {
     if (tile < num_tiles) {
@@ -167,6 +169,18 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
         kv = kv_tile_at(ts, box, load_br);
         next_kv_tile(box, load_br);
         if (threadIdx.x == 0) tile_info[stage] = kv;
+        if (kv.masked) {
+          for (int k = threadIdx.x; k < kMaskFactors; k += kNThreads) {
+            const int r = k < factor_offset(1) ? 0 : k < factor_offset(2) ? 1 : 2;
+            const int l = k - factor_offset(r);
+            if (l >= (1 << ts.q_shift[r])) continue;  // past this box shape's coordinates
+            // (a select, not kv.base[r]: a run-time index would put kv in local memory)
+            const int base = r == 0 ? kv.base[0] : r == 1 ? kv.base[1] : kv.base[2];
+            mask_factors[stage][k] =
+                (kv.straddle >> r) & 1 ? axis_column_mask(ts, r, base, axis_lo[r][l], axis_hi[r][l])
+                                       : ~uint64_t{0};
+          }
+        }
       }
       load_kv(tile, kv, k_ptr, p.k_stride, kv_row_offset_k, ak_ptr, p.add_k_stride, stage_k(stage));
       load_kv(tile, kv, v_ptr, p.v_stride, kv_row_offset_v, av_ptr, p.add_v_stride, stage_v(stage));
@@ -227,7 +241,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
         bool live = false;
         CUTE_UNROLL
         for (int i = 0; i < kRows; ++i) {
-          row_mask[i] = window_column_mask(ts, kv, windows_smem[get<0>(tScS_rc(i, 0))]) >> n0;
+          int l[3];
+          box_coords(get<0>(tScS_rc(i, 0)), ts.q_shift, l);
+          const uint64_t* f = mask_factors[stage];
+          const uint64_t m = f[l[0]] & f[factor_offset(1) + l[1]] & f[factor_offset(2) + l[2]];
+          row_mask[i] = m >> n0;
           live = live || row_mask[i] != 0;
         }
         if (!__any_sync(0xffffffffu, live)) continue;
