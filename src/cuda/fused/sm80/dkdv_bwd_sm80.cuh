@@ -98,16 +98,20 @@ __device__ __forceinline__ void load_q_stage(BwdSmem<Traits>& sm, int s, const B
   const Element* q = static_cast<const Element*>(p.q.ptr);
   const Element* dout = static_cast<const Element*>(p.dout.ptr);
   const int col = (threadIdx.x % kChunksPerRow) * kChunk;
-  CUTE_UNROLL
-  for (int row = threadIdx.x / kChunksPerRow; row < kTile; row += kRowsPerPass) {
-    const bool ok = valid(row);
-    const Element* src_q = q + off_q + sm.qbox_q[row] + col;
-    const Element* src_do = dout + off_do + sm.qbox_dout[row] + col;
-    if (p.vec) {
-      cp_async_16(&sQ(row, col), ok ? src_q : q, ok);
-      cp_async_16(&sdO(row, col), ok ? src_do : dout, ok);
-    } else {
-      CUTE_UNROLL
+  if (p.vec) {
+    CUTE_UNROLL
+    for (int row = threadIdx.x / kChunksPerRow; row < kTile; row += kRowsPerPass) {
+      const bool ok = valid(row);
+      cp_async_16(&sQ(row, col), ok ? q + off_q + sm.qbox_q[row] + col : q, ok);
+      cp_async_16(&sdO(row, col), ok ? dout + off_do + sm.qbox_dout[row] + col : dout, ok);
+    }
+  } else {
+    // Unaligned rows (rare): element copies, not unrolled, to keep the loop's code small.
+#pragma unroll 1
+    for (int row = threadIdx.x / kChunksPerRow; row < kTile; row += kRowsPerPass) {
+      const bool ok = valid(row);
+      const Element* src_q = q + off_q + sm.qbox_q[row] + col;
+      const Element* src_do = dout + off_do + sm.qbox_dout[row] + col;
       for (int e = 0; e < kChunk; ++e) {
         sQ(row, col + e) = ok ? src_q[e] : Element(0.f);
         sdO(row, col + e) = ok ? src_do[e] : Element(0.f);
@@ -260,10 +264,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
 #pragma unroll 1
   for (int it = 0; it < iters; ++it) {
     const int s = it & 1;
+    // Stage s has landed and every warp is past iteration it - 1, so the loads of iteration
+    // it + 1 may overwrite stage s ^ 1 (and dS) with no barrier at the end of the iteration.
+    cp_async_wait<0>();
+    __syncthreads();
     const bool masked_next = it + 1 < iters && load_stage(it + 1, s ^ 1);
     cp_async_fence();
-    cp_async_wait<1>();
-    __syncthreads();
 
     Tensor sQ = make_tensor(make_smem_ptr(sm.stream_a[s]), typename Traits::SmemLayoutRows{});
     Tensor sdO = make_tensor(make_smem_ptr(sm.stream_b[s]), typename Traits::SmemLayoutRows{});
@@ -304,10 +310,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
       add_dq_share<Traits>(sm, s, p, sdS, sKt, mma, copy_a, copy_kt);
     }
     masked = masked_next;
-    __syncthreads();
   }
-  cp_async_wait<0>();
-  __syncthreads();
+  __syncthreads();  // every warp is done with the stages the epilogue reuses
 
   // Epilogue: through shared memory so that global stores are whole 16-byte row chunks.
   Tensor sdK = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(sm.stream_a[0])),
