@@ -45,6 +45,7 @@ std::string replay(const Neighborhood& nb, const TileShape& ts, int block_m, int
     if (!nonempty) continue;
     const int tiles = box.kv_tiles[0] * box.kv_tiles[1] * box.kv_tiles[2];
     int br[3] = {0, 0, 0};  // the kernel's loader walks the tiles in order (next_kv_tile)
+    const KvWalkOffsets walk = kv_walk_offsets(nb, ts, box, s, 0, 0);
     for (int tile = 0; tile < tiles; ++tile, next_kv_tile(box, br)) {
       const KvTile kv = make_kv_tile(ts, box, tile);
       const KvTile walked = kv_tile_at(ts, box, br);
@@ -55,6 +56,12 @@ std::string replay(const Neighborhood& nb, const TileShape& ts, int block_m, int
       visited += double(block_m) * block_n;
       if (!kv.masked) unmasked += double(block_m) * block_n;
       const KvTileRows rows = kv_tile_rows(nb, ts, box, kv, s, 0, 0);
+      const KvTileRows walked_rows = kv_tile_rows_at(ts, box, walked, walk, br);
+      bool same = walked_rows.first == rows.first && walked_rows.inside == rows.inside;
+      for (int r = 0; r < 3; ++r) same = same && walked_rows.limit[r] == rows.limit[r];
+      if (!same)
+        return "box " + std::to_string(index) + " tile " + std::to_string(tile) +
+               ": the walk offsets (kv_tile_rows_at) and kv_tile_rows disagree";
       std::vector<int64_t> key(block_n);
       for (int n = 0; n < block_n; ++n)
         key[n] =
@@ -65,8 +72,11 @@ std::string replay(const Neighborhood& nb, const TileShape& ts, int block_m, int
         int64_t x[3];
         for (int r = 0; r < 3; ++r) x[r] = box.coord(nb, r, i[r]);
         const int64_t q = nb.token(x);
-        const uint64_t mask =
-            kv.masked ? window_column_mask(ts, kv, row_window(nb, ts, box, m)) : ~uint64_t{0};
+        // The forward kernel's mask: per straddling axis one factor (tabulated per tile), AND-ed.
+        const RowWindow w = row_window(nb, ts, box, m);
+        uint64_t mask = ~uint64_t{0};
+        for (int r = 0; r < 3; ++r)
+          if ((kv.straddle >> r) & 1) mask &= axis_column_mask(ts, r, kv.base[r], w.lo[r], w.hi[r]);
         for (int n = 0; n < block_n; ++n) {
           if (!((mask >> n) & 1)) continue;
           if (key[n] < 0 || key[n] >= tokens)

@@ -231,6 +231,41 @@ FNA_DEVICE KvTileRows kv_tile_rows(const Neighborhood& nb, const TileShape& t, c
   return rows;
 }
 
+// The tile walk's offsets in one token-major view: KV box br of a Q box starts at
+// origin + sum_r br[r] * step[r] (origin: the first key of the box's KV range). Computed once per
+// Q box, they turn kv_tile_rows's per-tile 64-bit coordinate arithmetic into three multiply-adds.
+struct KvWalkOffsets {
+  int64_t origin;
+  int64_t step[3];
+};
+
+FNA_DEVICE KvWalkOffsets kv_walk_offsets(const Neighborhood& nb, const TileShape& t,
+                                         const QBox& box, const TokenStrides& s, int64_t b,
+                                         int64_t h) {
+  KvWalkOffsets w;
+  w.origin = b * s.b + h * s.h;
+  for (int r = 0; r < 3; ++r) {
+    w.origin += int64_t(box.coord(nb, r, box.kv_lo[r])) * s.x[r];
+    w.step[r] = (int64_t(nb.axis[r].dilation) << t.kv_shift[r]) * s.x[r];
+  }
+  return w;
+}
+
+// kv_tile_rows of the KV tile kv at walk coordinates br (kv == kv_tile_at(t, box, br)).
+FNA_DEVICE KvTileRows kv_tile_rows_at(const TileShape& t, const QBox& box, const KvTile& kv,
+                                      const KvWalkOffsets& w, const int* br) {
+  KvTileRows rows;
+  rows.first = w.origin;
+  rows.inside = true;
+  FNA_UNROLL
+  for (int r = 0; r < 3; ++r) {
+    rows.first += br[r] * w.step[r];
+    rows.limit[r] = box.kv_hi[r] - kv.base[r];
+    rows.inside = rows.inside && rows.limit[r] >= (1 << t.kv_shift[r]);
+  }
+  return rows;
+}
+
 // Whether a tile row (packed coordinates) lies inside the KV range.
 FNA_DEVICE bool kv_row_in_range(const KvTileRows& rows, int packed) {
   // Non-short-circuit & and |: selects instead of branches in the kernels' unrolled gathers.

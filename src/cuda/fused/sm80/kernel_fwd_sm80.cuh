@@ -71,14 +71,18 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   if (threadIdx.x < 3) make_q_box_axis(p.nb, ts, blockIdx.x, threadIdx.x, &box);
   __syncthreads();
   if (box.count[0] == 0 || box.count[1] == 0 || box.count[2] == 0) return;  // past a group end
+  const int h = blockIdx.y;
+  const int hk = h / p.heads_ratio;  // GQA/MQA: K/V are read in place, never repeated
+  const int64_t b = blockIdx.z;
   for (int k = threadIdx.x; k < 3 * kBlockM; k += kNThreads) {
     const int r = k / kBlockM, l = k % kBlockM;
     if (l < (1 << ts.q_shift[r])) axis_window(p.nb, box, r, l, &axis_lo[r][l], &axis_hi[r][l]);
   }
+  // The K and V tile walks' offsets (per tile: first key = origin + sum_r br[r] * step[r]).
+  __shared__ KvWalkOffsets kv_walk[2];
+  if (threadIdx.x == kNThreads - 1) kv_walk[0] = kv_walk_offsets(p.nb, ts, box, p.k_stride, b, hk);
+  if (threadIdx.x == kNThreads - 2) kv_walk[1] = kv_walk_offsets(p.nb, ts, box, p.v_stride, b, hk);
   __syncthreads();
-  const int h = blockIdx.y;
-  const int hk = h / p.heads_ratio;  // GQA/MQA: K/V are read in place, never repeated
-  const int64_t b = blockIdx.z;
 
   extern __shared__ __align__(128) char smem[];
   Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<SmemT*>(smem)),
@@ -112,11 +116,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
 
   // Gathers K (or V) of KV tile `kv` (spatial: rows past the KV range are zero-filled) or of
   // additional-KV tile `tile` (past the spatial ones) into `dst`.
-  auto load_kv = [&](int tile, const KvTile& kv, const Element* spatial, const TokenStrides& ss,
-                     const int64_t* row_offset, const Element* extra, const TokenStrides& es,
-                     auto&& dst) {
+  auto load_kv = [&](int tile, const KvTile& kv, const int* br, const Element* spatial,
+                     const KvWalkOffsets& walk, const int64_t* row_offset, const Element* extra,
+                     const TokenStrides& es, auto&& dst) {
     if (tile < num_spatial) {
-      const KvTileRows rows = kv_tile_rows(p.nb, ts, box, kv, ss, b, hk);
+      const KvTileRows rows = kv_tile_rows_at(ts, box, kv, walk, br);
       // Offsets from the tile's first key: per row one shared-memory load and one address add.
       const Element* first = spatial + rows.first;
       if (rows.inside) {  // most tiles: no row lies past the KV range, no per-row test
@@ -165,6 +169,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     if (tile < num_tiles) {
       const int stage = tile % kStages;
       KvTile kv{};
+      const int br[3] = {load_br[0], load_br[1], load_br[2]};
       if (tile < num_spatial) {
         kv = kv_tile_at(ts, box, load_br);
         next_kv_tile(box, load_br);
@@ -182,8 +187,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
           }
         }
       }
-      load_kv(tile, kv, k_ptr, p.k_stride, kv_row_offset_k, ak_ptr, p.add_k_stride, stage_k(stage));
-      load_kv(tile, kv, v_ptr, p.v_stride, kv_row_offset_v, av_ptr, p.add_v_stride, stage_v(stage));
+      load_kv(tile, kv, br, k_ptr, kv_walk[0], kv_row_offset_k, ak_ptr, p.add_k_stride,
+              stage_k(stage));
+      load_kv(tile, kv, br, v_ptr, kv_walk[1], kv_row_offset_v, av_ptr, p.add_v_stride,
+              stage_v(stage));
     }
     cp_async_commit();
   };
