@@ -62,9 +62,10 @@ constexpr int uniform_row_stride() {
 }
 
 // kZeroFill = false: the caller guarantees every offset is valid (no -1), which saves the
-// per-row test.
-template <int kRows, int kCols, int kNThreads, bool kZeroFill = true, class GmemT, class SmemTensor,
-          class RowOffset>
+// per-row test. kByteOffsets: `row_offset` returns byte offsets (tables kept in bytes save the
+// per-row scaling: one 64-bit add per chunk).
+template <int kRows, int kCols, int kNThreads, bool kZeroFill = true, bool kByteOffsets = false,
+          class GmemT, class SmemTensor, class RowOffset>
 __device__ __forceinline__ void gather_rows(const GmemT* base, SmemTensor&& s, bool aligned,
                                             RowOffset&& row_offset) {
   using SmemT = typename std::remove_cv_t<std::remove_reference_t<SmemTensor>>::value_type;
@@ -82,7 +83,7 @@ __device__ __forceinline__ void gather_rows(const GmemT* base, SmemTensor&& s, b
   if (kSameType && aligned) {
     using Layout = typename std::remove_cv_t<std::remove_reference_t<SmemTensor>>::layout_type;
     constexpr int kRowStride = uniform_row_stride<Layout, kRows, kCols, kRowStep, kChunk>();
-    const GmemT* const base_c = base + c;
+    const char* const base_c = reinterpret_cast<const char*>(base + c);
     SmemT* const dst0 = &s(r0, c);
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
@@ -94,7 +95,8 @@ __device__ __forceinline__ void gather_rows(const GmemT* base, SmemTensor&& s, b
         dst = dst0 + it * kRowStride;
       else
         dst = &s(row, c);
-      cp_async_16(dst, base_c + (valid ? off : 0), valid);
+      const int64_t bytes = kByteOffsets ? off : off * int64_t(sizeof(GmemT));
+      cp_async_16(dst, base_c + (valid ? bytes : 0), valid);
     }
   } else {
     // Unaligned views (rare): kept rolled, so the kernels' hot loops stay small in the
@@ -103,10 +105,11 @@ __device__ __forceinline__ void gather_rows(const GmemT* base, SmemTensor&& s, b
     for (int it = 0; it < kIters; ++it) {
       const int row = r0 + it * kRowStep;
       const int64_t off = row_offset(row);
+      const int64_t elems = kByteOffsets ? off / int64_t(sizeof(GmemT)) : off;
       alignas(16) SmemT vals[kChunk];
 #pragma unroll
       for (int e = 0; e < kChunk; ++e)
-        vals[e] = off >= 0 ? to_smem<SmemT>(base[off + c + e]) : to_smem<SmemT>(GmemT(0));
+        vals[e] = off >= 0 ? to_smem<SmemT>(base[elems + c + e]) : to_smem<SmemT>(GmemT(0));
       // The chunk is contiguous in shared memory: swizzles permute whole 16-byte chunks.
       *reinterpret_cast<cute::uint128_t*>(&s(row, c)) = *reinterpret_cast<cute::uint128_t*>(vals);
     }

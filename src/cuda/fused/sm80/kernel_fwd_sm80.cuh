@@ -52,14 +52,16 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
   static_assert(kBlockN <= 64, "column masks are 64-bit");
 
   const TileShape& ts = p.tile;
-  // Box-local KV row n -> its element offset from the KV box's first key (K and V strides) and
+  // Box-local KV row n -> its byte offset from the KV box's first key (K and V strides) and
   // its packed local coordinates (10 bits per axis). The same for every block and tile: only
   // the box's first key changes, so per tile a row costs one add instead of a coordinate decode.
   __shared__ int64_t kv_row_offset_k[kBlockN], kv_row_offset_v[kBlockN];
   __shared__ int kv_row_coords[kBlockN];
   for (int row = threadIdx.x; row < kBlockN; row += kNThreads) {
-    kv_row_offset_k[row] = kv_row_local_offset(p.nb, ts, p.k_stride, row);
-    kv_row_offset_v[row] = kv_row_local_offset(p.nb, ts, p.v_stride, row);
+    kv_row_offset_k[row] =
+        kv_row_local_offset(p.nb, ts, p.k_stride, row) * int64_t(sizeof(Element));
+    kv_row_offset_v[row] =
+        kv_row_local_offset(p.nb, ts, p.v_stride, row) * int64_t(sizeof(Element));
     kv_row_coords[row] = kv_row_packed_coords(ts, row);
   }
   // Block-uniform geometry lives in shared memory: in registers it would cost ~50 registers
@@ -124,12 +126,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
       // Offsets from the tile's first key: per row one shared-memory load and one address add.
       const Element* first = spatial + rows.first;
       if (rows.inside) {  // most tiles: no row lies past the KV range, no per-row test
-        gather_rows<kBlockN, kHeadDim, kNThreads, false>(first, dst, p.aligned,
-                                                         [&](int row) { return row_offset[row]; });
+        gather_rows<kBlockN, kHeadDim, kNThreads, false, true>(
+            first, dst, p.aligned, [&](int row) { return row_offset[row]; });
       } else {
-        gather_rows<kBlockN, kHeadDim, kNThreads>(first, dst, p.aligned, [&](int row) -> int64_t {
-          return kv_row_in_range(rows, kv_row_coords[row]) ? row_offset[row] : -1;
-        });
+        gather_rows<kBlockN, kHeadDim, kNThreads, true, true>(
+            first, dst, p.aligned, [&](int row) -> int64_t {
+              return kv_row_in_range(rows, kv_row_coords[row]) ? row_offset[row] : -1;
+            });
       }
     } else {
       const int first = (tile - num_spatial) * kBlockN;
@@ -194,7 +197,9 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocks)
     }
     cp_async_commit();
   };
-  CUTE_UNROLL
+  // Rolled: one copy of the loader's code instead of kStages - 1 (the kernel's code is large for
+  // short blocks, which stall on instruction fetch).
+#pragma unroll 1
   for (int t = 0; t < kStages - 1; ++t) load_stage(t);  // Q joins the first group
 
   // ---- MMA partitions ------------------------------------------------------------------------
