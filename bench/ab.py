@@ -74,6 +74,8 @@ def main():
                     print(f"{name} [{label}]: did not run: {note}", flush=True)
                     continue
                 j = rows[-1]
+                print(f"{name} [{label}]: " + ", ".join(
+                    f"{d} {j[d + '_ms']:.3f} ms" for d in dirs if j.get(f"{d}_ms")), flush=True)
                 for d in dirs:
                     if j.get(f"{d}_ms"):
                         times[(name, label, d)].append(j[f"{d}_ms"])

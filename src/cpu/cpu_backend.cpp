@@ -326,13 +326,14 @@ void scatter_rows(const float* src, int64_t ldn, int64_t nd, T* const* rows, int
   }
 }
 
-// Lines (group, line) of heads [head0, head0 + nheads) of a [B, ..., H, dim] tensor into
-// planes[h], times `scale`; padding and lines past the group's end are zero.
+// Lines (group, line) of heads [head0, head0 + nheads) of a [B, ..., H, dim] tensor into plane
+// row `row` of planes[h] (group * lines + line in whole planes, a slot in a ring), times `scale`;
+// padding and lines past the group's end are zero.
 template <typename T>
 void fill_line(const Geometry& geo, const T* src, const TokenLayout& lay, int64_t b, int64_t head0,
                int64_t nheads, int64_t group, int64_t line, int64_t dim, float scale,
-               float* const* planes) {
-  const int64_t ldn = geo.kg.ldn, last = geo.last, off = (group * geo.kg.lines + line) * dim * ldn;
+               float* const* planes, int64_t row) {
+  const int64_t ldn = geo.kg.ldn, last = geo.last, off = row * dim * ldn;
   int64_t x[3] = {0, 0, 0}, gc[3], n_len = 0;
   if (!geo.line_coords(group, line, x, &n_len, gc)) {
     for (int64_t h = 0; h < nheads; ++h) std::memset(planes[h] + off, 0, sizeof(float) * dim * ldn);
@@ -581,6 +582,98 @@ struct ForwardIO {
   }
 };
 
+// ---- forward through per-thread rings (rank 2) ---------------------------------------------
+// Instead of converting a whole block of K/V planes between two barriers, each thread walks its
+// own runs of line pairs down axis 0 and converts the K/V lines they attend into a ring of plane
+// rows just before use (row r in slot r & (ring - 1)). The rows stay in the thread's L2 between
+// conversion and kernels, the conversion's strided reads interleave with compute instead of
+// saturating memory in a phase of their own, and no barrier waits for a preempted thread.
+
+// Ring rows that fit a thread's share of the cache: two threads' rings stay in L2 + L3.
+constexpr int64_t kRingBytes = int64_t{2} << 20;
+
+// Ring size for the forward: a power of two >= the most lines (axis 0, group coordinates) that
+// one pair of query lines attends; 0 (whole planes) for ranks 1 and 3 or a ring over kRingBytes.
+int64_t ring_rows(const Geometry& geo, int64_t dims) {
+  if (geo.last != 1) return 0;
+  const int64_t lmax = geo.kg.lmax[0];
+  int64_t span = 1;
+  for (int64_t g = 0; g < geo.kg.dil[0]; ++g) {
+    const int64_t len = geo.glen[0][g];
+    for (int64_t i = 0; i < len; i += 2) {
+      const int64_t i1 = std::min(i + 1, len - 1);
+      span = std::max<int64_t>(span, geo.hi[0][g * lmax + i1] - geo.lo[0][g * lmax + i]);
+    }
+  }
+  int64_t ring = 1;
+  while (ring < span) ring *= 2;
+  return ring * dims * geo.kg.ldn * static_cast<int64_t>(sizeof(float)) <= kRingBytes ? ring : 0;
+}
+
+template <typename T>
+struct RingArgs {
+  const T *k, *v;
+  TokenLayout lk, lv;
+  const T *ak, *av;  // additional tokens (null without)
+  TokenLayout lak, lav;
+};
+
+template <typename T>
+void forward_ring(const Problem& p, const Geometry& geo, const KernelTable& kt,
+                  const std::vector<Planes>& pl, const RingArgs<T>& ra, int64_t ring) {
+  const int64_t D = p.head_dim, Dv = p.head_dim_v, hpg = p.heads_q / p.heads_kv;
+  const int64_t ldn = geo.kg.ldn, lmax = geo.kg.lmax[0], groups = geo.kg.groups;
+  const int64_t slices = p.batch * p.heads_kv, ld_add = pl[0].ld_add;
+  const char* env = std::getenv("FNA_RING_RANGES");
+  const int64_t ranges = env ? std::atoi(env) : 1;
+  const int64_t per_range = (geo.pairs + ranges - 1) / ranges;
+#pragma omp parallel if (run_parallel(p))
+  {
+    ThreadScratch ts(D, Dv);
+    FloatBuffer kbuf(ring * D * ldn), vbuf(ring * Dv * ldn), akbuf(p.additional_kv ? D * ld_add : 0),
+        avbuf(p.additional_kv ? Dv * ld_add : 0);
+    float* const kr[1] = {kbuf.get()};
+    float* const vr[1] = {vbuf.get()};
+    int64_t add_slice = -1;  // the slice whose additional tokens are in akbuf / avbuf
+#pragma omp for schedule(dynamic)
+    for (int64_t it = 0; it < slices * groups * ranges; ++it) {
+      const int64_t s = it / (groups * ranges), g = it / ranges % groups, rg = it % ranges;
+      const int64_t b = s / p.heads_kv, hk = s % p.heads_kv;
+      Planes x = pl[s];
+      x.k = kbuf.get();
+      x.v = vbuf.get();
+      x.row_mask = ring - 1;
+      x.ak = akbuf.get();
+      x.av = avbuf.get();
+      if (p.additional_kv && add_slice != s) {
+        fill_additional(ra.ak, ra.lak, b, hk, p.additional_kv, D, ld_add, x.ak);
+        fill_additional(ra.av, ra.lav, b, hk, p.additional_kv, Dv, ld_add, x.av);
+        add_slice = s;
+      }
+      int64_t gc[3];
+      geo.group_coords(g, gc);
+      const int64_t len = geo.glen[0][gc[0]];
+      const int32_t *lo = &geo.lo[0][gc[0] * lmax], *hi = &geo.hi[0][gc[0] * lmax];
+      const int64_t p1 = std::min((len + 1) / 2, (rg + 1) * per_range);
+      int64_t next = 0;  // first line not yet in the ring
+      for (int64_t pair = rg * per_range; pair < p1; ++pair) {
+        const int64_t first = lo[2 * pair], end = hi[std::min(2 * pair + 1, len - 1)];
+        for (next = std::max(next, first); next < end; ++next) {
+          const int64_t slot = (g * geo.kg.lines + next) & (ring - 1);
+          fill_line(geo, ra.k, ra.lk, b, hk, 1, g, next, D, 1.0f, kr, slot);
+          fill_line(geo, ra.v, ra.lv, b, hk, 1, g, next, Dv, 1.0f, vr, slot);
+        }
+        for (int64_t h = 0; h < hpg; ++h)
+          for (int64_t c = 0; c < geo.chunks; ++c) {
+            Unit u;
+            if (geo.unit(pair + geo.pairs * (c + geo.chunks * g), h, &u))
+              kt.forward(geo.kg, x, u, ts.sc);
+          }
+      }
+    }
+  }
+}
+
 template <typename T>
 void forward_typed(const Problem& p, const ForwardArgs& a) {
   const KernelTable& kt = select_kernels();
@@ -589,11 +682,15 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
   const int64_t nadd = p.additional_kv, ld_add = (nadd + kLanes - 1) / kLanes * kLanes + kLanes;
   const int64_t rows = geo.kg.groups * geo.kg.lines, slices = p.batch * p.heads_kv;
   const float scale = static_cast<float>(p.effective_scale());
+  const int64_t ring = ring_rows(geo, D + Dv);
   const int64_t hb =
-      slices_per_block(p, geo.plane_floats(D + Dv) + (D + Dv) * ld_add, kForwardBlockBytes);
+      ring ? 1
+           : slices_per_block(p, geo.plane_floats(D + Dv) + (D + Dv) * ld_add, kForwardBlockBytes);
 
-  PlaneSet k(hb, geo.plane_floats(D)), v(hb, geo.plane_floats(Dv)), ak(hb, D * ld_add),
-      av(hb, Dv * ld_add);
+  // Whole planes per block of slices; with a ring, the threads hold their own K/V rows instead.
+  const int64_t whole = ring ? 0 : 1;
+  PlaneSet k(hb, whole * geo.plane_floats(D)), v(hb, whole * geo.plane_floats(Dv)),
+      ak(hb, whole * D * ld_add), av(hb, whole * Dv * ld_add);
   const TokenLayout lq(a.q, p.rank), lk(a.k, p.rank), lv(a.v, p.rank), lo(a.out, p.rank);
   TokenLayout ll, lak, lav;
   if (a.lse) ll = TokenLayout(*a.lse, p.rank);
@@ -634,6 +731,12 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
     x.store_out = &ForwardIO<T>::store_out;
     x.prefetch_io = &ForwardIO<T>::prefetch_io;
   }
+  if (ring) {
+    const RingArgs<T> ra{ks, vs, lk, lv, nadd ? static_cast<const T*>(a.additional_k->data) : nullptr,
+                         nadd ? static_cast<const T*>(a.additional_v->data) : nullptr, lak, lav};
+    forward_ring(p, geo, kt, pl, ra, ring);
+    return;
+  }
   const int64_t per_head = geo.units_per_head();
 
 #pragma omp parallel if (run_parallel(p))
@@ -651,9 +754,9 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
           const int64_t kind = t % (2 * rows) / rows, r = t % rows;
           const int64_t g = r / geo.kg.lines, line = r % geo.kg.lines;
           if (kind == 0)
-            fill_line(geo, ks, lk, rn.b, rn.hk0, rn.nh, g, line, D, 1.0f, k.at(rn.j0));
+            fill_line(geo, ks, lk, rn.b, rn.hk0, rn.nh, g, line, D, 1.0f, k.at(rn.j0), r);
           else
-            fill_line(geo, vs, lv, rn.b, rn.hk0, rn.nh, g, line, Dv, 1.0f, v.at(rn.j0));
+            fill_line(geo, vs, lv, rn.b, rn.hk0, rn.nh, g, line, Dv, 1.0f, v.at(rn.j0), r);
         } else {
           const int64_t i = t - nr * 2 * rows, j = i / 2, b = (s0 + j) / p.heads_kv,
                         hk = (s0 + j) % p.heads_kv;
@@ -750,19 +853,19 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
           const int64_t hq0 = rn.hk0 * hpg, nq = rn.nh * hpg, jq = rn.j0 * hpg;
           switch (kind) {
             case 0:
-              fill_line(geo, ks, lk, b, rn.hk0, rn.nh, g, line, D, 1.0f, k.at(rn.j0));
+              fill_line(geo, ks, lk, b, rn.hk0, rn.nh, g, line, D, 1.0f, k.at(rn.j0), r);
               break;
             case 1:
-              fill_line(geo, vs, lv, b, rn.hk0, rn.nh, g, line, Dv, 1.0f, v.at(rn.j0));
+              fill_line(geo, vs, lv, b, rn.hk0, rn.nh, g, line, Dv, 1.0f, v.at(rn.j0), r);
               break;
             case 2:
-              fill_line(geo, qs, lq, b, hq0, nq, g, line, D, scale, q.at(jq));
+              fill_line(geo, qs, lq, b, hq0, nq, g, line, D, scale, q.at(jq), r);
               break;
             case 3:
-              fill_line(geo, dos, ldo, b, hq0, nq, g, line, Dv, 1.0f, dout.at(jq));
+              fill_line(geo, dos, ldo, b, hq0, nq, g, line, Dv, 1.0f, dout.at(jq), r);
               break;
             case 4:
-              fill_line(geo, lses, ll, b, hq0, nq, g, line, 1, 1.0f, lse.at(jq));
+              fill_line(geo, lses, ll, b, hq0, nq, g, line, 1, 1.0f, lse.at(jq), r);
               break;
             default:
               fill_delta_line(geo, dos, ldo, os, lo, b, hq0, nq, Dv, g, line, delta.at(jq));

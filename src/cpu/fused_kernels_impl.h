@@ -254,7 +254,8 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
         if (pc.kind == kRowAdditional)
           dot_piece(pc, ln, qa, kLanes, P.ak + pc.pos0, P.ld_add, D, S, true, mxs);
         else
-          dot_piece(pc, ln, qa, kLanes, P.k + pc.row * D * ldn + pc.pos0, ldn, D, S, true, mxs);
+          dot_piece(pc, ln, qa, kLanes, P.k + (pc.row & P.row_mask) * D * ldn + pc.pos0, ldn, D, S,
+                    true, mxs);
       }
       if (!prefetched) {
         prefetched = true;
@@ -297,7 +298,8 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
       acc_chunk(
           c, ln, p,
           [&](const Piece& pc) {
-            return pc.kind == kRowAdditional ? P.av + pc.pos0 : P.v + pc.row * Dv * ldn + pc.pos0;
+            return pc.kind == kRowAdditional ? P.av + pc.pos0
+                                             : P.v + (pc.row & P.row_mask) * Dv * ldn + pc.pos0;
           },
           ldn, P.ld_add, Dv, O, segs);
     };

@@ -71,6 +71,9 @@ struct Planes {
   int64_t head_dim, head_dim_v;
   float* k;             // [dim D]
   float* v;             // [dim Dv]
+  // The forward reads K / V row r (group * lines + line) at plane row r & row_mask: all ones for
+  // whole planes, ring size - 1 when the driver streams rows through a per-thread ring.
+  int64_t row_mask = -1;
   float* const* q;      // per head [D], pre-multiplied by the softmax scale (backward)
   float* const* lse;    // per head [1] (backward input)
   float* const* dout;   // per head [Dv] (backward)
