@@ -464,8 +464,9 @@ struct ThreadScratch {
 // kBlockBytes: every slice of a small problem at once (few barriers), a few heads of a long video.
 constexpr int64_t kBlockBytes = int64_t{384} << 20;
 // The forward's blocks are smaller: their K/V planes then stay in L3 between the conversion and
-// the kernels instead of going to DRAM and back. On the issue-2 problem (2.25 MiB of planes per
-// head) one head per block ran the 2-thread forward ~1 ms faster than all eight at once.
+// the kernels instead of going to DRAM and back. On the issue-2 problem (before the ring
+// below; 2.25 MiB of planes per head) one head per block ran the 2-thread forward ~1 ms faster than
+// all eight at once.
 constexpr int64_t kForwardBlockBytes = int64_t{4} << 20;
 
 // Below about half a millisecond of work, waking a thread team costs more than it saves (and on
@@ -585,12 +586,16 @@ struct ForwardIO {
 // ---- forward through per-thread rings (rank 2) ---------------------------------------------
 // Instead of converting a whole block of K/V planes between two barriers, each thread walks its
 // own runs of line pairs down axis 0 and converts the K/V lines they attend into a ring of plane
-// rows just before use (row r in slot r & (ring - 1)). The rows stay in the thread's L2 between
+// rows just before use (row r in slot r & (ring - 1)). The rows stay in cache (L2 / L3) between
 // conversion and kernels, the conversion's strided reads interleave with compute instead of
 // saturating memory in a phase of their own, and no barrier waits for a preempted thread.
 
 // Ring rows that fit a thread's share of the cache: two threads' rings stay in L2 + L3.
 constexpr int64_t kRingBytes = int64_t{2} << 20;
+// Work items (runs of line pairs) per thread at least: one item per head on the issue-2 problem
+// (8 heads, 2 threads) ran ~4% faster than four shorter runs per head, whose extra line
+// conversions cost more than the finer balance gave back on a quiet machine.
+constexpr int64_t kRingRunsPerThread = 4;
 
 // Ring size for the forward: a power of two >= the most lines (axis 0, group coordinates) that
 // one pair of query lines attends; 0 (whole planes) for ranks 1 and 3 or a ring over kRingBytes.
@@ -624,20 +629,23 @@ void forward_ring(const Problem& p, const Geometry& geo, const KernelTable& kt,
   const int64_t D = p.head_dim, Dv = p.head_dim_v, hpg = p.heads_q / p.heads_kv;
   const int64_t ldn = geo.kg.ldn, lmax = geo.kg.lmax[0], groups = geo.kg.groups;
   const int64_t slices = p.batch * p.heads_kv, ld_add = pl[0].ld_add;
-  const char* env = std::getenv("FNA_RING_RANGES");
-  const int64_t ranges = env ? std::atoi(env) : 1;
-  const int64_t per_range = (geo.pairs + ranges - 1) / ranges;
+  // Runs of line pairs: whole groups when there are enough for every thread, else shorter runs
+  // (each run converts the lines above its first pair again: 12 extra lines at a 13-row window).
+  const int64_t want = kRingRunsPerThread * omp_get_max_threads();
+  const int64_t runs =
+      std::clamp<int64_t>((want + slices * groups - 1) / (slices * groups), 1, geo.pairs);
+  const int64_t per_run = (geo.pairs + runs - 1) / runs;
 #pragma omp parallel if (run_parallel(p))
   {
     ThreadScratch ts(D, Dv);
-    FloatBuffer kbuf(ring * D * ldn), vbuf(ring * Dv * ldn), akbuf(p.additional_kv ? D * ld_add : 0),
-        avbuf(p.additional_kv ? Dv * ld_add : 0);
+    FloatBuffer kbuf(ring * D * ldn), vbuf(ring * Dv * ldn),
+        akbuf(p.additional_kv ? D * ld_add : 0), avbuf(p.additional_kv ? Dv * ld_add : 0);
     float* const kr[1] = {kbuf.get()};
     float* const vr[1] = {vbuf.get()};
     int64_t add_slice = -1;  // the slice whose additional tokens are in akbuf / avbuf
 #pragma omp for schedule(dynamic)
-    for (int64_t it = 0; it < slices * groups * ranges; ++it) {
-      const int64_t s = it / (groups * ranges), g = it / ranges % groups, rg = it % ranges;
+    for (int64_t it = 0; it < slices * groups * runs; ++it) {
+      const int64_t s = it / (groups * runs), g = it / runs % groups, run = it % runs;
       const int64_t b = s / p.heads_kv, hk = s % p.heads_kv;
       Planes x = pl[s];
       x.k = kbuf.get();
@@ -654,9 +662,9 @@ void forward_ring(const Problem& p, const Geometry& geo, const KernelTable& kt,
       geo.group_coords(g, gc);
       const int64_t len = geo.glen[0][gc[0]];
       const int32_t *lo = &geo.lo[0][gc[0] * lmax], *hi = &geo.hi[0][gc[0] * lmax];
-      const int64_t p1 = std::min((len + 1) / 2, (rg + 1) * per_range);
+      const int64_t p1 = std::min((len + 1) / 2, (run + 1) * per_run);
       int64_t next = 0;  // first line not yet in the ring
-      for (int64_t pair = rg * per_range; pair < p1; ++pair) {
+      for (int64_t pair = run * per_run; pair < p1; ++pair) {
         const int64_t first = lo[2 * pair], end = hi[std::min(2 * pair + 1, len - 1)];
         for (next = std::max(next, first); next < end; ++next) {
           const int64_t slot = (g * geo.kg.lines + next) & (ring - 1);
@@ -732,8 +740,14 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
     x.prefetch_io = &ForwardIO<T>::prefetch_io;
   }
   if (ring) {
-    const RingArgs<T> ra{ks, vs, lk, lv, nadd ? static_cast<const T*>(a.additional_k->data) : nullptr,
-                         nadd ? static_cast<const T*>(a.additional_v->data) : nullptr, lak, lav};
+    const RingArgs<T> ra{ks,
+                         vs,
+                         lk,
+                         lv,
+                         nadd ? static_cast<const T*>(a.additional_k->data) : nullptr,
+                         nadd ? static_cast<const T*>(a.additional_v->data) : nullptr,
+                         lak,
+                         lav};
     forward_ring(p, geo, kt, pl, ra, ring);
     return;
   }

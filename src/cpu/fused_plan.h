@@ -69,8 +69,8 @@ struct Unit {
 // Plane offset of (group, line, dim d, n) = ((group * lines + line) * dim + d) * ldn + n.
 struct Planes {
   int64_t head_dim, head_dim_v;
-  float* k;             // [dim D]
-  float* v;             // [dim Dv]
+  float* k;  // [dim D]
+  float* v;  // [dim Dv]
   // The forward reads K / V row r (group * lines + line) at plane row r & row_mask: all ones for
   // whole planes, ring size - 1 when the driver streams rows through a per-thread ring.
   int64_t row_mask = -1;
