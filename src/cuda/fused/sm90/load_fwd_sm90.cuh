@@ -63,16 +63,10 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     const CUtensorMap* extra =
         maps + p.base.batch * p.groups * kMapsPerGroup + item.b * kMapsPerBatchExtra;
 
-    // Q of the previous item must be consumed (its last S = Q K^T done). The arrival on q_full
-    // also publishes box[j % 2] to the consumers (mbarrier arrive releases, wait acquires).
-    Barrier::wait(&st.q_empty, (j & 1) ^ 1);
-    Barrier::arrive_and_expect_tx(&st.q_full, Traits::kTileBytesQ);
-    tma_load_box<Traits>(TmaBox{gmaps + kMapQ, {box.i0[2], box.i0[1], box.i0[0], item.h}},
-                         &st.q_full, st.q.data(), Traits::kBlockM);
-
-    for (int tile = 0; tile < num_tiles; ++tile, ++it) {
+    auto load_kv = [&](int tile) {
       const int s = it % kStages;
       const uint32_t parity = (it / kStages) & 1;
+      ++it;
       TmaBox kb, vb;
       if (tile < num_spatial) {
         const KvTile kv = make_kv_tile(ts, box, tile);
@@ -92,7 +86,22 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
       Barrier::arrive_and_expect_tx(&st.v_full[s], Traits::kTileBytesKV);
       tma_load_box<Traits>(vb, &st.v_full[s], st.v.data() + s * Traits::kBlockN * Traits::kHeadDim,
                            Traits::kBlockN);
-    }
+    };
+    // The first tiles of the item need ring slots only, not the Q buffer: issue them before
+    // waiting for the previous item's last S = Q K^T, so they load while the consumers finish
+    // that item (last tiles, epilogue) instead of after it (run H2: the per-item cost was ~20% of
+    // seq-32k-blocked's time). kStages - 1 of them: their slots are released by the time of that
+    // last S (slot of tile t_last - 1: its P V completes in the last loop iteration), while the
+    // next one's V slot frees only after the final P V, which would hold Q back.
+    const int early = num_tiles < kStages - 1 ? num_tiles : kStages - 1;
+    for (int tile = 0; tile < early; ++tile) load_kv(tile);
+    // Q of the previous item must be consumed (its last S = Q K^T done). The arrival on q_full
+    // also publishes box[j % 2] to the consumers (mbarrier arrive releases, wait acquires).
+    Barrier::wait(&st.q_empty, (j & 1) ^ 1);
+    Barrier::arrive_and_expect_tx(&st.q_full, Traits::kTileBytesQ);
+    tma_load_box<Traits>(TmaBox{gmaps + kMapQ, {box.i0[2], box.i0[1], box.i0[0], item.h}},
+                         &st.q_full, st.q.data(), Traits::kBlockM);
+    for (int tile = early; tile < num_tiles; ++tile) load_kv(tile);
     ++j;
   }
 }

@@ -131,10 +131,20 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     const int num_spatial = box.num_kv_tiles;
     const int num_tiles = num_spatial + (fp.additional_kv + kBlockN - 1) / kBlockN;
 
-    // This thread's rows' windows (kRows = 2): read on masked tiles only.
-    RowWindow windows[kRows];
+    // This thread's rows' windows (kRows = 2): read on masked tiles only, so computed only when
+    // the item has one (a tile is masked iff it leaves [full_lo, full_hi) on some axis; the
+    // block-sparse cases have none and skip this per-item arithmetic).
+    bool item_masked = false;
     CUTE_UNROLL
-    for (int i = 0; i < kRows; ++i) windows[i] = row_window(fp.nb, ts, box, get<0>(tScS_rc(i, 0)));
+    for (int r = 0; r < 3; ++r)
+      item_masked = item_masked || box.kv_lo[r] < box.full_lo[r] ||
+                    box.kv_lo[r] + (box.kv_tiles[r] << ts.kv_shift[r]) > box.full_hi[r];
+    RowWindow windows[kRows];
+    if (item_masked) {
+      CUTE_UNROLL
+      for (int i = 0; i < kRows; ++i)
+        windows[i] = row_window(fp.nb, ts, box, get<0>(tScS_rc(i, 0)));
+    }
 
     // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections. Tiles
     // come in walk order, so the spatial tile's coordinates advance in `br` (no index decode).
