@@ -29,9 +29,10 @@ struct FwdTraitsSm90 {
   static constexpr int kChunk = 64;
   static constexpr int kChunks = kHeadDim / kChunk;
   static_assert(kHeadDim % kChunk == 0, "head dim must be a multiple of 64");
-  // K/V ring depth: 2 stages at D = 128 (Q 32 KiB + 2 x (K 32 + V 32) = 160 KiB); at D = 64 the
-  // tiles are half as large, so a third stage fits and hides more TMA latency.
-  static constexpr int kStages = kHeadDim <= 64 ? 3 : 2;
+  // K/V ring depth 3: the loads of a tile start two tiles ahead, so gathered KV boxes (short
+  // contiguous runs, often L2 misses) stay off the critical path. At D = 128 that is Q 32 KiB +
+  // 3 x (K 32 + V 32) = 224 KiB, just under the 227 KiB an H100 block may use.
+  static constexpr int kStages = 3;
   // setmaxnreg budgets, 40 * 128 + 232 * 256 = 64512 <= 64 K registers. The producer computes
   // each item's box geometry (64-bit window arithmetic) itself: at FlashAttention-3's 24 it
   // spilled 44 bytes; the consumers (S, P, O and two row windows) fit 232 without spills.
@@ -86,6 +87,7 @@ struct FwdTraitsSm90 {
   };
   // +1 KiB: the dynamic shared-memory base is rounded up to 1024 bytes inside the kernel.
   static constexpr int kSmemBytes = int(sizeof(SharedStorage)) + 1024;
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory of one sm_90 block");
 };
 
 }  // namespace fna::cuda::fused
