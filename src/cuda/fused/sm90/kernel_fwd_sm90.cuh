@@ -4,11 +4,10 @@
 // A work item is one Q box (a box of the grid in dilation-group coordinates, see
 // tile_geometry.cuh) of one (batch, head), as in the sm_80 kernel, but the box and its KV boxes
 // arrive by TMA straight from the user's [B, X(, Y(, Z)), H, D] tensors (no permutation, no
-// copies). One block per SM walks its items (params_fwd_sm90.h). Warpgroup 0 is the producer: one
-// thread plans the items (their box geometry, a ring of item slots) and one thread issues every
-// load into a ring of K/V stages guarded by mbarriers, running one item ahead: the next item's Q
-// and first KV tiles load during the consumers' epilogue (load_fwd_sm90.cuh). Warpgroups 1 and 2
-// consume (mainloop_fwd_sm90.cuh). This file only
+// copies). One block per SM walks its items (params_fwd_sm90.h). Warpgroup 0 is the producer (one
+// thread issues every load into a ring of K/V stages guarded by mbarriers, and runs one item
+// ahead: the next item's Q and first KV tiles load during the consumers' epilogue,
+// load_fwd_sm90.cuh); warpgroups 1 and 2 consume (mainloop_fwd_sm90.cuh). This file only
 // orchestrates: shared storage, barrier setup, the role split.
 #pragma once
 
@@ -36,12 +35,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   if (warp == 0 && cute::elect_one_sync()) {
     Barrier::init(&st.q_full, 1);
     Barrier::init(&st.q_empty, Traits::kConsumerWarpgroups);
-    // The TMA thread and every consumer thread read an item slot until they are done with it,
-    // so every one of them arrives.
-    for (int s = 0; s < Traits::kItemSlots; ++s) {
-      Barrier::init(&st.item_full[s], 1);
-      Barrier::init(&st.item_empty[s], Traits::kConsumerThreads + 1);
-    }
+    // Every consumer thread reads box[] until its epilogue ends, so every one of them arrives.
+    for (int j = 0; j < 2; ++j) Barrier::init(&st.box_empty[j], Traits::kConsumerThreads);
     CUTE_UNROLL
     for (int s = 0; s < Traits::kStages; ++s) {
       Barrier::init(&st.k_full[s], 1);
@@ -56,7 +51,6 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   if (warp < 4) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
     if (warp == 0 && cute::elect_one_sync()) produce_fwd<Traits>(p, st);
-    if (warp == 1 && cute::elect_one_sync()) plan_items_fwd<Traits>(p, st);
   } else {
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
     consume_fwd<Traits>(p, st);

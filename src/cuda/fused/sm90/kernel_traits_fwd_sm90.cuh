@@ -11,7 +11,6 @@
 
 #include "cuda/fused/common/tile_geometry.cuh"
 #include "cuda/fused/sm90/launch_fwd_sm90.h"
-#include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
 
 namespace fna::cuda::fused {
 
@@ -38,11 +37,6 @@ struct FwdTraitsSm90 {
   // each item's box geometry (64-bit window arithmetic) itself: at FlashAttention-3's 24 it
   // spilled 44 bytes; the consumers (S, P, O and two row windows) fit 232 without spills.
   static constexpr int kProducerRegs = 40;
-  // Item geometry is computed one item ahead of the TMA producer by a separate planner thread:
-  // ~20 64-bit divisions and the window arithmetic take ~10 us in one thread (SASS of
-  // make_q_box), longer than the K/V ring's lead over the consumers, so in the TMA thread they
-  // stalled every item boundary (run H2: ~7 us of SM time per item).
-  static constexpr int kItemSlots = 3;
   static constexpr int kConsumerRegs = 232;
 
   using TileShapeS = cute::Shape<cute::_64, cute::Int<kBlockN>, cute::Int<kHeadDim>>;  // per WG
@@ -83,15 +77,13 @@ struct FwdTraitsSm90 {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutKV>> k;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutKV>> v;
-    // q_full: Q of an item arrived; q_empty: the consumers' last S = Q K^T of an item is done;
-    // item_full[s]: the planner wrote items[s]; item_empty[s]: the TMA producer issued every
-    // load of that item and the consumers finished it (epilogue included).
-    alignas(16) uint64_t q_full, q_empty;
-    uint64_t item_full[kItemSlots], item_empty[kItemSlots];
+    // q_full: Q (and box[] of that item) arrived; q_empty: the consumers' last S = Q K^T of an
+    // item is done; box_empty[j]: the consumers finished the item whose geometry is box[j].
+    alignas(16) uint64_t q_full, q_empty, box_empty[2];
     uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
-    // Planned items: the consumers' current one, the producer's (one ahead) and the next, which
-    // the planner fills while those run.
-    ItemSlot items[kItemSlots];
+    // Geometry of the producer's current and previous item: the producer runs one item ahead
+    // while the consumers finish (epilogue) the previous one.
+    QBox box[2];
   };
   // +1 KiB: the dynamic shared-memory base is rounded up to 1024 bytes inside the kernel.
   static constexpr int kSmemBytes = int(sizeof(SharedStorage)) + 1024;

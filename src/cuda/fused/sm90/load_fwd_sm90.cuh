@@ -1,7 +1,6 @@
-// Producer of the Hopper forward, two threads of warpgroup 0. The planner computes each work
-// item's geometry into a ring of item slots, ahead of time. The TMA thread issues every load of
-// the block; per item: its Q box (two boxes along D at D = 128), then per KV tile a K box into
-// the ring's next stage and a V box. Spatial KV boxes start at the Q box's KV range
+// Producer of the Hopper forward: one thread issues every TMA load of a block. Per work item: the
+// item's geometry into box[j % 2] and its Q box (two boxes along D at D = 128), then per KV tile
+// a K box into the ring's next stage and a V box. Spatial KV boxes start at the Q box's KV range
 // (QBox::kv_lo) and step by the KV box extent; TMA zero-fills rows past the dilation group's end,
 // so no load is masked. The K/V ring runs on across items, so the next item's first tiles load
 // while the consumers finish the previous one.
@@ -35,35 +34,6 @@ __device__ __forceinline__ void tma_load_box(const TmaBox& box, uint64_t* bar,
                                  box.c[1], box.c[2], box.c[3]);
 }
 
-// The planner: one thread walks the block's items (scheduler_fwd_sm90.cuh), computes each
-// non-empty one's Q box geometry into the next item slot and publishes it; a last slot with
-// id.box_index = -1 ends the walk of the TMA producer and the consumers.
-template <class Traits, class Storage>
-__device__ __forceinline__ void plan_items_fwd(const FwdParamsSm90& p, Storage& st) {
-  using Barrier = cutlass::arch::ClusterTransactionBarrier;
-  constexpr int kSlots = Traits::kItemSlots;
-  int j = 0;  // non-empty items of this block so far
-  auto next_slot = [&]() -> ItemSlot& {
-    // A fresh barrier counts as having completed the phase before its first, so the first
-    // round of waits uses parity 1 and passes.
-    Barrier::wait(&st.item_empty[j % kSlots], ((j / kSlots) & 1) ^ 1);
-    return st.items[j % kSlots];
-  };
-  for (int64_t w = blockIdx.x; w < p.items; w += gridDim.x) {
-    const WorkItem item = work_item(p, w);
-    if (!item_nonempty(p, item.box_index)) continue;
-    ItemSlot& slot = next_slot();
-    make_q_box(p.base.nb, p.base.tile, item.box_index, &slot.box);
-    slot.id = item;
-    // mbarrier arrive releases (and the readers' wait acquires) the slot's contents.
-    cutlass::arch::ClusterBarrier::arrive(&st.item_full[j % kSlots]);
-    ++j;
-  }
-  next_slot().id.box_index = -1;
-  cutlass::arch::ClusterBarrier::arrive(&st.item_full[j % kSlots]);
-}
-
-// The TMA producer: one thread issues every load of the block, item after item as planned.
 template <class Traits, class Storage>
 __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st) {
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
@@ -72,12 +42,16 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
   const CUtensorMap* maps =
       p.maps != nullptr ? static_cast<const CUtensorMap*>(p.maps) : p.inline_maps;
   int it = 0;  // KV tiles issued so far (ring position)
-  for (int j = 0;; ++j) {
-    const int slot = j % Traits::kItemSlots;
-    Barrier::wait(&st.item_full[slot], (j / Traits::kItemSlots) & 1);
-    const WorkItem item = st.items[slot].id;
-    if (item.box_index < 0) break;
-    const QBox& box = st.items[slot].box;
+  int j = 0;   // non-empty items of this block so far
+  for (int64_t w = blockIdx.x; w < p.items; w += gridDim.x) {
+    const WorkItem item = work_item(p, w);
+    if (!item_nonempty(p, item.box_index)) continue;
+    // The slot's previous item (j - 2) must be finished, epilogue included, before its geometry
+    // is overwritten. A fresh barrier counts as having completed the phase before its first, so
+    // first waits use parity 1 and pass.
+    Barrier::wait(&st.box_empty[j & 1], ((j >> 1) & 1) ^ 1);
+    QBox& box = st.box[j & 1];
+    make_q_box(p.base.nb, ts, item.box_index, &box);
     const int num_spatial = box.num_kv_tiles;
     const int num_tiles =
         num_spatial + (p.base.additional_kv + Traits::kBlockN - 1) / Traits::kBlockN;
@@ -129,12 +103,13 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     // next one's V slot frees only after the final P V, which would hold Q back.
     const int early = num_tiles < kStages - 1 ? num_tiles : kStages - 1;
     for (int tile = 0; tile < early; ++tile) load_kv(tile);
-    // Q of the previous item must be consumed (its last S = Q K^T done).
+    // Q of the previous item must be consumed (its last S = Q K^T done). The arrival on q_full
+    // also publishes box[j % 2] to the consumers (mbarrier arrive releases, wait acquires).
     Barrier::wait(&st.q_empty, (j & 1) ^ 1);
     Barrier::arrive_and_expect_tx(&st.q_full, Traits::kTileBytesQ);
     tma_load_box<Traits>(qb, &st.q_full, st.q.data(), Traits::kBlockM);
     for (int tile = early; tile < num_tiles; ++tile) load_kv(tile);
-    cutlass::arch::ClusterBarrier::arrive(&st.item_empty[slot]);  // done reading the slot
+    ++j;
   }
 }
 

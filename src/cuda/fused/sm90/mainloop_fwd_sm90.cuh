@@ -122,13 +122,12 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   static_assert(Traits::kConsumerWarpgroups == 2, "the scheduler barriers count 2 x 128 threads");
   const int wg = tidx / 128;
   if (wg == 1) scheduler_arrive_other(wg);  // warpgroup 0 issues first
-  for (int j = 0;; ++j) {                   // the block's items, as planned (load_fwd_sm90.cuh)
-    const int slot = j % Traits::kItemSlots;
-    Barrier::wait(&st.item_full[slot], (j / Traits::kItemSlots) & 1);
-    const WorkItem item = st.items[slot].id;
-    if (item.box_index < 0) break;
-    const QBox& box = st.items[slot].box;
+  int j = 0;                                // non-empty items of this block so far
+  for (int64_t w = blockIdx.x; w < p.items; w += gridDim.x) {
+    const WorkItem item = work_item(p, w);
+    if (!item_nonempty(p, item.box_index)) continue;
     Barrier::wait(&st.q_full, j & 1);
+    const QBox& box = st.box[j & 1];
     const int num_spatial = box.num_kv_tiles;
     const int num_tiles = num_spatial + (fp.additional_kv + kBlockN - 1) / kBlockN;
 
@@ -261,7 +260,8 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       if (fp.lse != nullptr && tidx % 4 == 0)
         fp.lse[token_offset(fp.lse_stride, item.b, x, item.h)] = lse[i];
     }
-    cutlass::arch::ClusterBarrier::arrive(&st.item_empty[slot]);
+    cutlass::arch::ClusterBarrier::arrive(&st.box_empty[j & 1]);
+    ++j;
   }
 }
 

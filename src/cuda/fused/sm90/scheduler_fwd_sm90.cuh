@@ -1,9 +1,10 @@
 // Persistent schedule of the Hopper forward: which work items a block takes, in which order
-// (params_fwd_sm90.h); host-callable for tests/gpu/hopper_geometry_test.cpp. One thread of the
-// block (the planner, load_fwd_sm90.cuh) walks
-//   for (w = blockIdx.x; w < items; w += gridDim.x) if (item_nonempty(...)) { ...; ++j; }
-// and publishes each non-empty item's geometry in a ring of ItemSlots; the TMA producer and the
-// consumers take the slots in order until one marks the end.
+// (params_fwd_sm90.h); host-callable for tests/gpu/hopper_geometry_test.cpp. The producer and the
+// consumers walk the same sequence, skipping the same empty items, so their per-item barrier phases
+// stay in step:
+//   for (w = blockIdx.x; w < items; w += gridDim.x) if item_nonempty(...) { ...; ++j; }
+// (plain loops, not a callback: a wgmma accumulator live across a non-inlined call makes ptxas
+// serialize the wgmma pipeline, C7517/C7519).
 #pragma once
 
 #include <cstdint>
@@ -39,12 +40,5 @@ FNA_DEVICE bool item_nonempty(const FwdParamsSm90& p, int box_index) {
   }
   return nonempty;
 }
-
-// One planned work item in shared memory: its Q box geometry and (batch, head). id.box_index < 0
-// marks the end of the block's items.
-struct ItemSlot {
-  QBox box;
-  WorkItem id;
-};
 
 }  // namespace fna::cuda::fused
