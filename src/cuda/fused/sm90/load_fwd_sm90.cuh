@@ -62,14 +62,6 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     const CUtensorMap* gmaps = maps + (item.b * p.groups + group) * kMapsPerGroup;
     const CUtensorMap* extra =
         maps + p.base.batch * p.groups * kMapsPerGroup + item.b * kMapsPerBatchExtra;
-    const TmaBox qb{gmaps + kMapQ, {box.i0[2], box.i0[1], box.i0[0], item.h}};
-    // Q is read once per item, usually from DRAM, and its load can only start after the previous
-    // item's last S = Q K^T. Warming L2 now (a few tiles before that) takes the DRAM latency of
-    // that load off the item boundary.
-    CUTE_UNROLL
-    for (int c = 0; c < Traits::kChunks; ++c)
-      cute::SM90_TMA_LOAD_5D::PREFETCH::copy(qb.map, c * Traits::kChunk, qb.c[0], qb.c[1],
-                                             qb.c[2], qb.c[3]);
 
     auto load_kv = [&](int tile) {
       const int s = it % kStages;
@@ -107,7 +99,8 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     // also publishes box[j % 2] to the consumers (mbarrier arrive releases, wait acquires).
     Barrier::wait(&st.q_empty, (j & 1) ^ 1);
     Barrier::arrive_and_expect_tx(&st.q_full, Traits::kTileBytesQ);
-    tma_load_box<Traits>(qb, &st.q_full, st.q.data(), Traits::kBlockM);
+    tma_load_box<Traits>(TmaBox{gmaps + kMapQ, {box.i0[2], box.i0[1], box.i0[0], item.h}},
+                         &st.q_full, st.q.data(), Traits::kBlockM);
     for (int tile = early; tile < num_tiles; ++tile) load_kv(tile);
     ++j;
   }

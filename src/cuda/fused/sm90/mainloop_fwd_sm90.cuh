@@ -201,7 +201,6 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_s);
       release(&st.k_empty[s]);
-      if (num_tiles == 1) release(&st.q_empty);
       softmax_tile(0, softmax, corr);
       convert_p();
     }
@@ -217,8 +216,6 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
       warpgroup_fence_operand(acc_s);
       release(&st.k_empty[s]);
-      // The item's last S = Q K^T is done: the next item's Q may load during this softmax.
-      if (tile == num_tiles - 1) release(&st.q_empty);
       softmax_tile(tile, softmax, corr);
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_o);
@@ -226,6 +223,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       softmax.rescale(o_rc, corr);
       convert_p();
     }
+    release(&st.q_empty);  // every S = Q K^T of this item is done: the next Q may load
     const int t_last = it + num_tiles - 1;
     const int sl = t_last % kStages;
     Barrier::wait(&st.v_full[sl], (t_last / kStages) & 1);
