@@ -6,12 +6,11 @@
 // FNA_TEST_SEED / FNA_TEST_COUNT / FNA_LONG_TESTS=1 as in tests/cpp.
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "device_case.h"
+#include "device_sweeps.h"
 #include "harness.h"
 #include "shape_grid.h"
 
@@ -23,69 +22,33 @@ using fna::Problem;
 using fna_test::CaseSpec;
 using fna_test::Layout;
 
-const int kGemmHeadDims[] = {32, 64, 128};
-const DType kDTypes[] = {DType::kBFloat16, DType::kFloat16, DType::kFloat32};
+const std::vector<int> kGemmHeadDims = {32, 64, 128};
 
-std::string run_grid(Backend backend, bool backward) {
-  std::string failures;
-  int ran = 0;
-  uint64_t seed = fna_test::base_seed() + (backend == Backend::kCudaNaive ? 7 : 0);
-  for (const Problem& base : fna_test::shape_grid()) {
-    for (int d : kGemmHeadDims) {
-      for (DType dt : kDTypes) {
-        Problem p = base;
-        p.head_dim = p.head_dim_v = d;
-        if (p.tokens() > 400 && (d > 32 || dt == DType::kFloat16)) continue;  // oracle time
-        if (!fna_test::runnable_on_gpu(backend, p, dt)) continue;
-        CaseSpec spec;
-        spec.problem = p;
-        spec.dtype = dt;
-        spec.seed = ++seed;
-        spec.layout = seed % 3 == 0   ? Layout::kStrided
-                      : seed % 3 == 1 ? Layout::kContiguous
-                                      : Layout::kInterleaved;
-        spec.with_lse = seed % 5 != 0;
-        spec.backward = backward;
-        const auto r = fna_gpu_test::run_device_case(spec, backend);
-        ++ran;
-        if (!r.failure.empty()) failures += spec.describe() + ": " + r.failure + "\n";
-      }
-    }
-  }
-  std::printf("%s shape grid (%s): %d cases\n", fna::backend_name(backend),
-              backward ? "fwd+bwd" : "fwd", ran);
-  if (ran == 0) failures += "no case ran: nothing compiled for this backend?\n";
-  return failures;
+fna_gpu_test::SweepSuite suite(Backend backend) {
+  return fna_gpu_test::SweepSuite{
+      backend,
+      // the naive kernels take any head dim: the sweep keeps the random problem's own
+      backend == Backend::kCudaGemm ? kGemmHeadDims : std::vector<int>{},
+      {DType::kBFloat16, DType::kFloat16, DType::kFloat32},
+      backend == Backend::kCudaNaive ? 7u : 0u,
+      // oracle time: large grid problems at the cheap instances only
+      [](const Problem& p, DType dt) {
+        return p.tokens() <= 400 || (p.head_dim <= 32 && dt != DType::kFloat16);
+      },
+      [backend](const Problem& p, DType dt, bool) {
+        return fna_test::runnable_on_gpu(backend, p, dt);
+      },
+      nullptr};
 }
 
+std::string run_grid(Backend backend, bool backward) {
+  fna_gpu_test::SweepSuite s = suite(backend);
+  s.head_dims = kGemmHeadDims;  // the grid runs both backends at the gemm head dims
+  return fna_gpu_test::run_shape_grid(s, backward);
+}
 std::string run_sweep(Backend backend, bool backward) {
-  std::string failures;
-  const int count = fna_test::sweep_count(backward ? 120 : 200);
-  const uint64_t base = fna_test::base_seed() + (backward ? 1000003 : 0);
-  int ran = 0;
-  for (int i = 0; i < count; ++i) {
-    const uint64_t seed = base + i;
-    std::mt19937_64 rng(seed);
-    Problem p = fna_test::random_problem(rng);
-    if (backend == Backend::kCudaGemm) p.head_dim = p.head_dim_v = kGemmHeadDims[rng() % 3];
-    const DType dt = kDTypes[rng() % 3];
-    if (!fna_test::runnable_on_gpu(backend, p, dt)) continue;
-    CaseSpec spec;
-    spec.problem = p;
-    spec.dtype = dt;
-    spec.seed = seed;
-    spec.layout = fna_test::random_layout(rng, p);
-    spec.with_lse = rng() % 4 != 0;
-    spec.backward = backward;
-    const auto r = fna_gpu_test::run_device_case(spec, backend);
-    ++ran;
-    if (!r.failure.empty())
-      failures += "seed " + std::to_string(seed) + " " + spec.describe() + ": " + r.failure + "\n";
-  }
-  std::printf("%s random sweep (%s): %d cases from seed %llu\n", fna::backend_name(backend),
-              backward ? "fwd+bwd" : "fwd", ran, static_cast<unsigned long long>(base));
-  if (ran == 0) failures += "no case ran: nothing compiled for this backend?\n";
-  return failures;
+  return fna_gpu_test::run_random_sweep(suite(backend), backward ? 120 : 200,
+                                        backward ? 1000003 : 0, [&](int) { return backward; });
 }
 
 TEST(CudaGemm, ShapeGridForwardBackward) {

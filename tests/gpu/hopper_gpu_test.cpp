@@ -10,15 +10,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "buffer.h"
 #include "device_case.h"
+#include "device_sweeps.h"
 #include "harness.h"
-#include "pattern_fill.h"
+#include "index64_case.h"
 #include "shape_grid.h"
 
 namespace {
@@ -31,7 +30,6 @@ using fna_test::Layout;
 
 constexpr Backend kBackend = Backend::kCudaHopper;
 const int kHeadDims[] = {64, 128};
-const DType kDTypes[] = {DType::kBFloat16, DType::kFloat16};
 const fna::Device kCuda0{fna::DeviceType::kCUDA, 0};
 
 std::string unavailable(const Problem& p, DType dt) {
@@ -58,67 +56,30 @@ fna_gpu_test::DeviceCaseResult run(const CaseSpec& spec) {
   return fna_gpu_test::run_device_case(spec, tma_layout ? kBackend : Backend::kAuto);
 }
 
+const fna_gpu_test::SweepSuite kSuite{
+    kBackend,
+    {64, 128},
+    {DType::kBFloat16, DType::kFloat16},
+    77,
+    // oracle time: large grid problems at bf16 / D = 128 only
+    [](const Problem& p, DType dt) {
+      return p.tokens() <= 800 || (p.head_dim == 128 && dt == DType::kBFloat16);
+    },
+    [](const Problem& p, DType dt, bool) { return unavailable(p, dt).empty(); },
+    run};
+
 TEST(CudaHopperForward, ShapeGrid) {
   SKIP_WITHOUT_HOPPER();
-  std::string failures;
-  int ran = 0;
-  uint64_t seed = fna_test::base_seed() + 77;
-  for (const Problem& base : fna_test::shape_grid()) {
-    for (int d : kHeadDims) {
-      for (DType dt : kDTypes) {
-        Problem p = base;
-        p.head_dim = p.head_dim_v = d;
-        if (p.tokens() > 800 && (d != 128 || dt != DType::kBFloat16)) continue;  // oracle time
-        if (!unavailable(p, dt).empty()) continue;
-        CaseSpec spec;
-        spec.problem = p;
-        spec.dtype = dt;
-        spec.seed = ++seed;
-        spec.layout = seed % 3 == 0   ? Layout::kStrided
-                      : seed % 3 == 1 ? Layout::kContiguous
-                                      : Layout::kInterleaved;
-        spec.with_lse = seed % 5 != 0;
-        spec.backward = false;
-        const auto r = run(spec);
-        ++ran;
-        if (!r.failure.empty()) failures += spec.describe() + ": " + r.failure + "\n";
-      }
-    }
-  }
-  std::printf("cuda-hopper shape grid: %d cases\n", ran);
-  EXPECT_GT(ran, 0);
-  EXPECT_TRUE(failures.empty()) << failures;
+  const std::string f = fna_gpu_test::run_shape_grid(kSuite, false);
+  EXPECT_TRUE(f.empty()) << f;
 }
 
 TEST(CudaHopperForward, RandomSweep) {
   SKIP_WITHOUT_HOPPER();
-  std::string failures;
-  const int count = fna_test::sweep_count(200);
-  const uint64_t base = fna_test::base_seed() + 2000003;
-  int ran = 0;
-  for (int i = 0; i < count; ++i) {
-    const uint64_t seed = base + i;
-    std::mt19937_64 rng(seed);
-    Problem p = fna_test::random_problem(rng);
-    p.head_dim = p.head_dim_v = kHeadDims[rng() % 2];
-    const DType dt = kDTypes[rng() % 2];
-    if (!unavailable(p, dt).empty()) continue;
-    CaseSpec spec;
-    spec.problem = p;
-    spec.dtype = dt;
-    spec.seed = seed;
-    spec.layout = fna_test::random_layout(rng, p);
-    spec.with_lse = rng() % 4 != 0;
-    spec.backward = i % 10 == 0;  // the backward is cuda-fused's: a few checks that it is wired
-    const auto r = run(spec);
-    ++ran;
-    if (!r.failure.empty())
-      failures += "seed " + std::to_string(seed) + " " + spec.describe() + ": " + r.failure + "\n";
-  }
-  std::printf("cuda-hopper random sweep: %d cases from seed %llu\n", ran,
-              static_cast<unsigned long long>(base));
-  EXPECT_GT(ran, 0);
-  EXPECT_TRUE(failures.empty()) << failures;
+  // the backward is cuda-fused's: a few checks that it is wired
+  const std::string f =
+      fna_gpu_test::run_random_sweep(kSuite, 200, 2000003, [](int i) { return i % 10 == 0; });
+  EXPECT_TRUE(f.empty()) << f;
 }
 
 // A view TMA cannot read: naming cuda-hopper gives a clear error, `auto` falls back.
@@ -163,77 +124,11 @@ TEST(CudaHopperForward, Index64) {
   SKIP_WITHOUT_HOPPER();
   Problem p = fna_test::grid_problem(1, {300007}, {5}, {}, {}, {}, 128);
   p.heads_q = p.heads_kv = 64;
-  const DType dt = DType::kBFloat16;
-  if (!unavailable(p, dt).empty()) GTEST_SKIP() << "bf16 / head dim 128 not compiled";
-  const int64_t L = p.extent[0], H = p.heads_q, D = p.head_dim;
-  const int64_t n = L * H * D;
-  ASSERT_GT(n, int64_t{1} << 31);
-  size_t free_bytes = 0, total_bytes = 0;
-  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
-  if (free_bytes < 4 * n * 2 + (size_t{1} << 30)) GTEST_SKIP() << "needs ~20 GB of device memory";
-  void *q, *k, *v, *out, *lse;
-  ASSERT_EQ(cudaMalloc(&q, n * 2), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&k, n * 2), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&v, n * 2), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&out, n * 2), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&lse, L * H * 4), cudaSuccess);
-  fna_gpu_test::fill_pattern(q, dt, n, 1);
-  fna_gpu_test::fill_pattern(k, dt, n, 2);
-  fna_gpu_test::fill_pattern(v, dt, n, 3);
-  ASSERT_EQ(cudaMemset(out, 0xff, n * 2), cudaSuccess);  // NaN in bf16
-  ASSERT_EQ(cudaMemset(lse, 0xff, L * H * 4), cudaSuccess);
-  const std::vector<int64_t> shape{1, L, H, D};
-  fna::ForwardArgs a{fna::TensorView::contiguous(q, dt, shape, kCuda0),
-                     fna::TensorView::contiguous(k, dt, shape, kCuda0),
-                     fna::TensorView::contiguous(v, dt, shape, kCuda0),
-                     fna::TensorView::contiguous(out, dt, shape, kCuda0),
-                     fna::TensorView::contiguous(lse, DType::kFloat32, {1, L, H}, kCuda0),
-                     std::nullopt,
-                     std::nullopt};
-  fna::Options options;
-  options.backend = kBackend;
-  fna::forward(p, a, options);
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  auto value = [&](uint64_t seed, int64_t i) {
-    return fna_test::round_to(dt, fna_gpu_test::pattern_value(seed, static_cast<uint64_t>(i)));
-  };
-  const double scale = p.effective_scale();
-  double worst = 0;
-  const int64_t boundary = (int64_t{1} << 31) / (H * D);
-  for (int64_t x : {boundary - 1, boundary, boundary + 1, L - 3, L - 1}) {
-    for (int64_t h : {int64_t{0}, H - 1}) {
-      const int64_t start = std::min(std::max<int64_t>(x - 2, 0), L - 5);  // K = 5, stride 1
-      double logits[5], mx = -INFINITY, sum = 0;
-      for (int j = 0; j < 5; ++j) {
-        double dot = 0;
-        for (int64_t d = 0; d < D; ++d)
-          dot += value(1, (x * H + h) * D + d) * value(2, ((start + j) * H + h) * D + d);
-        logits[j] = dot * scale;
-        mx = std::max(mx, logits[j]);
-      }
-      for (double l : logits) sum += std::exp(l - mx);
-      std::vector<uint16_t> row(D);
-      ASSERT_EQ(cudaMemcpy(row.data(), static_cast<uint16_t*>(out) + (x * H + h) * D, D * 2,
-                           cudaMemcpyDeviceToHost),
-                cudaSuccess);
-      for (int64_t d = 0; d < D; ++d) {
-        double ref = 0;
-        for (int j = 0; j < 5; ++j)
-          ref += std::exp(logits[j] - mx) / sum * value(3, ((start + j) * H + h) * D + d);
-        const double got = fna_test::load_element(reinterpret_cast<const std::byte*>(&row[d]), dt);
-        worst = std::max(worst, std::isfinite(got) ? std::fabs(got - ref) : INFINITY);
-      }
-      float l = 0;
-      ASSERT_EQ(cudaMemcpy(&l, static_cast<float*>(lse) + x * H + h, 4, cudaMemcpyDeviceToHost),
-                cudaSuccess);
-      const double ref_lse = mx + std::log(sum);
-      worst = std::max(worst, std::isfinite(l)
-                                  ? std::fabs(l - ref_lse) / std::max(1.0, std::fabs(ref_lse))
-                                  : INFINITY);
-    }
-  }
-  for (void* ptr : {q, k, v, out, lse}) cudaFree(ptr);
-  EXPECT_LE(worst, fna_gpu_test::forward_tolerance(dt, kBackend));
+  if (!unavailable(p, DType::kBFloat16).empty()) GTEST_SKIP() << "bf16 / head dim 128 not compiled";
+  const auto r = fna_gpu_test::run_index64_forward(kBackend, p);
+  if (!r.skip.empty()) GTEST_SKIP() << r.skip;
+  ASSERT_TRUE(r.failure.empty()) << r.failure;
+  EXPECT_LE(r.worst, fna_gpu_test::forward_tolerance(DType::kBFloat16, kBackend));
 }
 
 // More tensor maps than the kernel parameters hold need an upload, which graph capture forbids:
