@@ -6,9 +6,7 @@
 // overlap the softmax of the same tile (FlashAttention-3's intra-warpgroup overlap):
 //   issue S(t) = Q K(t); issue O += P(t-1) V(t-1); wait S(t); mask + softmax(t) while P V runs;
 //   wait P V; rescale O; P(t) = bf16(S(t)).
-// Across the items of the persistent loop the same overlap continues: the next item's first
-// S = Q K^T (its Q is double-buffered) is issued with the current item's last P V, and the
-// epilogue follows them. The two warpgroups take turns issuing GEMMs (scheduler barriers below).
+// and the two warpgroups interleave on the tensor cores on their own.
 #pragma once
 
 #include <cutlass/arch/barrier.h>
@@ -122,94 +120,127 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   const bool prescale = !(fp.scale_log2 > 0.f);
   const float scale_log2 = prescale ? 1.f : fp.scale_log2;
 
-  // One work item as the consumers see it: its place in the block's sequence (j: box slot and
-  // barrier phases), tile counts and, on items with a masked tile, this thread's rows' windows.
-  struct Item {
-    WorkItem id;
-    int j;
-    int qs;  // Q stage
-    int num_spatial, num_tiles;
-    RowWindow windows[kRows];  // read on masked tiles only
-    int br[3];                 // walk coordinates of the next spatial tile to fold in
-  };
-  // The next non-empty item at or after w (p.items when none): the producer skips the same ones.
-  auto next_item = [&](int64_t w) {
-    while (w < p.items && !item_nonempty(p, work_item(p, w).box_index)) w += gridDim.x;
-    return w;
-  };
-  // Waits for the item's Q (the arrival on q_full also publishes box[j % 2]) and sets it up.
-  auto begin_item = [&](int64_t w, int j, Item& c) {
-    c.id = work_item(p, w);
-    c.j = j;
-    c.qs = j % Traits::kStagesQ;
-    Barrier::wait(&st.q_full[c.qs], (j / Traits::kStagesQ) & 1);
+  int it = 0;  // KV tiles consumed so far (ring position)
+  static_assert(Traits::kConsumerWarpgroups == 2, "the scheduler barriers count 2 x 128 threads");
+  const int wg = tidx / 128;
+  if (wg == 1) scheduler_arrive_other(wg);  // warpgroup 0 issues first
+  int j = 0;                                // non-empty items of this block so far
+  for (int64_t w = blockIdx.x; w < p.items; w += gridDim.x) {
+    const WorkItem item = work_item(p, w);
+    if (!item_nonempty(p, item.box_index)) continue;
+    const int qs = j % Traits::kStagesQ;
+    Barrier::wait(&st.q_full[qs], (j / Traits::kStagesQ) & 1);
     const QBox& box = st.box[j & 1];
-    c.num_spatial = box.num_kv_tiles;
-    c.num_tiles = c.num_spatial + (fp.additional_kv + kBlockN - 1) / kBlockN;
-    // A tile is masked iff it leaves [full_lo, full_hi) on some axis: the block-sparse cases have
-    // none and skip the per-item window arithmetic.
-    bool masked = false;
+    const int num_spatial = box.num_kv_tiles;
+    const int num_tiles = num_spatial + (fp.additional_kv + kBlockN - 1) / kBlockN;
+
+    // This thread's rows' windows (kRows = 2): read on masked tiles only, so computed only when
+    // the item has one (a tile is masked iff it leaves [full_lo, full_hi) on some axis; the
+    // block-sparse cases have none and skip this per-item arithmetic).
+    bool item_masked = false;
     CUTE_UNROLL
-    for (int r = 0; r < 3; ++r) {
-      masked = masked || box.kv_lo[r] < box.full_lo[r] ||
-               box.kv_lo[r] + (box.kv_tiles[r] << ts.kv_shift[r]) > box.full_hi[r];
-      c.br[r] = 0;
-    }
-    if (masked) {
+    for (int r = 0; r < 3; ++r)
+      item_masked = item_masked || box.kv_lo[r] < box.full_lo[r] ||
+                    box.kv_lo[r] + (box.kv_tiles[r] << ts.kv_shift[r]) > box.full_hi[r];
+    RowWindow windows[kRows];
+    if (item_masked) {
       CUTE_UNROLL
       for (int i = 0; i < kRows; ++i)
-        c.windows[i] = row_window(fp.nb, ts, box, get<0>(tScS_rc(i, 0)));
+        windows[i] = row_window(fp.nb, ts, box, get<0>(tScS_rc(i, 0)));
     }
-  };
 
-  // Scale, mask and fold tile `tile` of item c into the softmax state; returns the O corrections.
-  // Tiles come in walk order, so the spatial tile's coordinates advance in c.br (no index decode).
-  auto softmax_tile = [&](Item& c, int tile, SplitOnlineSoftmax<kRows>& sm,
-                          float(&corr)[kRows]) {
-    if (prescale) {
-      CUTE_UNROLL
-      for (int e = 0; e < size(s_rc); ++e) s_rc(e) *= fp.scale_log2;
-    }
-    if (tile < c.num_spatial) {
-      const QBox& box = st.box[c.j & 1];
-      const KvTile kv = kv_tile_at(ts, box, c.br);
-      next_kv_tile(box, c.br);
-      if (kv.masked) {
+    // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections. Tiles
+    // come in walk order, so the spatial tile's coordinates advance in `br` (no index decode).
+    int br[3] = {0, 0, 0};
+    auto softmax_tile = [&](int tile, SplitOnlineSoftmax<kRows>& sm, float(&corr)[kRows]) {
+      if (prescale) {
         CUTE_UNROLL
-        for (int i = 0; i < kRows; ++i) {
-          uint64_t words[2];
-          window_column_mask_2x64(mask_shape, kv, c.windows[i], words);
-          const uint64_t lo = words[0] >> n0, hi = words[1] >> n0;
+        for (int e = 0; e < size(s_rc); ++e) s_rc(e) *= fp.scale_log2;
+      }
+      if (tile < num_spatial) {
+        const KvTile kv = kv_tile_at(ts, box, br);
+        next_kv_tile(box, br);
+        if (kv.masked) {
           CUTE_UNROLL
-          for (int col = 0; col < kCols; ++col) {
-            // Column n0 + k of this thread: bit k of the shifted words (k < 64 exactly for
-            // the columns below 64, since n0 + (k mod 8) < 8).
-            const int k = get<1>(tScS_rc(i, col)) - n0;
-            const bool keep = k < 64 ? (lo >> k) & 1 : (hi >> (k - 64)) & 1;
-            if (!keep) s_rc(i, col) = -INFINITY;
+          for (int i = 0; i < kRows; ++i) {
+            uint64_t words[2];
+            window_column_mask_2x64(mask_shape, kv, windows[i], words);
+            const uint64_t lo = words[0] >> n0, hi = words[1] >> n0;
+            CUTE_UNROLL
+            for (int c = 0; c < kCols; ++c) {
+              // Column n0 + k of this thread: bit k of the shifted words (k < 64 exactly for
+              // the columns below 64, since n0 + (k mod 8) < 8).
+              const int k = get<1>(tScS_rc(i, c)) - n0;
+              const bool keep = k < 64 ? (lo >> k) & 1 : (hi >> (k - 64)) & 1;
+              if (!keep) s_rc(i, c) = -INFINITY;
+            }
+          }
+        }
+      } else {
+        const int first = (tile - num_spatial) * kBlockN;
+        if (first + kBlockN > fp.additional_kv) {
+          CUTE_UNROLL
+          for (int i = 0; i < kRows; ++i) {
+            CUTE_UNROLL
+            for (int c = 0; c < kCols; ++c)
+              if (first + get<1>(tScS_rc(i, c)) >= fp.additional_kv) s_rc(i, c) = -INFINITY;
           }
         }
       }
-    } else {
-      const int first = (tile - c.num_spatial) * kBlockN;
-      if (first + kBlockN > fp.additional_kv) {
-        CUTE_UNROLL
-        for (int i = 0; i < kRows; ++i) {
-          CUTE_UNROLL
-          for (int col = 0; col < kCols; ++col)
-            if (first + get<1>(tScS_rc(i, col)) >= fp.additional_kv) s_rc(i, col) = -INFINITY;
-        }
-      }
-    }
-    sm.scores(s_rc, scale_log2, corr);
-  };
+      sm.scores(s_rc, scale_log2, corr);
+    };
 
-  // O / rowsum and lse of item `id` (slot j), straight from registers; then box[j % 2] may be
-  // reused.
-  auto epilogue = [&](const WorkItem& id, int j, SplitOnlineSoftmax<kRows>& sm) {
+    SplitOnlineSoftmax<kRows> softmax;
+    softmax.init();
+    float corr[kRows];
+    clear(acc_o);
+
+    {
+      const int s = it % kStagesK;
+      Barrier::wait(&st.k_full[s], (it / kStagesK) & 1);
+      scheduler_sync(wg);
+      warpgroup_gemm<true, -1, false>(mma_s, tSrQ(_, _, _, qs), tSrK(_, _, _, s), acc_s);
+      scheduler_arrive_other(wg);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc_s);
+      release(&st.k_empty[s]);
+      softmax_tile(0, softmax, corr);
+      convert_p();
+    }
+    for (int tile = 1; tile < num_tiles; ++tile) {
+      const int t = it + tile;
+      const int s = t % kStagesK, sp = (t - 1) % kStagesV;
+      Barrier::wait(&st.k_full[s], (t / kStagesK) & 1);
+      Barrier::wait(&st.v_full[sp], ((t - 1) / kStagesV) & 1);
+      scheduler_sync(wg);
+      warpgroup_gemm<true, -1, false>(mma_s, tSrQ(_, _, _, qs), tSrK(_, _, _, s), acc_s);
+      warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
+      scheduler_arrive_other(wg);
+      warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
+      warpgroup_fence_operand(acc_s);
+      release(&st.k_empty[s]);
+      softmax_tile(tile, softmax, corr);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc_o);
+      release(&st.v_empty[sp]);
+      softmax.rescale(o_rc, corr);
+      convert_p();
+    }
+    release(&st.q_empty[qs]);  // every S = Q K^T of this item is done: its Q stage is free
+    const int t_last = it + num_tiles - 1;
+    const int sl = t_last % kStagesV;
+    Barrier::wait(&st.v_full[sl], (t_last / kStagesV) & 1);
+    scheduler_sync(wg);
+    warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
+    scheduler_arrive_other(wg);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_o);
+    release(&st.v_empty[sl]);
+    it += num_tiles;
+
+    // ---- epilogue: O / rowsum and lse, straight from registers -------------------------------
     float lse[kRows];
-    sm.finalize(o_rc, lse);
-    const QBox& box = st.box[j & 1];
+    softmax.finalize(o_rc, lse);
     Element* out = static_cast<Element*>(fp.out);
     CUTE_UNROLL
     for (int i = 0; i < kRows; ++i) {
@@ -218,115 +249,20 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       int x[3];
       CUTE_UNROLL
       for (int r = 0; r < 3; ++r) x[r] = box.coord(fp.nb, r, qi[r]);
-      Element* row = out + token_offset(fp.out_stride, id.b, x, id.h);
+      Element* row = out + token_offset(fp.out_stride, item.b, x, item.h);
       CUTE_UNROLL
-      for (int col = 0; col < size<1>(o_rc); col += 2) {
-        // Columns col, col + 1 are adjacent dims; rows are 16-byte aligned (host check): 4 bytes.
+      for (int c = 0; c < size<1>(o_rc); c += 2) {
+        // Columns c, c + 1 are adjacent dims; rows are 16-byte aligned (host check): 4 bytes.
         cutlass::Array<Element, 2> v;
-        v[0] = static_cast<Element>(o_rc(i, col));
-        v[1] = static_cast<Element>(o_rc(i, col + 1));
-        *reinterpret_cast<cutlass::Array<Element, 2>*>(row + get<1>(tOcO_rc(i, col))) = v;
+        v[0] = static_cast<Element>(o_rc(i, c));
+        v[1] = static_cast<Element>(o_rc(i, c + 1));
+        *reinterpret_cast<cutlass::Array<Element, 2>*>(row + get<1>(tOcO_rc(i, c))) = v;
       }
       if (fp.lse != nullptr && tidx % 4 == 0)
-        fp.lse[token_offset(fp.lse_stride, id.b, x, id.h)] = lse[i];
+        fp.lse[token_offset(fp.lse_stride, item.b, x, item.h)] = lse[i];
     }
     cutlass::arch::ClusterBarrier::arrive(&st.box_empty[j & 1]);
-  };
-
-  static_assert(Traits::kConsumerWarpgroups == 2, "the scheduler barriers count 2 x 128 threads");
-  const int wg = tidx / 128;
-  if (wg == 1) scheduler_arrive_other(wg);  // warpgroup 0 issues first
-
-  int64_t w = next_item(blockIdx.x);
-  if (w >= p.items) return;
-  int it = 0;  // KV tiles consumed so far (ring position)
-  Item cur;
-  begin_item(w, 0, cur);
-  SplitOnlineSoftmax<kRows> softmax;
-  softmax.init();
-  float corr[kRows];
-  clear(acc_o);
-  // The block's first S = Q K^T runs alone; every later item's first one is issued together with
-  // the previous item's last P V (below).
-  {
-    const int s = it % kStagesK;
-    Barrier::wait(&st.k_full[s], (it / kStagesK) & 1);
-    scheduler_sync(wg);
-    warpgroup_gemm<true, -1, false>(mma_s, tSrQ(_, _, _, cur.qs), tSrK(_, _, _, s), acc_s);
-    scheduler_arrive_other(wg);
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(acc_s);
-    release(&st.k_empty[s]);
-    if (cur.num_tiles == 1) release(&st.q_empty[cur.qs]);
-    softmax_tile(cur, 0, softmax, corr);
-    convert_p();
-  }
-  while (true) {
-    for (int tile = 1; tile < cur.num_tiles; ++tile) {
-      const int t = it + tile;
-      const int s = t % kStagesK, sp = (t - 1) % kStagesV;
-      Barrier::wait(&st.k_full[s], (t / kStagesK) & 1);
-      Barrier::wait(&st.v_full[sp], ((t - 1) / kStagesV) & 1);
-      scheduler_sync(wg);
-      warpgroup_gemm<true, -1, false>(mma_s, tSrQ(_, _, _, cur.qs), tSrK(_, _, _, s), acc_s);
-      warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
-      scheduler_arrive_other(wg);
-      warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
-      warpgroup_fence_operand(acc_s);
-      release(&st.k_empty[s]);
-      if (tile == cur.num_tiles - 1) release(&st.q_empty[cur.qs]);  // the item's last S is done
-      softmax_tile(cur, tile, softmax, corr);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc_o);
-      release(&st.v_empty[sp]);
-      softmax.rescale(o_rc, corr);
-      convert_p();
-    }
-    const int t_last = it + cur.num_tiles - 1;
-    const int sl = t_last % kStagesV;
-    it += cur.num_tiles;
-    const int64_t w_next = next_item(w + gridDim.x);
-    if (w_next >= p.items) {  // the block's last item: its last P V runs alone
-      Barrier::wait(&st.v_full[sl], (t_last / kStagesV) & 1);
-      scheduler_sync(wg);
-      warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
-      scheduler_arrive_other(wg);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc_o);
-      release(&st.v_empty[sl]);
-      epilogue(cur.id, cur.j, softmax);
-      return;
-    }
-    // Across items: the next item's first S = Q K^T runs with this item's last P V, and its
-    // softmax while that P V finishes; the epilogue follows. (Otherwise each item would start
-    // and end with a GEMM that has nothing to overlap: ~20% of seq-32k-blocked, run H2.)
-    // `cur` becomes the next item (no struct copies: they would go through local memory); the
-    // epilogue still needs the finished item's place.
-    const WorkItem done_id = cur.id;
-    const int done_j = cur.j;
-    begin_item(w_next, done_j + 1, cur);
-    const int s = it % kStagesK;
-    Barrier::wait(&st.k_full[s], (it / kStagesK) & 1);
-    Barrier::wait(&st.v_full[sl], (t_last / kStagesV) & 1);
-    scheduler_sync(wg);
-    warpgroup_gemm<true, -1, false>(mma_s, tSrQ(_, _, _, cur.qs), tSrK(_, _, _, s), acc_s);
-    warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
-    scheduler_arrive_other(wg);
-    warpgroup_wait<1>();
-    warpgroup_fence_operand(acc_s);
-    release(&st.k_empty[s]);
-    if (cur.num_tiles == 1) release(&st.q_empty[cur.qs]);
-    SplitOnlineSoftmax<kRows> next_softmax;
-    next_softmax.init();
-    softmax_tile(cur, 0, next_softmax, corr);  // corr unused: the next O starts at zero
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(acc_o);
-    release(&st.v_empty[sl]);
-    convert_p();  // P V no longer reads r_p; acc_s is free during the epilogue
-    epilogue(done_id, done_j, softmax);
-    clear(acc_o);
-    softmax = next_softmax;
-    w = w_next;
+    ++j;
   }
 }
 
