@@ -33,20 +33,15 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
   const int warp = int(threadIdx.x) / 32;
   if (warp == 0 && cute::elect_one_sync()) {
-    // Full barriers: one arrival (with the TMA byte count) by the producer. Empty barriers: one
-    // arrival per consumer warpgroup, except box_empty: every consumer thread reads box[] until
-    // its epilogue ends, so every one of them arrives.
-    for (int s = 0; s < Traits::kStagesQ; ++s) {
-      Barrier::init(&st.q_full[s], 1);
-      Barrier::init(&st.q_empty[s], Traits::kConsumerWarpgroups);
-    }
+    Barrier::init(&st.q_full, 1);
+    Barrier::init(&st.q_empty, Traits::kConsumerWarpgroups);
+    // Every consumer thread reads box[] until its epilogue ends, so every one of them arrives.
     for (int j = 0; j < 2; ++j) Barrier::init(&st.box_empty[j], Traits::kConsumerThreads);
-    for (int s = 0; s < Traits::kStagesK; ++s) {
+    CUTE_UNROLL
+    for (int s = 0; s < Traits::kStages; ++s) {
       Barrier::init(&st.k_full[s], 1);
-      Barrier::init(&st.k_empty[s], Traits::kConsumerWarpgroups);
-    }
-    for (int s = 0; s < Traits::kStagesV; ++s) {
       Barrier::init(&st.v_full[s], 1);
+      Barrier::init(&st.k_empty[s], Traits::kConsumerWarpgroups);
       Barrier::init(&st.v_empty[s], Traits::kConsumerWarpgroups);
     }
     cutlass::arch::fence_barrier_init();
@@ -55,7 +50,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
   if (warp < 4) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    if (warp == 0) produce_fwd<Traits>(p, st);
+    if (warp == 0 && cute::elect_one_sync()) produce_fwd<Traits>(p, st);
   } else {
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
     consume_fwd<Traits>(p, st);

@@ -29,16 +29,10 @@ struct FwdTraitsSm90 {
   static constexpr int kChunk = 64;
   static constexpr int kChunks = kHeadDim / kChunk;
   static_assert(kHeadDim % kChunk == 0, "head dim must be a multiple of 64");
-  // Ring depths. K: 3, so the loads of a tile start two tiles ahead and gathered KV boxes (short
-  // contiguous runs, often L2 misses) stay off the critical path (run H2: 3 K/V stages were +6%
-  // over 2 on seq-32k-blocked). V: 2, since V(t) is first read by P V(t), one tile after K(t) is
-  // read by S(t), so 2 stages give V the same lead. Q: 2, so the next item's Q loads while the
-  // current item runs instead of after its last S = Q K^T (~2.7 us per item waiting for Q on
-  // seq-32k-blocked, run A3). At D = 128: Q 2 x 32 + K 3 x 32 + V 2 x 32 = 224 KiB, just under
-  // the 227 KiB an H100 block may use.
-  static constexpr int kStagesQ = 2;
-  static constexpr int kStagesK = 3;
-  static constexpr int kStagesV = 2;
+  // K/V ring depth 3: the loads of a tile start two tiles ahead, so gathered KV boxes (short
+  // contiguous runs, often L2 misses) stay off the critical path. At D = 128 that is Q 32 KiB +
+  // 3 x (K 32 + V 32) = 224 KiB, just under the 227 KiB an H100 block may use.
+  static constexpr int kStages = 3;
   // setmaxnreg budgets, 40 * 128 + 232 * 256 = 64512 <= 64 K registers. The producer computes
   // each item's box geometry (64-bit window arithmetic) itself: at FlashAttention-3's 24 it
   // spilled 44 bytes; the consumers (S, P, O and two row windows) fit 232 without spills.
@@ -63,19 +57,15 @@ struct FwdTraitsSm90 {
   // chunk a dense (rows, 64) block, rows in box order (last grid axis fastest).
   using SmemAtom = decltype(cute::GMMA::Layout_K_SW128_Atom<Element>{});  // (8, 64)
   using SmemLayoutQ = decltype(cute::tile_to_shape(
+      SmemAtom{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));  // (M, D)
+  using SmemLayoutKV = decltype(cute::tile_to_shape(
       SmemAtom{},
-      cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>, cute::Int<kStagesQ>>{}));  // (M, D, S)
-  using SmemLayoutK = decltype(cute::tile_to_shape(
-      SmemAtom{},
-      cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStagesK>>{}));  // (N, D, S)
-  using SmemLayoutV = decltype(cute::tile_to_shape(
-      SmemAtom{},
-      cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStagesV>>{}));  // (N, D, S)
+      cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));  // (N, D, S)
   // V seen as the B operand of P V: (D, N, stages), the same bytes.
   using SmemLayoutVt = decltype(cute::composition(
-      SmemLayoutV{},
+      SmemLayoutKV{},
       cute::make_ordered_layout(
-          cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStagesV>>{},
+          cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStages>>{},
           cute::Step<cute::_2, cute::_1, cute::_3>{})));  // (D, N, S)
 
   static constexpr int kTileBytesQ = kBlockM * kHeadDim * int(sizeof(Element));
@@ -85,13 +75,12 @@ struct FwdTraitsSm90 {
     // 1024-byte alignment: the 128-byte swizzle pattern repeats every 8 rows (1 KiB), and the
     // wgmma descriptors assume tiles that start on that period.
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
-    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>> k;
-    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutV>> v;
-    // q_full[s]: Q (and box[] of that item) arrived in Q stage s; q_empty[s]: the consumers'
-    // last S = Q K^T of that item is done; box_empty[j]: the consumers finished the item whose
-    // geometry is box[j].
-    alignas(16) uint64_t q_full[kStagesQ], q_empty[kStagesQ], box_empty[2];
-    uint64_t k_full[kStagesK], k_empty[kStagesK], v_full[kStagesV], v_empty[kStagesV];
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutKV>> k;
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutKV>> v;
+    // q_full: Q (and box[] of that item) arrived; q_empty: the consumers' last S = Q K^T of an
+    // item is done; box_empty[j]: the consumers finished the item whose geometry is box[j].
+    alignas(16) uint64_t q_full, q_empty, box_empty[2];
+    uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
     // Geometry of the producer's current and previous item: the producer runs one item ahead
     // while the consumers finish (epilogue) the previous one.
     QBox box[2];

@@ -1,7 +1,6 @@
-// Producer of the Hopper forward: warp 0 of warpgroup 0, one lane of which issues every TMA load
-// of a block. Per work item: the item's geometry into box[j % 2] (three lanes, one axis each), its
-// Q box into the next of two Q stages (two boxes along D at D = 128), then per KV tile a K box and
-// a V box into their rings' next stages. Spatial KV boxes start at the Q box's KV range
+// Producer of the Hopper forward: one thread issues every TMA load of a block. Per work item: the
+// item's geometry into box[j % 2] and its Q box (two boxes along D at D = 128), then per KV tile
+// a K box into the ring's next stage and a V box. Spatial KV boxes start at the Q box's KV range
 // (QBox::kv_lo) and step by the KV box extent; TMA zero-fills rows past the dilation group's end,
 // so no load is masked. The K/V ring runs on across items, so the next item's first tiles load
 // while the consumers finish the previous one.
@@ -38,13 +37,10 @@ __device__ __forceinline__ void tma_load_box(const TmaBox& box, uint64_t* bar,
 template <class Traits, class Storage>
 __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st) {
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  constexpr int kStages = Traits::kStages;
   const TileShape& ts = p.base.tile;
   const CUtensorMap* maps =
       p.maps != nullptr ? static_cast<const CUtensorMap*>(p.maps) : p.inline_maps;
-  // The whole warp walks the items; lanes 0-2 compute one axis of a box each (the window
-  // arithmetic is 64-bit: one thread doing all three axes took ~8k cycles per item, run A3),
-  // lane 0 issues every load.
-  const int lane = int(threadIdx.x) % 32;
   int it = 0;  // KV tiles issued so far (ring position)
   int j = 0;   // non-empty items of this block so far
   for (int64_t w = blockIdx.x; w < p.items; w += gridDim.x) {
@@ -55,10 +51,7 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     // first waits use parity 1 and pass.
     Barrier::wait(&st.box_empty[j & 1], ((j >> 1) & 1) ^ 1);
     QBox& box = st.box[j & 1];
-    if (lane < 3) make_q_box_axis(p.base.nb, ts, item.box_index, lane, &box);
-    __syncwarp();
-    if (lane == 0) box.num_kv_tiles = box.kv_tiles[0] * box.kv_tiles[1] * box.kv_tiles[2];
-    __syncwarp();
+    make_q_box(p.base.nb, ts, item.box_index, &box);
     const int num_spatial = box.num_kv_tiles;
     const int num_tiles =
         num_spatial + (p.base.additional_kv + Traits::kBlockN - 1) / Traits::kBlockN;
@@ -70,18 +63,10 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     const CUtensorMap* extra =
         maps + p.base.batch * p.groups * kMapsPerGroup + item.b * kMapsPerBatchExtra;
 
-    // Q first: its stage was freed by item j - 2's last S = Q K^T, long done, so the Q box loads
-    // while the consumers still run item j - 1. The arrival on q_full also publishes box[j % 2]
-    // to the consumers (mbarrier arrive releases, wait acquires).
-    const int qs = j % Traits::kStagesQ;
-    Barrier::wait(&st.q_empty[qs], ((j / Traits::kStagesQ) & 1) ^ 1);
-    if (lane == 0) {
-      Barrier::arrive_and_expect_tx(&st.q_full[qs], Traits::kTileBytesQ);
-      tma_load_box<Traits>(TmaBox{gmaps + kMapQ, {box.i0[2], box.i0[1], box.i0[0], item.h}},
-                           &st.q_full[qs], st.q.data() + qs * Traits::kBlockM * Traits::kHeadDim,
-                           Traits::kBlockM);
-    }
-    for (int tile = 0; tile < num_tiles; ++tile, ++it) {
+    auto load_kv = [&](int tile) {
+      const int s = it % kStages;
+      const uint32_t parity = (it / kStages) & 1;
+      ++it;
       TmaBox kb, vb;
       if (tile < num_spatial) {
         const KvTile kv = make_kv_tile(ts, box, tile);
@@ -93,22 +78,30 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
         kb = TmaBox{extra + kMapAddK, {first, 0, 0, hk}};
         vb = TmaBox{extra + kMapAddV, {first, 0, 0, hk}};
       }
-      const int ks = it % Traits::kStagesK, vs = it % Traits::kStagesV;
-      Barrier::wait(&st.k_empty[ks], ((it / Traits::kStagesK) & 1) ^ 1);
-      if (lane == 0) {
-        Barrier::arrive_and_expect_tx(&st.k_full[ks], Traits::kTileBytesKV);
-        tma_load_box<Traits>(kb, &st.k_full[ks],
-                             st.k.data() + ks * Traits::kBlockN * Traits::kHeadDim,
-                             Traits::kBlockN);
-      }
-      Barrier::wait(&st.v_empty[vs], ((it / Traits::kStagesV) & 1) ^ 1);
-      if (lane == 0) {
-        Barrier::arrive_and_expect_tx(&st.v_full[vs], Traits::kTileBytesKV);
-        tma_load_box<Traits>(vb, &st.v_full[vs],
-                             st.v.data() + vs * Traits::kBlockN * Traits::kHeadDim,
-                             Traits::kBlockN);
-      }
-    }
+      Barrier::wait(&st.k_empty[s], parity ^ 1);
+      Barrier::arrive_and_expect_tx(&st.k_full[s], Traits::kTileBytesKV);
+      tma_load_box<Traits>(kb, &st.k_full[s], st.k.data() + s * Traits::kBlockN * Traits::kHeadDim,
+                           Traits::kBlockN);
+      Barrier::wait(&st.v_empty[s], parity ^ 1);
+      Barrier::arrive_and_expect_tx(&st.v_full[s], Traits::kTileBytesKV);
+      tma_load_box<Traits>(vb, &st.v_full[s], st.v.data() + s * Traits::kBlockN * Traits::kHeadDim,
+                           Traits::kBlockN);
+    };
+    // The first tiles of the item need ring slots only, not the Q buffer: issue them before
+    // waiting for the previous item's last S = Q K^T, so they load while the consumers finish
+    // that item (last tiles, epilogue) instead of after it (run H2: the per-item cost was ~20% of
+    // seq-32k-blocked's time). kStages - 1 of them: their slots are released by the time of that
+    // last S (slot of tile t_last - 1: its P V completes in the last loop iteration), while the
+    // next one's V slot frees only after the final P V, which would hold Q back.
+    const int early = num_tiles < kStages - 1 ? num_tiles : kStages - 1;
+    for (int tile = 0; tile < early; ++tile) load_kv(tile);
+    // Q of the previous item must be consumed (its last S = Q K^T done). The arrival on q_full
+    // also publishes box[j % 2] to the consumers (mbarrier arrive releases, wait acquires).
+    Barrier::wait(&st.q_empty, (j & 1) ^ 1);
+    Barrier::arrive_and_expect_tx(&st.q_full, Traits::kTileBytesQ);
+    tma_load_box<Traits>(TmaBox{gmaps + kMapQ, {box.i0[2], box.i0[1], box.i0[0], item.h}},
+                         &st.q_full, st.q.data(), Traits::kBlockM);
+    for (int tile = early; tile < num_tiles; ++tile) load_kv(tile);
     ++j;
   }
 }

@@ -63,17 +63,15 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kHeadDim = Traits::kHeadDim;
-  constexpr int kStagesK = Traits::kStagesK;
-  constexpr int kStagesV = Traits::kStagesV;
+  constexpr int kStages = Traits::kStages;
   static_assert(kBlockN <= 128, "column masks are 2 x 64 bits");
   const int tidx = int(threadIdx.x) - 128;  // index among the consumer threads
   const FwdParams& fp = p.base;
   const TileShape& ts = fp.tile;
 
-  Tensor sQ =
-      make_tensor(make_smem_ptr(st.q.data()), typename Traits::SmemLayoutQ{});  // (M, D, S)
+  Tensor sQ = make_tensor(make_smem_ptr(st.q.data()), typename Traits::SmemLayoutQ{});  // (M, D)
   Tensor sK =
-      make_tensor(make_smem_ptr(st.k.data()), typename Traits::SmemLayoutK{});  // (N, D, S)
+      make_tensor(make_smem_ptr(st.k.data()), typename Traits::SmemLayoutKV{});  // (N, D, S)
   Tensor sVt =
       make_tensor(make_smem_ptr(st.v.data()), typename Traits::SmemLayoutVt{});  // (D, N, S)
 
@@ -81,7 +79,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   typename Traits::TiledMmaO mma_o;
   auto thr_s = mma_s.get_thread_slice(tidx);
   auto thr_o = mma_o.get_thread_slice(tidx);
-  Tensor tSrQ = thr_s.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_D, S) descriptors
+  Tensor tSrQ = thr_s.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_D) descriptors
   Tensor tSrK = thr_s.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_D, S)
   Tensor tOrV = thr_o.partition_fragment_B(sVt);  // (MMA, MMA_D, MMA_N, S)
   Tensor acc_s =
@@ -128,8 +126,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   for (int64_t w = blockIdx.x; w < p.items; w += gridDim.x) {
     const WorkItem item = work_item(p, w);
     if (!item_nonempty(p, item.box_index)) continue;
-    const int qs = j % Traits::kStagesQ;
-    Barrier::wait(&st.q_full[qs], (j / Traits::kStagesQ) & 1);
+    Barrier::wait(&st.q_full, j & 1);
     const QBox& box = st.box[j & 1];
     const int num_spatial = box.num_kv_tiles;
     const int num_tiles = num_spatial + (fp.additional_kv + kBlockN - 1) / kBlockN;
@@ -196,10 +193,10 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     clear(acc_o);
 
     {
-      const int s = it % kStagesK;
-      Barrier::wait(&st.k_full[s], (it / kStagesK) & 1);
+      const int s = it % kStages;
+      Barrier::wait(&st.k_full[s], (it / kStages) & 1);
       scheduler_sync(wg);
-      warpgroup_gemm<true, -1, false>(mma_s, tSrQ(_, _, _, qs), tSrK(_, _, _, s), acc_s);
+      warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
       scheduler_arrive_other(wg);
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_s);
@@ -209,11 +206,11 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     }
     for (int tile = 1; tile < num_tiles; ++tile) {
       const int t = it + tile;
-      const int s = t % kStagesK, sp = (t - 1) % kStagesV;
-      Barrier::wait(&st.k_full[s], (t / kStagesK) & 1);
-      Barrier::wait(&st.v_full[sp], ((t - 1) / kStagesV) & 1);
+      const int s = t % kStages, sp = (t - 1) % kStages;
+      Barrier::wait(&st.k_full[s], (t / kStages) & 1);
+      Barrier::wait(&st.v_full[sp], ((t - 1) / kStages) & 1);
       scheduler_sync(wg);
-      warpgroup_gemm<true, -1, false>(mma_s, tSrQ(_, _, _, qs), tSrK(_, _, _, s), acc_s);
+      warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
       warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
       scheduler_arrive_other(wg);
       warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
@@ -226,10 +223,10 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       softmax.rescale(o_rc, corr);
       convert_p();
     }
-    release(&st.q_empty[qs]);  // every S = Q K^T of this item is done: its Q stage is free
+    release(&st.q_empty);  // every S = Q K^T of this item is done: the next Q may load
     const int t_last = it + num_tiles - 1;
-    const int sl = t_last % kStagesV;
-    Barrier::wait(&st.v_full[sl], (t_last / kStagesV) & 1);
+    const int sl = t_last % kStages;
+    Barrier::wait(&st.v_full[sl], (t_last / kStages) & 1);
     scheduler_sync(wg);
     warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
     scheduler_arrive_other(wg);
