@@ -175,9 +175,10 @@ TEST(CudaFusedGeometry, TileOverrideRulesNameTheField) {
 }
 
 // fna::plan (what fna-bench --plan prints) reports the planner's boxes and counts, honours and
-// validates Options::tiles, and refuses backends without a tile plan.
+// validates Options::tiles, and refuses backends without a tile plan. (D = 64: at D = 32 this
+// problem takes the small-window kernel, next test.)
 TEST(CudaFusedGeometry, PublicPlanMatchesThePlanner) {
-  const fna::Problem p = fna::Problem::make({56, 56}, {7, 7}, 64, 4, 32);
+  const fna::Problem p = fna::Problem::make({56, 56}, {7, 7}, 64, 4, 64);
   const fna::Plan pl = fna::plan(p, fna::DType::kBFloat16);
   const Neighborhood nb = make_neighborhood(p);
   const TilePlan tp = plan_tiles(nb, 64, 64);
@@ -211,6 +212,28 @@ TEST(CudaFusedGeometry, PublicPlanMatchesThePlanner) {
   o.tiles.reset();
   o.backend = fna::Backend::kCpu;
   EXPECT_THROW(fna::plan(p, fna::DType::kBFloat16, o), fna::Error);
+}
+
+// nat-56 at D = 32 (16-bit) plans the small-window kernel: 8 x 8 Q boxes with 14 x 14 KV regions,
+// 16 x 112 scores per warp (49 of 112 keys attended per query: 7/16 useful); fp32, a tile override
+// or a 9-wide window take the general kernel.
+TEST(CudaFusedGeometry, SmallWindowPlan) {
+  const fna::Problem p = fna::Problem::make({56, 56}, {7, 7}, 64, 4, 32);
+  const fna::Plan pl = fna::plan(p, fna::DType::kBFloat16);
+  EXPECT_EQ(pl.tiles.q[0], 8);
+  EXPECT_EQ(pl.tiles.q[1], 8);
+  EXPECT_EQ(pl.tiles.kv[0], 14);
+  EXPECT_EQ(pl.tiles.kv[1], 14);
+  EXPECT_DOUBLE_EQ(pl.q_tiles, 49.0 * 64 * 4);
+  EXPECT_DOUBLE_EQ(pl.computed_pairs, 28.0 * 7 * 16 * 112);
+  EXPECT_DOUBLE_EQ(pl.useful_fraction, 7.0 / 16);
+  EXPECT_GT(pl.predicted_ms, 0);
+  EXPECT_EQ(fna::plan(p, fna::DType::kFloat32).kv_tile_rows, 32);  // fp32: 64 x 32 blocks
+  fna::Options o;
+  o.tiles = fna::TileBoxes{{8, 8, 1}, {4, 16, 1}};
+  EXPECT_TRUE(fna::plan(p, fna::DType::kBFloat16, o).overridden);
+  const fna::Problem wide = fna::Problem::make({56, 56}, {9, 9}, 64, 4, 32);
+  EXPECT_EQ(fna::plan(wide, fna::DType::kBFloat16).kv_tile_rows, 64);
 }
 
 }  // namespace
