@@ -45,7 +45,7 @@ constexpr const char* kCalibration =
 // The small-window kernel (small_window.h) does the same work per block whatever the window
 // (16 x 112 scores per warp), so its time is blocks x one per-block time, measured on nat-56
 // (bench/RESULTS.md, "cuda-fused forward nat-56, session 4").
-constexpr double kSmallWindowBlockSeconds = 1.2e-8;
+constexpr double kSmallWindowBlockSeconds = 1.12e-8;  // 0.140 ms / 12544 blocks (commit a4bdefe)
 constexpr const char* kSmallWindowCalibration =
     "H100 bf16, small-window kernel, nat-56 (bench/RESULTS.md, session 4)";
 

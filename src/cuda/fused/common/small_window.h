@@ -26,10 +26,10 @@ struct SmallWindow {
   static constexpr int kWarpKeyRows = kWarpRows + kMaxWindow - 1;  // 8
   static constexpr int kWarpKeys = kWarpKeyRows * kRegionCols;     // 112 = 7 MMA k-steps of 16
   static constexpr int kHeadDim = 32;
-  // Blocks per SM the register allocation must allow (__launch_bounds__): the warp holds 56 fp32
-  // scores, 16 fp32 outputs and 8 Q registers at once. 5 blocks = 96 registers, no spills (4
-  // blocks: 128; 6: 80 with a small spill).
-  static constexpr int kMinBlocks = 5;
+  // Blocks per SM the register allocation must allow (__launch_bounds__): a warp holds 56 fp32
+  // scores, 16 fp32 outputs and 8 Q registers at once. 4 blocks: 126 registers, no spill (ncu on
+  // nat-56: 25% occupancy, 66.6% issue slots busy); 5 blocks (96 registers) spilled 16 bytes.
+  static constexpr int kMinBlocks = 4;
 };
 
 // Whether the small-window schedule runs a forward problem: rank 2, 16-bit, D = 32, windows of at

@@ -104,17 +104,9 @@ __global__ void __launch_bounds__(SmallWindow::kWarps * 32, SmallWindow::kMinBlo
   const int h = blockIdx.y;
   const int64_t hk = h / p.heads_ratio;  // GQA/MQA: K/V read in place
   const int64_t b = blockIdx.z;
-  // The windows of the box's 8 rows and 8 columns (absolute key indices), by 16 threads: a
-  // query's window is the product of its row's and its column's, and the KV region starts at the
-  // first row's / column's window start.
-  static_assert(SW::kBoxRows == SW::kBoxCols, "one table shape for both axes");
-  __shared__ int win_lo[2][SW::kBoxCols], win_hi[2][SW::kBoxCols];
-  if (threadIdx.x < 2 * SW::kBoxCols) {
-    const int axis = threadIdx.x / SW::kBoxCols, l = threadIdx.x % SW::kBoxCols;
-    window_of(axis == 0 ? ax0 : ax1, (axis == 0 ? i0 : j0) + l, &win_lo[axis][l], &win_hi[axis][l]);
-  }
-  __syncthreads();
-  const int r0 = win_lo[0][0], c0 = win_lo[1][0];  // the region's first key per axis
+  int r0, c0, unused;
+  window_of(ax0, i0, &r0, &unused);  // the region's first key per axis
+  window_of(ax1, j0, &c0, &unused);
 
   // ---- gathers: one 16-byte chunk per thread and row, 4 threads per row ----------------------
   const int chunk = threadIdx.x & 3;
@@ -129,36 +121,18 @@ __global__ void __launch_bounds__(SmallWindow::kWarps * 32, SmallWindow::kMinBlo
       const Element* src = q + (valid ? i * p.q_stride.x[0] + j * p.q_stride.x[1] : 0) + 8 * chunk;
       cp_async_16(smem + swizzled(row, chunk), src, valid);
     }
-    // Region key lane_row + 32 * it: its coordinates and K / V offsets advance by 32 keys per
-    // step (2 rows and 4 columns, one more row when the column wraps) without divisions or
-    // 64-bit multiplications.
     const Element* k = static_cast<const Element*>(p.k) + b * p.k_stride.b + hk * p.k_stride.h;
     const Element* v = static_cast<const Element*>(p.v) + b * p.v_stride.b + hk * p.v_stride.h;
-    constexpr int kW = SW::kRegionCols, kDr = 32 / kW, kDc = 32 % kW;
-    int x0 = r0 + lane_row / kW, x1 = c0 + lane_row % kW;
-    int64_t ko = x0 * p.k_stride.x[0] + x1 * p.k_stride.x[1];
-    int64_t vo = x0 * p.v_stride.x[0] + x1 * p.v_stride.x[1];
-    const int64_t k_step = kDr * p.k_stride.x[0] + kDc * p.k_stride.x[1];
-    const int64_t v_step = kDr * p.v_stride.x[0] + kDc * p.v_stride.x[1];
-    const int64_t k_wrap = p.k_stride.x[0] - kW * p.k_stride.x[1];
-    const int64_t v_wrap = p.v_stride.x[0] - kW * p.v_stride.x[1];
 #pragma unroll
     for (int it = 0; it < (kRegion + 31) / 32; ++it) {
       const int key = lane_row + 32 * it;
       if (it == kRegion / 32 && key >= kRegion) break;
+      const int x0 = r0 + key / SW::kRegionCols, x1 = c0 + key % SW::kRegionCols;
       const bool valid = x0 < L0 && x1 < L1;
-      cp_async_16(smem + swizzled(kRowK + key, chunk), k + (valid ? ko : 0) + 8 * chunk, valid);
-      cp_async_16(smem + swizzled(kRowV + key, chunk), v + (valid ? vo : 0) + 8 * chunk, valid);
-      x0 += kDr;
-      x1 += kDc;
-      ko += k_step;
-      vo += v_step;
-      if (x1 >= c0 + kW) {
-        x1 -= kW;
-        ++x0;
-        ko += k_wrap;
-        vo += v_wrap;
-      }
+      const int64_t ko = valid ? x0 * p.k_stride.x[0] + x1 * p.k_stride.x[1] : 0;
+      const int64_t vo = valid ? x0 * p.v_stride.x[0] + x1 * p.v_stride.x[1] : 0;
+      cp_async_16(smem + swizzled(kRowK + key, chunk), k + ko + 8 * chunk, valid);
+      cp_async_16(smem + swizzled(kRowV + key, chunk), v + vo + 8 * chunk, valid);
     }
   }
   cp_async_commit();
@@ -167,36 +141,36 @@ __global__ void __launch_bounds__(SmallWindow::kWarps * 32, SmallWindow::kMinBlo
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int wi = i0 + SW::kWarpRows * warp;  // the warp's first grid row
   const int qcol = lane >> 2, quad = lane & 3;
-  const int wr0 = win_lo[0][SW::kWarpRows * warp];
+  int wr0, unused_hi;
+  window_of(ax0, wi, &wr0, &unused_hi);
   const int key_row0 = (wr0 - r0) * SW::kRegionCols;  // the warp's first key (region index)
   // Window masks of this thread's two query rows (MMA rows qcol and qcol + 8 = grid rows wi and
   // wi + 1, column j0 + qcol): bit n = key n of the warp's run (n = 14 * row + column), shifted
-  // down by 2 * quad so that this thread's key 8 * t + 2 * quad + e is bit 8 * t + e. The
-  // column's window is replicated over the run's 8 rows (copies 14 bits apart: one multiplication
-  // per 64-bit half; the copy at bit 56 spills its top 6 bits into the high half), then ANDed
-  // with the row window's bit range [14 * lo, 14 * hi).
+  // down by 2 * quad so that this thread's key 8 * t + 2 * quad + e is bit 8 * t + e.
   uint64_t mask_lo[2], mask_hi[2];
   {
-    constexpr int kW = SW::kRegionCols;
-    static_assert(SW::kWarpKeyRows == 8 && kW == 14, "the replication constants below");
-    constexpr uint64_t kRepLo = 1 | 1ull << kW | 1ull << 2 * kW | 1ull << 3 * kW | 1ull << 4 * kW;
-    constexpr uint64_t kRepHi =
-        1ull << (5 * kW - 64) | 1ull << (6 * kW - 64) | 1ull << (7 * kW - 64);
-    const uint64_t cols = ((uint64_t{1} << (win_hi[1][qcol] - win_lo[1][qcol])) - 1)
-                          << (win_lo[1][qcol] - c0);
-    const uint64_t all_lo = cols * kRepLo, all_hi = (cols >> (64 - 4 * kW)) | cols * kRepHi;
-    // Bits [0, n) of a 128-bit value (n < 128) as two halves.
-    auto below = [](int n, uint64_t& lo, uint64_t& hi) {
-      lo = n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
-      hi = n > 64 ? (uint64_t{1} << (n - 64)) - 1 : 0;
-    };
+    int clo, chi;
+    window_of(ax1, j0 + qcol, &clo, &chi);
+    const uint64_t cols = ((uint64_t{1} << (chi - clo)) - 1) << (clo - c0);
 #pragma unroll
     for (int a = 0; a < 2; ++a) {
-      const int l = SW::kWarpRows * warp + a;  // (rows past the grid: the last row's window)
-      uint64_t lo_b, hi_b, lo_e, hi_e;
-      below(kW * (win_lo[0][l] - wr0), lo_b, hi_b);
-      below(kW * (win_hi[0][l] - wr0), lo_e, hi_e);
-      const uint64_t lo = all_lo & lo_e & ~lo_b, hi = all_hi & hi_e & ~hi_b;
+      int rlo, rhi;
+      window_of(ax0, wi + a, &rlo, &rhi);
+      rlo -= wr0;
+      rhi -= wr0;
+      uint64_t lo = 0, hi = 0;
+#pragma unroll
+      for (int r = 0; r < SW::kWarpKeyRows; ++r) {
+        const uint64_t t = (r >= rlo && r < rhi) ? cols : 0;
+        constexpr int kCols = SW::kRegionCols;
+        const int pos = kCols * r;  // compile-time after unrolling
+        if (pos < 64) {
+          lo |= t << pos;
+          if (pos + kCols > 64) hi |= t >> (64 - pos);
+        } else {
+          hi |= t << (pos - 64);
+        }
+      }
       const int s = 2 * quad;  // 0 .. 6; (hi << 1) << (63 - s) is hi << (64 - s), and 0 at s = 0
       mask_lo[a] = (lo >> s) | ((hi << 1) << (63 - s));
       mask_hi[a] = hi >> s;
