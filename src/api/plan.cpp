@@ -7,6 +7,7 @@
 
 #include "common/problem_util.h"
 #include "cuda/fused/common/fwd_block.h"
+#include "cuda/fused/common/small_window.h"
 #include "cuda/fused/common/tile_plan.h"
 #include "cuda/fused/sm90/plan_sm90.h"
 #include "fna/fna.h"
@@ -41,6 +42,42 @@ Model model_for(int head_dim) {
 constexpr const char* kCalibration =
     "H100 bf16, ead98d5 measurements rescaled to 23aaff3 (bench/RESULTS.md)";
 
+// The small-window kernel (small_window.h) does the same work per block whatever the window
+// (16 x 112 scores per warp), so its time is blocks x one per-block time, measured on nat-56
+// (bench/RESULTS.md, "cuda-fused forward nat-56, session 4").
+constexpr double kSmallWindowBlockSeconds = 1.12e-8;  // 0.140 ms / 12544 blocks (commit a4bdefe)
+constexpr const char* kSmallWindowCalibration =
+    "H100 bf16, small-window kernel, nat-56 (bench/RESULTS.md, session 4)";
+
+// The plan of the small-window kernel: 8 x 8 Q boxes, each loading a 14 x 14 KV region; a warp
+// scores its 2 x 8 queries against 8 x 14 keys, all of them with a mask.
+Plan small_window_plan(const Neighborhood& nb, const Problem& problem) {
+  using cuda::fused::SmallWindow;
+  const int64_t l0 = nb.axis[0].extent, l1 = nb.axis[1].extent;
+  const double bh = static_cast<double>(problem.batch * problem.heads_q);
+  const double blocks = static_cast<double>(ceil_div(l0, SmallWindow::kBoxRows) *
+                                            ceil_div(l1, SmallWindow::kBoxCols));
+  // Warps whose rows lie past the grid return before computing.
+  const double warps = static_cast<double>(ceil_div(l0, SmallWindow::kWarpRows) *
+                                           ceil_div(l1, SmallWindow::kBoxCols));
+  const double useful =
+      static_cast<double>(axis_attended_pairs(nb.axis[0]) * axis_attended_pairs(nb.axis[1]));
+  Plan out;
+  out.tiles.q = {SmallWindow::kBoxRows, SmallWindow::kBoxCols, 1};
+  out.tiles.kv = {SmallWindow::kRegionRows, SmallWindow::kRegionCols, 1};
+  out.q_tile_rows = SmallWindow::kBoxRows * SmallWindow::kBoxCols;
+  out.kv_tile_rows = SmallWindow::kRegionRows * SmallWindow::kRegionCols;
+  out.q_tiles = blocks * bh;
+  out.computed_pairs =
+      warps * SmallWindow::kWarpRows * SmallWindow::kBoxCols * SmallWindow::kWarpKeys;
+  out.useful_fraction = useful / out.computed_pairs;
+  out.masked_fraction = 1;
+  out.predicted_ms = blocks * bh * kSmallWindowBlockSeconds * 1e3;
+  out.model = kSmallWindowCalibration;
+  out.backend = Backend::kCudaFused;
+  return out;
+}
+
 }  // namespace
 
 Plan plan(const Problem& problem, DType dtype, const Options& options) {
@@ -58,6 +95,12 @@ Plan plan(const Problem& problem, DType dtype, const Options& options) {
     block.m = FwdBlockShapeSm90::kBlockM;
     block.n = FwdBlockShapeSm90::kBlockN;
   }
+  // As run_forward decides, assuming 16-byte aligned rows (a plan sees no tensors).
+  if (!hopper && !options.tiles &&
+      small_window_runs(nb, d, dtype != DType::kFloat32, true,
+                        static_cast<int>(problem.additional_kv),
+                        static_cast<float>(problem.effective_scale())))
+    return small_window_plan(nb, problem);
   TilePlan tp;
   Plan out;
   if (options.tiles) {

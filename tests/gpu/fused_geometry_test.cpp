@@ -5,6 +5,7 @@
 // attended pair is scored exactly once, and every scored key was loaded from the right token.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <random>
 #include <string>
@@ -12,6 +13,7 @@
 
 #include "common/neighborhood.h"
 #include "common/problem_util.h"
+#include "cuda/fused/common/small_window.h"
 #include "cuda/fused/common/tile_geometry.cuh"
 #include "cuda/fused/common/tile_plan.h"
 #include "fna/fna.h"
@@ -175,9 +177,10 @@ TEST(CudaFusedGeometry, TileOverrideRulesNameTheField) {
 }
 
 // fna::plan (what fna-bench --plan prints) reports the planner's boxes and counts, honours and
-// validates Options::tiles, and refuses backends without a tile plan.
+// validates Options::tiles, and refuses backends without a tile plan. (D = 64: at D = 32 this
+// problem takes the small-window kernel, next test.)
 TEST(CudaFusedGeometry, PublicPlanMatchesThePlanner) {
-  const fna::Problem p = fna::Problem::make({56, 56}, {7, 7}, 64, 4, 32);
+  const fna::Problem p = fna::Problem::make({56, 56}, {7, 7}, 64, 4, 64);
   const fna::Plan pl = fna::plan(p, fna::DType::kBFloat16);
   const Neighborhood nb = make_neighborhood(p);
   const TilePlan tp = plan_tiles(nb, 64, 64);
@@ -211,6 +214,91 @@ TEST(CudaFusedGeometry, PublicPlanMatchesThePlanner) {
   o.tiles.reset();
   o.backend = fna::Backend::kCpu;
   EXPECT_THROW(fna::plan(p, fna::DType::kBFloat16, o), fna::Error);
+}
+
+// The layout the small-window kernel relies on, for every problem small_window_runs accepts: the
+// windows of a block's 8 x 8 queries lie in its 14 x 14 KV region (from the first row's / column's
+// window start), and the windows of a warp's 2 grid rows in the 8 region rows from its first
+// row's window start (queries past the grid take the last query's window, as in the kernel).
+TEST(CudaFusedGeometry, SmallWindowRunsCoverWindows) {
+  using SW = SmallWindow;
+  auto window = [](const Axis& a, int64_t i, int64_t* lo, int64_t* hi) {
+    window_in_group(a, a.extent, std::min(i, a.extent - 1), lo, hi);
+  };
+  int checked = 0;
+  for (int64_t L : {1, 2, 5, 7, 8, 9, 13, 14, 15, 16, 17, 23, 30}) {
+    for (int64_t k = 1; k <= std::min<int64_t>(L, SW::kMaxWindow); ++k) {
+      for (bool causal : {false, true}) {
+        Neighborhood nb;
+        nb.rank = 2;
+        nb.axis[0] = Axis{L, k, 1, 1, causal};
+        nb.axis[1] = Axis{L + 3, std::min<int64_t>(k + 1, SW::kMaxWindow), 1, 1, !causal};
+        ASSERT_TRUE(small_window_runs(nb, SW::kHeadDim, true, true, 0, 1.f));
+        for (int r = 0; r < 2; ++r) {
+          const Axis& a = nb.axis[r];
+          const int box = r == 0 ? SW::kBoxRows : SW::kBoxCols;
+          const int region = r == 0 ? SW::kRegionRows : SW::kRegionCols;
+          for (int64_t i0 = 0; i0 < a.extent; i0 += box) {
+            int64_t r0, unused, lo, hi;
+            window(a, i0, &r0, &unused);
+            for (int l = 0; l < box; ++l) {
+              window(a, i0 + l, &lo, &hi);
+              EXPECT_GE(lo, r0);
+              EXPECT_LE(hi, r0 + region) << "L " << L << " k " << k << " query " << i0 + l;
+              if (r == 0) {  // the warp of grid rows i0 + l - l % 2, i0 + l - l % 2 + 1
+                int64_t w0;
+                window(a, i0 + l - l % SW::kWarpRows, &w0, &unused);
+                EXPECT_GE(lo, w0);
+                EXPECT_LE(hi, w0 + SW::kWarpKeyRows);
+                EXPECT_LE(w0 + SW::kWarpKeyRows, r0 + region);
+              }
+              ++checked;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 1000);
+  // Outside its rules the kernel is not chosen.
+  Neighborhood nb;
+  nb.rank = 2;
+  nb.axis[0] = nb.axis[1] = Axis{20, 7, 1, 1, false};
+  EXPECT_FALSE(small_window_runs(nb, 64, true, true, 0, 1.f));   // head dim
+  EXPECT_FALSE(small_window_runs(nb, 32, false, true, 0, 1.f));  // fp32
+  EXPECT_FALSE(small_window_runs(nb, 32, true, false, 0, 1.f));  // unaligned rows
+  EXPECT_FALSE(small_window_runs(nb, 32, true, true, 5, 1.f));   // additional KV
+  EXPECT_FALSE(small_window_runs(nb, 32, true, true, 0, -1.f));  // non-positive scale
+  nb.axis[1].stride = 2;
+  EXPECT_FALSE(small_window_runs(nb, 32, true, true, 0, 1.f));
+  nb.axis[1].stride = 1;
+  nb.axis[0].dilation = 2;
+  EXPECT_FALSE(small_window_runs(nb, 32, true, true, 0, 1.f));
+  nb.axis[0].dilation = 1;
+  nb.axis[0].window = 9;
+  EXPECT_FALSE(small_window_runs(nb, 32, true, true, 0, 1.f));
+}
+
+// nat-56 at D = 32 (16-bit) plans the small-window kernel: 8 x 8 Q boxes with 14 x 14 KV regions,
+// 16 x 112 scores per warp (49 of 112 keys attended per query: 7/16 useful); fp32, a tile override
+// or a 9-wide window take the general kernel.
+TEST(CudaFusedGeometry, SmallWindowPlan) {
+  const fna::Problem p = fna::Problem::make({56, 56}, {7, 7}, 64, 4, 32);
+  const fna::Plan pl = fna::plan(p, fna::DType::kBFloat16);
+  EXPECT_EQ(pl.tiles.q[0], 8);
+  EXPECT_EQ(pl.tiles.q[1], 8);
+  EXPECT_EQ(pl.tiles.kv[0], 14);
+  EXPECT_EQ(pl.tiles.kv[1], 14);
+  EXPECT_DOUBLE_EQ(pl.q_tiles, 49.0 * 64 * 4);
+  EXPECT_DOUBLE_EQ(pl.computed_pairs, 28.0 * 7 * 16 * 112);
+  EXPECT_DOUBLE_EQ(pl.useful_fraction, 7.0 / 16);
+  EXPECT_GT(pl.predicted_ms, 0);
+  EXPECT_EQ(fna::plan(p, fna::DType::kFloat32).kv_tile_rows, 32);  // fp32: 64 x 32 blocks
+  fna::Options o;
+  o.tiles = fna::TileBoxes{{8, 8, 1}, {4, 16, 1}};
+  EXPECT_TRUE(fna::plan(p, fna::DType::kBFloat16, o).overridden);
+  const fna::Problem wide = fna::Problem::make({56, 56}, {9, 9}, 64, 4, 32);
+  EXPECT_EQ(fna::plan(wide, fna::DType::kBFloat16).kv_tile_rows, 64);
 }
 
 }  // namespace

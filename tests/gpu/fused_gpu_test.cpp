@@ -54,6 +54,51 @@ TEST(CudaFusedForward, RandomSweep) {
   const std::string f = run_sweep(false);
   EXPECT_TRUE(f.empty()) << f;
 }
+// The small-window forward kernel (src/cuda/fused/common/small_window.h: rank 2, 16-bit, D = 32,
+// windows up to 7 x 7, stride 1, no dilation): Q boxes hanging over both grid ends, grids smaller
+// than its 14 x 14 KV region, even windows, per-axis causal, GQA and several batches and heads.
+// Aligned layouts take it; the strided layout (padded rows) may take the general kernel.
+TEST(CudaFusedForward, SmallWindow2D) {
+  struct Shape {
+    int64_t e0, e1, w0, w1;
+    int c0, c1;
+  };
+  const Shape shapes[] = {{1, 1, 1, 1, 0, 0},   {3, 5, 3, 3, 0, 0},   {7, 7, 7, 7, 0, 0},
+                          {9, 13, 5, 7, 0, 0},  {13, 8, 7, 2, 0, 0},  {16, 16, 7, 7, 0, 0},
+                          {17, 23, 6, 4, 0, 0}, {56, 56, 7, 7, 0, 0}, {20, 30, 7, 7, 1, 1},
+                          {30, 20, 7, 5, 1, 0}, {11, 19, 4, 7, 0, 1}, {15, 15, 7, 7, 0, 0},
+                          {10, 10, 3, 3, 0, 0}, {25, 9, 1, 6, 1, 0}};
+  std::string failures;
+  int ran = 0;
+  uint64_t seed = fna_test::base_seed() + 77;
+  for (const Shape& s : shapes) {
+    for (DType dt : {DType::kBFloat16, DType::kFloat16}) {
+      Problem p = fna_test::grid_problem(2, {s.e0, s.e1}, {s.w0, s.w1}, {}, {}, {s.c0, s.c1}, 32);
+      if (s.e0 == 15) {  // GQA
+        p.heads_q = 4;
+        p.heads_kv = 2;
+      }
+      if (s.e0 == 10) {
+        p.batch = 3;
+        p.heads_q = p.heads_kv = 2;
+      }
+      if (!runnable(p, dt)) continue;
+      CaseSpec spec;
+      spec.problem = p;
+      spec.dtype = dt;
+      spec.seed = ++seed;
+      spec.layout = seed % 3 == 0   ? Layout::kStrided
+                    : seed % 3 == 1 ? Layout::kContiguous
+                                    : Layout::kInterleaved;
+      spec.with_lse = seed % 4 != 0;
+      const auto r = fna_gpu_test::run_device_case(spec, kBackend);
+      ++ran;
+      if (!r.failure.empty()) failures += spec.describe() + ": " + r.failure + "\n";
+    }
+  }
+  std::printf("small-window shapes: %d cases\n", ran);
+  EXPECT_TRUE(failures.empty()) << failures;
+}
 TEST(CudaFusedBackward, ShapeGrid) {
   const std::string f = run_grid(true);
   EXPECT_TRUE(f.empty()) << f;

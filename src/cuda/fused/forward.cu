@@ -1,10 +1,12 @@
 // run_forward of backend `cuda-fused`: turns the API arguments into FwdParams, plans the tiles and
 // dispatches to the generated (storage type, head dim) instance.
 #include <string>
+#include <type_traits>
 
 #include "common/problem_util.h"
 #include "cuda/fused/common/fused_params.h"
 #include "cuda/fused/common/host_views.h"
+#include "cuda/fused/common/small_window.h"
 #include "cuda/fused/common/tile_plan.h"
 #include "cuda/fused/fused_config.h"
 #include "cuda/fused/fused_launch.h"
@@ -18,6 +20,24 @@ template <class Element, int kHeadDim>
 void launch(FwdParams& p, const Options& options, cudaStream_t stream) {
   if constexpr (head_dim_built(kHeadDim)) {
     using Shape = FwdBlockShape<Element, kHeadDim>;
+    // Small 2-D windows take the small-window kernel unless tiles are overridden (the override
+    // names the general kernel's boxes).
+    if (!options.tiles && small_window_runs(p.nb, kHeadDim, !std::is_same_v<Element, float>,
+                                            p.aligned, p.additional_kv, p.scale_log2)) {
+      p.small_window = true;
+      const int64_t boxes = ceil_div(p.nb.axis[0].extent, SmallWindow::kBoxRows) *
+                            ceil_div(p.nb.axis[1].extent, SmallWindow::kBoxCols);
+      if (boxes > 0x7fffffff)
+        throw Error(ErrorKind::kInvalidArgument,
+                    "fna: cuda-fused: the grid has " + std::to_string(boxes) +
+                        " query tiles, more than a CUDA grid holds (2^31 - 1)");
+      launch_fwd_sm80<Element, kHeadDim>(
+          p,
+          dim3(static_cast<unsigned>(boxes), static_cast<unsigned>(p.heads_q),
+               static_cast<unsigned>(p.batch)),
+          stream);
+      return;
+    }
     if (options.tiles) {
       const std::string why =
           tile_override_error(p.nb, *options.tiles, Shape::kBlockM, Shape::kBlockN);

@@ -48,6 +48,7 @@ struct FwdParams {
   float scale = 1.f;       // softmax scale
   float scale_log2 = 1.f;  // scale * log2(e): the kernels use exp2
   bool aligned = false;    // every row start is 16-byte aligned: cp.async and vector stores allowed
+  bool small_window = false;  // run the small-window kernel (small_window.h); `tile` is unused
 };
 
 }  // namespace fna::cuda::fused

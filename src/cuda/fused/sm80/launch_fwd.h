@@ -25,7 +25,7 @@ struct FwdBlockShape {
 };
 
 // Launches the forward kernel on `grid` = (Q boxes, heads_q, batch). p.tile must be planned for
-// FwdBlockShape<Element, kHeadDim>.
+// FwdBlockShape<Element, kHeadDim>, or p.small_window set (small_window.h: 8 x 8 Q boxes).
 template <class Element, int kHeadDim>
 void launch_fwd_sm80(const FwdParams& p, dim3 grid, cudaStream_t stream);
 

@@ -5,15 +5,25 @@
 
 #include <cuda_runtime_api.h>
 
+#include <type_traits>
+
 #include "cuda/cuda_check.h"
 #include "cuda/fused/common/fused_params.h"
 #include "cuda/fused/sm80/kernel_fwd_sm80.cuh"
+#include "cuda/fused/sm80/kernel_fwd_small_sm80.cuh"
 #include "cuda/fused/sm80/launch_fwd.h"
 
 namespace fna::cuda::fused {
 
 template <class Element, int kHeadDim>
 void launch_fwd_sm80(const FwdParams& p, dim3 grid, cudaStream_t stream) {
+  if constexpr (kHeadDim == SmallWindow::kHeadDim && !std::is_same_v<Element, float>) {
+    if (p.small_window) {  // grid = (8 x 8 Q boxes, heads_q, batch); static shared memory
+      fwd_small_kernel_sm80<Element><<<grid, SmallWindow::kWarps * 32, 0, stream>>>(p);
+      FNA_CUDA_CHECK(cudaGetLastError());
+      return;
+    }
+  }
   using Traits = FwdTraitsSm80<Element, kHeadDim>;
   auto kernel = fwd_kernel_sm80<Traits>;
   // Above 48 KiB of dynamic shared memory a kernel must opt in (once per process and device is
