@@ -4,6 +4,7 @@
 // poisoned. FNA_TEST_SEED / FNA_TEST_COUNT / FNA_LONG_TESTS=1 as in tests/cpp.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <string>
 
 #include "device_case.h"
