@@ -424,7 +424,7 @@ def probe_fna(torch):
     return fna, ""
 
 
-def run_fna_bench(path, case, backends):
+def run_fna_bench(path, case, backends, backward=True):
     """fna numbers from the C++ fna-bench (--json): {backend: {fwd_ms, bwd_ms} or note}."""
     n = len(case["grid"])
     join = lambda xs: ",".join(str(int(x)) for x in xs)
@@ -432,8 +432,9 @@ def run_fna_bench(path, case, backends):
            "--stride", join(case["stride"]), "--dilation", join(case.get("dilation", [1] * n)),
            "--causal", join(case.get("causal", [0] * n)), "--batch", str(case["B"]),
            "--heads", str(case["H"]), "--head-dim", str(case["D"]), "--dtype", "bf16",
-           "--backend", ",".join(backends), "--backward", "--json", "--warmup", "3",
-           "--iters", "20"]
+           "--backend", ",".join(backends), "--json", "--warmup", "3", "--iters", "20"]
+    if backward:
+        cmd.append("--backward")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     rows = {}
     for line in proc.stdout.splitlines():
@@ -629,7 +630,8 @@ def main():
                     entries[peer] = {"note": f"n/a: {fna_reason}"}
                     continue
                 if peer == "fna" and args.fna_bench:
-                    rows = run_fna_bench(args.fna_bench, case, args.fna_bench_backends.split(","))
+                    rows = run_fna_bench(args.fna_bench, case, args.fna_bench_backends.split(","),
+                                         backward=not args.no_backward)
                     for be, j in rows.items():
                         name = f"fna:{be}"
                         if not j.get("ran"):
