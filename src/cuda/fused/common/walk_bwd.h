@@ -138,22 +138,26 @@ struct WalkCursor {
       set_group(nb, w, r);
     }
   }
-  // Moves to the next tile; true when the walk wrapped around to its first tile.
+  // Moves to the next tile; true when the walk wrapped around to its first tile. A carry instead
+  // of an early return keeps every array index a constant (registers, not a local-memory array).
   FNA_HD bool next(const Neighborhood& nb, const TileWalk& w, const int* box) {
+    bool carry = true;
     for (int r = 2; r >= 0; --r) {
+      if (!carry) continue;
       if (++tile[r] < w.tiles[r]) {
         start[r] += box[r];
-        return false;
+        carry = false;
+        continue;
       }
       tile[r] = 0;
       start[r] = w.start[r];
       if (w.groups[r] > 1) {  // walks over every group (additional-token KV tiles) only
         group_digit[r] = group_digit[r] + 1 < w.groups[r] ? group_digit[r] + 1 : 0;
         set_group(nb, w, r);
-        if (group_digit[r] != 0) return false;
+        carry = group_digit[r] == 0;
       }
     }
-    return true;
+    return carry;
   }
   FNA_HD TileRows rows(const int* box) const {
     TileRows t;

@@ -87,9 +87,9 @@ __device__ __forceinline__ void load_q_stage(BwdSmem<Traits>& sm, int s, const B
     token = token * p.nb.axis[r].extent + x;
     lim[r] = qt.glen[r] - qt.start[r];
   }
-  auto valid = [&](int row) {
+  auto valid = [&](int row) {  // no short-circuit: no branches
     const int c = sm.qbox_coords[row];
-    return (c & 255) < lim[0] && (c >> 8 & 255) < lim[1] && (c >> 16) < lim[2];
+    return ((c & 255) < lim[0]) & ((c >> 8 & 255) < lim[1]) & ((c >> 16) < lim[2]);
   };
   Tensor sQ = make_tensor(make_smem_ptr(sm.stream_a[s]),
                           typename Traits::SmemLayoutRows{});  // (kTile, kHeadDim)
@@ -99,11 +99,17 @@ __device__ __forceinline__ void load_q_stage(BwdSmem<Traits>& sm, int s, const B
   const Element* dout = static_cast<const Element*>(p.dout.ptr);
   const int col = (threadIdx.x % kChunksPerRow) * kChunk;
   if (p.vec) {
+    // A fixed trip count (threadIdx.x < kThreads), and one swizzled offset for both stages (same
+    // layout): a data-dependent loop bound and the offset formed twice cost ~15 instructions a row.
+    static_assert(kTile % kRowsPerPass == 0, "whole passes");
+    const int row0 = threadIdx.x / kChunksPerRow;
     CUTE_UNROLL
-    for (int row = threadIdx.x / kChunksPerRow; row < kTile; row += kRowsPerPass) {
+    for (int pass = 0; pass < kTile / kRowsPerPass; ++pass) {
+      const int row = row0 + pass * kRowsPerPass;
       const bool ok = valid(row);
-      cp_async_16(&sQ(row, col), ok ? q + off_q + sm.qbox_q[row] + col : q, ok);
-      cp_async_16(&sdO(row, col), ok ? dout + off_do + sm.qbox_dout[row] + col : dout, ok);
+      const int off = sQ.layout()(row, col);
+      cp_async_16(sm.stream_a[s] + off, ok ? q + off_q + sm.qbox_q[row] + col : q, ok);
+      cp_async_16(sm.stream_b[s] + off, ok ? dout + off_do + sm.qbox_dout[row] + col : dout, ok);
     }
   } else {
     // Unaligned rows (rare): element copies, not unrolled, to keep the loop's code small.
@@ -154,6 +160,18 @@ __device__ __forceinline__ void add_dq_share(const BwdSmem<Traits>& sm, int s, c
   Tensor tdQsdS = thr_copy_a.partition_S(sdS);
   Tensor tdQcdQ = thr_mma.partition_C(
       make_identity_tensor(Shape<Int<kTile>, Int<kCols>>{}));  // (MMA, MMA_M, MMA_N)
+  // (rows, cols) views: row r is one query row of this thread, columns come in adjacent pairs.
+  Tensor cdQ = make_tensor(tdQcdQ.data(), acc_rowcol(tdQcdQ.layout()));
+  constexpr int kRows = decltype(size<0>(cdQ))::value;
+  // Per row, its ws_dq row (null where the tile has no query): the atomics of a row then share one
+  // pointer and immediate column offsets. A row test and 64-bit address math per atomic cost ~10
+  // instructions each, 32 atomics per thread and pair of tiles.
+  float* dst[kRows];
+  CUTE_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t row = sm.qrow[s][get<0>(cdQ(r, 0))];
+    dst[r] = row >= 0 ? p.ws_dq + row * kHeadDim : nullptr;
+  }
   CUTE_UNROLL
   for (int part = 0; part < kHeadDim / kCols; ++part) {
     Tensor sKt_part =
@@ -164,13 +182,13 @@ __device__ __forceinline__ void add_dq_share(const BwdSmem<Traits>& sm, int s, c
     clear(acc_dq);
     gemm_ss(acc_dq, tdQrdS, tdQrKt, tdQsdS, thr_copy_b.partition_S(sKt_part), mma, copy_a,
             thr_copy_a, copy_b, thr_copy_b);
-    // Accumulator values 2j and 2j + 1 are adjacent head dims of one query row.
+    Tensor acc = make_tensor(acc_dq.data(), acc_rowcol(acc_dq.layout()));
     CUTE_UNROLL
-    for (int i = 0; i < size(acc_dq); i += 2) {
-      const int64_t row = sm.qrow[s][get<0>(tdQcdQ(i))];
-      if (row >= 0)
-        atomic_add2(p.ws_dq + row * kHeadDim + part * kCols + get<1>(tdQcdQ(i)), acc_dq(i),
-                    acc_dq(i + 1));
+    for (int r = 0; r < kRows; ++r) {
+      if (dst[r] == nullptr) continue;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(acc); c += 2)
+        atomic_add2(dst[r] + part * kCols + get<1>(cdQ(r, c)), acc(r, c), acc(r, c + 1));
     }
   }
 }
