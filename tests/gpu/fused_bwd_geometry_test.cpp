@@ -115,9 +115,26 @@ std::string replay(const Problem& pr, const BwdPlan& plan) {
     for (int64_t k : kids) ++owned[k];
     const TileWalk w = query_walk(p, kt);
     std::vector<uint8_t> seen(tokens, 0);
-    for (int idx = 0; idx < w.count; ++idx) {
-      const TileRows qt = walk_tile(nb, w, p.kv_qbox, idx);
+    // The kernel's incremental form of the walk and of the no-mask test, checked against
+    // walk_tile and tile_inside_windows over two passes (two query heads).
+    int lo[3], hi[3];
+    unmasked_tiles(nb, w, p.kv_qbox, kt, lo, hi);
+    WalkCursor cursor(nb, w);
+    for (int step = 0; step < 2 * w.count; ++step) {
+      const int idx = step % w.count;
+      if (step > 0 && cursor.next(nb, w, p.kv_qbox) != (idx == 0))
+        return "dK/dV: cursor wrapped at step " + std::to_string(step);
+      const TileRows qt = walk_tile(nb, w, p.kv_qbox, idx), qc = cursor.rows(p.kv_qbox);
+      for (int r = 0; r < 3; ++r)
+        if (qc.start[r] != qt.start[r] || qc.glen[r] != qt.glen[r] || qc.group[r] != qt.group[r])
+          return "dK/dV: cursor differs from walk_tile at step " + std::to_string(step);
+      bool in_ranges = true;
+      for (int r = 0; r < 3; ++r) in_ranges &= cursor.tile[r] >= lo[r] && cursor.tile[r] <= hi[r];
       const bool unmasked = !kt.additional && tile_inside_windows(nb, qt, kt);
+      if (in_ranges != (kt.additional || unmasked))
+        return "dK/dV: unmasked_tiles differs from tile_inside_windows at step " +
+               std::to_string(step);
+      if (step >= w.count) continue;
       for (int64_t q : rows(qt)) {
         if (++seen[q] > 1) return "dK/dV: query " + std::to_string(q) + " twice in one walk";
         for (int64_t k : kids) {

@@ -103,20 +103,103 @@ FNA_HD TileRows walk_tile(const Neighborhood& nb, const TileWalk& w, const int* 
   return spatial_tile(nb, group, start, box);
 }
 
+// Axis part of tile_inside_windows: whether every query of [qa, qa + qshape) attends every key
+// of [ka, ka + kshape) on this axis (both clipped to the group's length lg).
+FNA_HD bool axis_inside_windows(const Axis& a, int lg, int qa, int qshape, int ka, int kshape) {
+  const int qb = min32(qa + qshape - 1, lg - 1), kb = min32(ka + kshape - 1, lg - 1);
+  if (qa > qb || ka > kb) return false;
+  int sa, ea, sb, eb;
+  window32(a, lg, qa, &sa, &ea);
+  window32(a, lg, qb, &sb, &eb);
+  return sb <= ka && kb < ea;
+}
+
 // Whether every valid query of `qt` attends every valid key of `kt` (same group): no mask needed.
 // Invalid queries have lse = +inf (P = 0) and invalid keys zero rows, so they need none.
 FNA_HD bool tile_inside_windows(const Neighborhood& nb, const TileRows& qt, const TileRows& kt) {
-  for (int r = 0; r < 3; ++r) {
-    const int lg = static_cast<int>(qt.glen[r]);
-    const int qa = static_cast<int>(qt.start[r]), qb = min32(qa + qt.shape[r] - 1, lg - 1);
-    const int ka = static_cast<int>(kt.start[r]), kb = min32(ka + kt.shape[r] - 1, lg - 1);
-    if (qa > qb || ka > kb) return false;
-    int sa, ea, sb, eb;
-    window32(nb.axis[r], lg, qa, &sa, &ea);
-    window32(nb.axis[r], lg, qb, &sb, &eb);
-    if (sb > ka || kb >= ea) return false;
-  }
+  for (int r = 0; r < 3; ++r)
+    if (!axis_inside_windows(nb.axis[r], static_cast<int>(qt.glen[r]),
+                             static_cast<int>(qt.start[r]), qt.shape[r],
+                             static_cast<int>(kt.start[r]), kt.shape[r]))
+      return false;
   return true;
+}
+
+// walk_tile(nb, w, box, idx) for idx = 0, 1, 2, ... with no division per step (the dK/dV
+// kernel's loop advances it once per Q tile; walk_tile's decode costs ~9 integer divisions per
+// iteration and thread): per axis a tile digit (fastest) and a group digit, axis 2 fastest.
+struct WalkCursor {
+  int tile[3] = {0, 0, 0}, group_digit[3] = {0, 0, 0};
+  int start[3], group[3], glen[3];  // the current tile (group coordinates, group, group length)
+
+  FNA_HD WalkCursor(const Neighborhood& nb, const TileWalk& w) {
+    for (int r = 0; r < 3; ++r) {
+      start[r] = w.start[r];
+      set_group(nb, w, r);
+    }
+  }
+  // Moves to the next tile; true when the walk wrapped around to its first tile. A carry instead
+  // of an early return keeps every array index a constant (registers, not a local-memory array).
+  FNA_HD bool next(const Neighborhood& nb, const TileWalk& w, const int* box) {
+    bool carry = true;
+    for (int r = 2; r >= 0; --r) {
+      if (!carry) continue;
+      if (++tile[r] < w.tiles[r]) {
+        start[r] += box[r];
+        carry = false;
+        continue;
+      }
+      tile[r] = 0;
+      start[r] = w.start[r];
+      if (w.groups[r] > 1) {  // walks over every group (additional-token KV tiles) only
+        group_digit[r] = group_digit[r] + 1 < w.groups[r] ? group_digit[r] + 1 : 0;
+        set_group(nb, w, r);
+        carry = group_digit[r] == 0;
+      }
+    }
+    return carry;
+  }
+  FNA_HD TileRows rows(const int* box) const {
+    TileRows t;
+    for (int r = 0; r < 3; ++r) {
+      t.start[r] = start[r];
+      t.glen[r] = glen[r];
+      t.group[r] = group[r];
+      t.shape[r] = box[r];
+    }
+    return t;
+  }
+
+ private:
+  FNA_HD void set_group(const Neighborhood& nb, const TileWalk& w, int r) {
+    const int d = static_cast<int>(nb.axis[r].dilation);
+    group[r] = w.group0[r] + group_digit[r];
+    glen[r] = (static_cast<int>(nb.axis[r].extent) - group[r] + d - 1) / d;
+  }
+};
+
+// The Q tiles of walk `w` (boxes `box`) that need no mask against KV tile `kt`: per axis the tile
+// digits in [lo[r], hi[r]] (empty when lo > hi). Window start and end are non-decreasing in the
+// query, so on each axis the tiles inside every key's window form an interval, and
+// tile_inside_windows(walk tile, kt) holds iff every axis' digit lies in its interval. Additional
+// tokens are attended by every query: the whole walk is unmasked.
+FNA_HD void unmasked_tiles(const Neighborhood& nb, const TileWalk& w, const int* box,
+                           const TileRows& kt, int* lo, int* hi) {
+  for (int r = 0; r < 3; ++r) {
+    lo[r] = 0;
+    hi[r] = kt.additional ? w.tiles[r] : -1;
+    if (kt.additional) continue;
+    const int lg = static_cast<int>(kt.glen[r]);
+    bool found = false;
+    for (int t = 0; t < w.tiles[r]; ++t) {
+      if (!axis_inside_windows(nb.axis[r], lg, w.start[r] + t * box[r], box[r],
+                               static_cast<int>(kt.start[r]), kt.shape[r]))
+        continue;
+      if (!found) lo[r] = t;
+      found = true;
+      hi[r] = t;
+    }
+  }
 }
 
 // Box `x` of a grid of boxes of extent `box` over every dilation group (`tiles` boxes per group

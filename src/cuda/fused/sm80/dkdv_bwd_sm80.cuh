@@ -65,12 +65,12 @@ __device__ __forceinline__ void build_qbox_table(BwdSmem<Traits>& sm, const BwdP
   sm.qbox_token[row] = token;
 }
 
-// Starts the cp.async loads of Q tile `qt` (head h of batch b) into stage `s`: Q, dO, lse and
-// delta rows (zero-filled where the tile has no query: with Q = dO = delta = 0 such a row adds
-// nothing to dK, dV or dQ whatever its P), the ws_* rows, and the windows if the tile is masked.
+// Starts the cp.async loads of the Q tile at `qt` (head h of batch b) into stage `s`: Q, dO, lse
+// and delta rows (zero-filled where the tile has no query: with Q = dO = delta = 0 such a row
+// adds nothing to dK, dV or dQ whatever its P), the ws_* rows, and the windows if it is masked.
 template <class Traits>
 __device__ __forceinline__ void load_q_stage(BwdSmem<Traits>& sm, int s, const BwdParams& p,
-                                             const TileRows& qt, int64_t b, int64_t h,
+                                             const WalkCursor& qt, int64_t b, int64_t h,
                                              bool masked) {
   using Element = typename Traits::MmaElement;
   constexpr int kTile = Traits::kTile, kHeadDim = Traits::kHeadDim, kThreads = Traits::kThreads;
@@ -85,11 +85,11 @@ __device__ __forceinline__ void load_q_stage(BwdSmem<Traits>& sm, int s, const B
     off_q += x * p.q.sx[r];
     off_do += x * p.dout.sx[r];
     token = token * p.nb.axis[r].extent + x;
-    lim[r] = static_cast<int>(qt.glen[r] - qt.start[r]);
+    lim[r] = qt.glen[r] - qt.start[r];
   }
-  auto valid = [&](int row) {
+  auto valid = [&](int row) {  // no short-circuit: no branches
     const int c = sm.qbox_coords[row];
-    return (c & 255) < lim[0] && (c >> 8 & 255) < lim[1] && (c >> 16) < lim[2];
+    return ((c & 255) < lim[0]) & ((c >> 8 & 255) < lim[1]) & ((c >> 16) < lim[2]);
   };
   Tensor sQ = make_tensor(make_smem_ptr(sm.stream_a[s]),
                           typename Traits::SmemLayoutRows{});  // (kTile, kHeadDim)
@@ -99,11 +99,17 @@ __device__ __forceinline__ void load_q_stage(BwdSmem<Traits>& sm, int s, const B
   const Element* dout = static_cast<const Element*>(p.dout.ptr);
   const int col = (threadIdx.x % kChunksPerRow) * kChunk;
   if (p.vec) {
+    // A fixed trip count (threadIdx.x < kThreads), and one swizzled offset for both stages (same
+    // layout): a data-dependent loop bound and the offset formed twice cost ~15 instructions a row.
+    static_assert(kTile % kRowsPerPass == 0, "whole passes");
+    const int row0 = threadIdx.x / kChunksPerRow;
     CUTE_UNROLL
-    for (int row = threadIdx.x / kChunksPerRow; row < kTile; row += kRowsPerPass) {
+    for (int pass = 0; pass < kTile / kRowsPerPass; ++pass) {
+      const int row = row0 + pass * kRowsPerPass;
       const bool ok = valid(row);
-      cp_async_16(&sQ(row, col), ok ? q + off_q + sm.qbox_q[row] + col : q, ok);
-      cp_async_16(&sdO(row, col), ok ? dout + off_do + sm.qbox_dout[row] + col : dout, ok);
+      const int off = sQ.layout()(row, col);
+      cp_async_16(sm.stream_a[s] + off, ok ? q + off_q + sm.qbox_q[row] + col : q, ok);
+      cp_async_16(sm.stream_b[s] + off, ok ? dout + off_do + sm.qbox_dout[row] + col : dout, ok);
     }
   } else {
     // Unaligned rows (rare): element copies, not unrolled, to keep the loop's code small.
@@ -129,19 +135,18 @@ __device__ __forceinline__ void load_q_stage(BwdSmem<Traits>& sm, int s, const B
     int win[6] = {0, 0, 0, 0, 0, 0};  // no query: an empty window
     if (ok) {
       const int c = sm.qbox_coords[row];
-      const int i[3] = {static_cast<int>(qt.start[0]) + (c & 255),
-                        static_cast<int>(qt.start[1]) + (c >> 8 & 255),
-                        static_cast<int>(qt.start[2]) + (c >> 16)};
+      const int i[3] = {qt.start[0] + (c & 255), qt.start[1] + (c >> 8 & 255),
+                        qt.start[2] + (c >> 16)};
       for (int r = 0; r < 3; ++r)
-        window32(p.nb.axis[r], static_cast<int>(qt.glen[r]), i[r], &win[2 * r], &win[2 * r + 1]);
+        window32(p.nb.axis[r], qt.glen[r], i[r], &win[2 * r], &win[2 * r + 1]);
     }
     for (int r = 0; r < 6; ++r) sm.win[s][row][r] = win[r];
   }
 }
 
 // dQ's share of one pair of tiles: ws_dq[query rows] += dS K (warps split the queries, 16 each),
-// in column blocks of kDqCols head dims. sdS: (kTile, kTile) queries x keys; sKt: (kHeadDim,
-// kTile).
+// in column blocks of kDqCols head dims. sdS: (kTile, kTile) queries x keys (a transposed view);
+// sKt: (kHeadDim, kTile).
 template <class Traits, class SdS, class SKt, class Mma, class CopyA, class CopyB>
 __device__ __forceinline__ void add_dq_share(const BwdSmem<Traits>& sm, int s, const BwdParams& p,
                                              const SdS& sdS, const SKt& sKt, const Mma& mma,
@@ -155,6 +160,18 @@ __device__ __forceinline__ void add_dq_share(const BwdSmem<Traits>& sm, int s, c
   Tensor tdQsdS = thr_copy_a.partition_S(sdS);
   Tensor tdQcdQ = thr_mma.partition_C(
       make_identity_tensor(Shape<Int<kTile>, Int<kCols>>{}));  // (MMA, MMA_M, MMA_N)
+  // (rows, cols) views: row r is one query row of this thread, columns come in adjacent pairs.
+  Tensor cdQ = make_tensor(tdQcdQ.data(), acc_rowcol(tdQcdQ.layout()));
+  constexpr int kRows = decltype(size<0>(cdQ))::value;
+  // Per row, its ws_dq row (null where the tile has no query): the atomics of a row then share one
+  // pointer and immediate column offsets. A row test and 64-bit address math per atomic cost ~10
+  // instructions each, 32 atomics per thread and pair of tiles.
+  float* dst[kRows];
+  CUTE_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t row = sm.qrow[s][get<0>(cdQ(r, 0))];
+    dst[r] = row >= 0 ? p.ws_dq + row * kHeadDim : nullptr;
+  }
   CUTE_UNROLL
   for (int part = 0; part < kHeadDim / kCols; ++part) {
     Tensor sKt_part =
@@ -165,13 +182,13 @@ __device__ __forceinline__ void add_dq_share(const BwdSmem<Traits>& sm, int s, c
     clear(acc_dq);
     gemm_ss(acc_dq, tdQrdS, tdQrKt, tdQsdS, thr_copy_b.partition_S(sKt_part), mma, copy_a,
             thr_copy_a, copy_b, thr_copy_b);
-    // Accumulator values 2j and 2j + 1 are adjacent head dims of one query row.
+    Tensor acc = make_tensor(acc_dq.data(), acc_rowcol(acc_dq.layout()));
     CUTE_UNROLL
-    for (int i = 0; i < size(acc_dq); i += 2) {
-      const int64_t row = sm.qrow[s][get<0>(tdQcdQ(i))];
-      if (row >= 0)
-        atomic_add2(p.ws_dq + row * kHeadDim + part * kCols + get<1>(tdQcdQ(i)), acc_dq(i),
-                    acc_dq(i + 1));
+    for (int r = 0; r < kRows; ++r) {
+      if (dst[r] == nullptr) continue;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(acc); c += 2)
+        atomic_add2(dst[r] + part * kCols + get<1>(cdQ(r, c)), acc(r, c), acc(r, c + 1));
     }
   }
 }
@@ -209,16 +226,23 @@ __global__ void __launch_bounds__(Traits::kThreads)
   build_qbox_table<Traits>(sm, p);
   __syncthreads();  // the box table is read by every thread's first stage load
 
-  // The queries whose windows meet this tile, as a walk over Q tiles.
+  // The queries whose windows meet this tile, as a walk over Q tiles, once per query head of the
+  // GQA group. The cursor steps through the walk and the per-axis intervals of unmasked tiles
+  // replace tile_inside_windows: no integer division per iteration.
   const TileWalk walk = query_walk(p, kt);
   const int iters = static_cast<int>(group_heads) * walk.count;
+  int unmasked_lo[3], unmasked_hi[3];
+  unmasked_tiles(nb, walk, p.kv_qbox, kt, unmasked_lo, unmasked_hi);
+  WalkCursor cursor(nb, walk);
+  int64_t h = hkv * group_heads;  // the query head of the cursor's tile
 
-  // Starts loading iteration `it` into stage `s`; returns whether its pair of tiles needs a mask.
-  auto load_stage = [&](int it, int s) {
-    const int64_t h = hkv * group_heads + it / walk.count;
-    const TileRows qt = walk_tile(nb, walk, p.kv_qbox, it % walk.count);
-    const bool masked = !additional && !tile_inside_windows(nb, qt, kt);
-    load_q_stage<Traits>(sm, s, p, qt, b, h, masked);
+  // Starts loading the cursor's Q tile into stage `s`; returns whether its pair of tiles needs a
+  // mask.
+  auto load_stage = [&](int s) {
+    bool masked = false;
+    for (int r = 0; r < 3; ++r)
+      masked |= cursor.tile[r] < unmasked_lo[r] || cursor.tile[r] > unmasked_hi[r];
+    load_q_stage<Traits>(sm, s, p, cursor, b, h, masked);
     return masked;
   };
 
@@ -252,14 +276,18 @@ __global__ void __launch_bounds__(Traits::kThreads)
   clear(acc_dv);
   Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
 
-  // dQ's share (kAtomicDq): A = dS from shared memory, B = K^T read with ldmatrix.trans.
+  // dQ's share (kAtomicDq): A = dS read from dS^T with ldmatrix.trans, B = K^T read with
+  // ldmatrix.trans.
+  Tensor sdSt =
+      make_tensor(make_smem_ptr(sm.ds), typename Traits::SmemLayoutPair{});  // (keys, queries)
   Tensor sdS =
-      make_tensor(make_smem_ptr(sm.ds), typename Traits::SmemLayoutPair{});  // (kTile, kTile)
+      make_tensor(make_smem_ptr(sm.ds), typename Traits::SmemLayoutPairT{});  // (queries, keys)
   Tensor sKt = make_tensor(make_smem_ptr(sm.own_a),
                            typename Traits::SmemLayoutRowsT{});  // (kHeadDim, kTile)
+  auto copy_dst = make_tiled_copy_A(typename Traits::SmemCopyAtomT{}, mma);
   auto copy_kt = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, mma);
 
-  bool masked = iters > 0 && load_stage(0, 0);
+  bool masked = iters > 0 && load_stage(0);
   cp_async_fence();
 #pragma unroll 1
   for (int it = 0; it < iters; ++it) {
@@ -268,7 +296,11 @@ __global__ void __launch_bounds__(Traits::kThreads)
     // it + 1 may overwrite stage s ^ 1 (and dS) with no barrier at the end of the iteration.
     cp_async_wait<0>();
     __syncthreads();
-    const bool masked_next = it + 1 < iters && load_stage(it + 1, s ^ 1);
+    bool masked_next = false;
+    if (it + 1 < iters) {
+      if (cursor.next(nb, walk, p.kv_qbox)) ++h;
+      masked_next = load_stage(s ^ 1);
+    }
     cp_async_fence();
 
     Tensor sQ = make_tensor(make_smem_ptr(sm.stream_a[s]), typename Traits::SmemLayoutRows{});
@@ -288,18 +320,26 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
     CUTE_UNROLL
     for (int i = 0; i < size(acc_s); ++i) {
-      const int n = get<0>(tScS(i)), m = get<1>(tScS(i));
-      float prob = fast_exp2(acc_s(i) * p.scale_log2 - sm.lse[s][m]);
-      if (masked && !in_window(sm.win[s][m], sm.key[0][n])) prob = 0.f;
+      const int m = get<1>(tScS(i));
+      const float prob = fast_exp2(acc_s(i) * p.scale_log2 - sm.lse[s][m]);
       acc_s(i) = prob;
       acc_dp(i) = prob * (acc_dp(i) - sm.delta[s][m]);
     }
+    // The mask in its own pass, taken only by tiles that straddle a window edge: inside the
+    // loop above it cost a branch per element on every tile.
+    if (masked) apply_window_mask<false>(acc_s, acc_dp, tScS, sm.win[s], sm.key[0]);
     Tensor rP = to_element<MmaElement>(acc_s);
     Tensor rdS = to_element<MmaElement>(acc_dp);
     if constexpr (kAtomicDq) {
-      // dQ sums dS over keys, which the warps split: dS goes through shared memory.
+      // dQ sums dS over keys, which the warps split: dS goes through shared memory, stored
+      // transposed (keys x queries) so that each thread's two adjacent queries are one store.
+      // The addresses come from an opaque thread index, so they are formed here: hoisted out of
+      // the loop, the 16 of them were spilled to local memory and reloaded every iteration.
+      Tensor tScS_store = mma.get_thread_slice(opaque(tid)).partition_C(
+          make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
       CUTE_UNROLL
-      for (int i = 0; i < size(rdS); ++i) sdS(get<1>(tScS(i)), get<0>(tScS(i))) = rdS(i);
+      for (int i = 0; i < size(rdS); i += 2)
+        store_pair(&sdSt(get<0>(tScS_store(i)), get<1>(tScS_store(i))), rdS(i), rdS(i + 1));
     }
     gemm_rs(acc_dv, make_tensor(rP.data(), Traits::acc_as_a_operand(rP.layout())), tdVrdOt,
             thr_copy_bt.partition_S(sdOt), mma_rs, copy_bt, thr_copy_bt);
@@ -307,7 +347,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
             thr_copy_bt.partition_S(sQt), mma_rs, copy_bt, thr_copy_bt);
     if constexpr (kAtomicDq) {
       __syncthreads();
-      add_dq_share<Traits>(sm, s, p, sdS, sKt, mma, copy_a, copy_kt);
+      add_dq_share<Traits>(sm, s, p, sdS, sKt, mma, copy_dst, copy_kt);
     }
     masked = masked_next;
   }

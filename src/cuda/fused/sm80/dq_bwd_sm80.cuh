@@ -115,11 +115,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
     const bool masked = it < walk.count && !tile_inside_windows(nb, qt, kv_tile(it));
     CUTE_UNROLL
     for (int i = 0; i < size(acc_s); ++i) {
-      const int m = get<0>(tScS(i)), n = get<1>(tScS(i));
-      float prob = fast_exp2(acc_s(i) * p.scale_log2 - sm.lse[0][m]);
-      if (masked && !in_window(sm.win[0][m], sm.key[s][n])) prob = 0.f;
+      const int m = get<0>(tScS(i));
+      const float prob = fast_exp2(acc_s(i) * p.scale_log2 - sm.lse[0][m]);
+      acc_s(i) = prob;
       acc_dp(i) = prob * (acc_dp(i) - sm.delta[0][m]);
     }
+    if (masked) apply_window_mask<true>(acc_s, acc_dp, tScS, sm.win[0], sm.key[s]);
     Tensor rdS = to_element<MmaElement>(acc_dp);
     gemm_rs(acc_dq, make_tensor(rdS.data(), Traits::acc_as_a_operand(rdS.layout())), tdQrKt,
             thr_copy_bt.partition_S(sKt), mma_rs, copy_bt, thr_copy_bt);

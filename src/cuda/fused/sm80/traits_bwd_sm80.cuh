@@ -60,8 +60,11 @@ struct BwdTraits {
   using SmemLayoutRowsT = decltype(composition(
       SmemLayoutRows{}, make_layout(Shape<Int<kHeadDim>, Int<kTile>>{}, GenRowMajor{})));
   using SmemLayoutRowsTNoSwizzle = decltype(get_nonswizzle_portion(SmemLayoutRowsT{}));
-  // (kTile, kTile): dS of one pair of tiles, queries x keys, for dQ's share (atomic-dQ path)
+  // (kTile, kTile): dS^T of one pair of tiles, keys x queries, for dQ's share (atomic-dQ path);
+  // SmemLayoutPairT views it as dS, queries x keys.
   using SmemLayoutPair = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kTile>, Int<kTile>>{}));
+  using SmemLayoutPairT = decltype(composition(
+      SmemLayoutPair{}, make_layout(Shape<Int<kTile>, Int<kTile>>{}, GenRowMajor{})));
   // dQ's share of a pair of tiles is formed in column blocks of at most 64 head dims: a whole
   // 16 x 128 fp32 block per warp next to the dK and dV accumulators spills at head dim 128.
   static constexpr int kDqCols = kHeadDim < 64 ? kHeadDim : 64;
@@ -101,7 +104,7 @@ struct BwdSmem {
   float delta[2][kTile];  // rowsum(dO * O) per query
   int win[2][kTile][6];   // per query and axis: window [start, end) in group coordinates
   int key[2][kTile][3];   // per key and axis: group coordinate (-1: no key)
-  alignas(128) Element ds[kTile * kTile];  // dS, queries x keys (atomic-dQ path)
+  alignas(128) Element ds[kTile * kTile];  // dS^T, keys x queries (atomic-dQ path)
   int64_t qrow[2][kTile];  // per query: (b * Hq + h) * tokens + token, its ws_* row (-1: none)
   // The dK/dV kernel's Q boxes (shape kv_qbox), per row: box coordinates (8 bits per axis) and
   // offsets from the box's first row in q, dout and the token index.
@@ -109,9 +112,43 @@ struct BwdSmem {
   int64_t qbox_q[kTile], qbox_dout[kTile], qbox_token[kTile];
 };
 
-// Whether a query with window `w` attends a key with group coordinates `k` (same group).
+// Whether a query with window `w` attends a key with group coordinates `k` (same group); no
+// short-circuit, so no branches.
 __device__ __forceinline__ bool in_window(const int* w, const int* k) {
-  return k[0] >= w[0] && k[0] < w[1] && k[1] >= w[2] && k[1] < w[3] && k[2] >= w[4] && k[2] < w[5];
+  return (k[0] >= w[0]) & (k[0] < w[1]) & (k[1] >= w[2]) & (k[1] < w[3]) & (k[2] >= w[4]) &
+         (k[2] < w[5]);
+}
+
+// Zeroes P and dS of the pairs outside the window (dS = P (dP - delta) with P = 0); P computed
+// there may be inf, so both are overwritten. coord(i) is (query, key) when kQueryRows, else
+// (key, query); win: per query row its window, key: per key row its group coordinates.
+template <bool kQueryRows, class AccS, class AccDp, class Coord>
+__device__ __forceinline__ void apply_window_mask(AccS& acc_s, AccDp& acc_dp, const Coord& coord,
+                                                  const int (*win)[6], const int (*key)[3]) {
+  CUTE_UNROLL
+  for (int i = 0; i < size(acc_s); ++i) {
+    const int m = get<kQueryRows ? 0 : 1>(coord(i)), n = get<kQueryRows ? 1 : 0>(coord(i));
+    if (!in_window(win[m], key[n])) {
+      acc_s(i) = 0.f;
+      acc_dp(i) = 0.f;
+    }
+  }
+}
+
+// x, as a value the compiler cannot see through: what is computed from it inside a loop stays in
+// the loop (no hoisting of loop-invariant addresses that would then be spilled).
+__device__ __forceinline__ int opaque(int x) {
+  asm volatile("" : "+r"(x));
+  return x;
+}
+
+// dst[0] = a, dst[1] = b in one shared-memory store (dst aligned to two elements).
+template <class Element>
+__device__ __forceinline__ void store_pair(Element* dst, Element a, Element b) {
+  struct alignas(2 * sizeof(Element)) Pair {
+    Element v[2];
+  };
+  *reinterpret_cast<Pair*>(dst) = Pair{{a, b}};
 }
 
 // acc += A * B with both operands read from shared memory, one k-block ahead. fp32 inputs run as
