@@ -118,7 +118,10 @@ def test_import_and_numpy_without_torch():
             raise AssertionError("fna.nn imported without torch")
         print("ok", fna.__version__)
     """)
+    # Only the directory fna was imported from on the path (an install with `pip --target`, as on
+    # the GPU machine, lives outside site-packages), nothing else of the parent's PYTHONPATH.
+    fna_root = os.path.dirname(os.path.dirname(os.path.abspath(fna.__file__)))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": ""})
+                         env={**os.environ, "PYTHONPATH": fna_root})
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("ok")
