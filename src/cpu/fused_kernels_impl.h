@@ -245,7 +245,7 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
     const float* qa[2] = {Q[0], Q[u.nlines - 1]};
     v8f m[2] = {vsplat(kNegInf), vsplat(kNegInf)}, l[2] = {v8f{}, v8f{}};
     for (int r = 0; r < u.nlines; ++r) zero(O[r], Dv * 8);
-    bool prefetched = false;
+    bool prefetched = false, first = true;
 
     auto flush = [&](const Chunk& c) {
       v8f mxs[2] = {m[0], m[1]};  // the chunk's new running maxima, taken in by the dot
@@ -286,14 +286,16 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
           }
         }
         l[r] = sum;
+        // O is still zero after the first chunk (the only one of a 13x13 window).
         float al[kLanes];
         vstore(al, alpha);
         bool unit = true;
         for (int k = 0; k < kLanes; ++k) unit = unit && al[k] == 1.0f;
-        if (!unit)
+        if (!first && !unit)
           for (int64_t d = 0; d < Dv; ++d) vstore(O[r] + d * 8, vload(O[r] + d * 8) * alpha);
         m[r] = mx;
       }
+      first = false;
       const float* p[2] = {S[0], S[1]};
       acc_chunk(
           c, ln, p,
