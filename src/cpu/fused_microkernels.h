@@ -10,16 +10,23 @@
 
 // Registers per ISA: 16 ymm with AVX2 (one v8f each); the generic build splits a v8f in two xmm.
 #if defined(FNA_FUSED_WIDE)
-// dot keeps R x kDotBlock accumulators + R lane vectors + 1 key vector live: 12 + 2 + 1 <= 16.
+// dot keeps R x kDotBlock accumulators + R lane vectors + 1 key vector live: 12 + 3 + 1 <= 16.
 template <int R>
-inline constexpr int kDotBlock = R == 1 ? 12 : 6;
+inline constexpr int kDotBlock = R == 1 ? 12 : R == 2 ? 6 : 4;
 template <int R>
-inline constexpr int kAccBlock = R == 1 ? 12 : 6;
+inline constexpr int kAccBlock = R == 1 ? 12 : R == 2 ? 6 : 4;
 #else
 template <int R>
 inline constexpr int kDotBlock = R == 1 ? 6 : 3;
 template <int R>
 inline constexpr int kAccBlock = R == 1 ? 6 : 3;
+#endif
+// Most lines one register pass takes: three would not fit the generic build's 16 xmm registers
+// (a v8f takes two), so there the callers split three lines into two passes.
+#if defined(FNA_FUSED_WIDE)
+inline constexpr int kMaxPassLines = 3;
+#else
+inline constexpr int kMaxPassLines = 2;
 #endif
 
 typedef float v8f __attribute__((vector_size(32)));
@@ -38,8 +45,8 @@ inline v8f vsplat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
 inline v8i vsplati(int32_t x) { return v8i{x, x, x, x, x, x, x, x}; }
 inline v8f vmax(v8f a, v8f b) { return a > b ? a : b; }
 
-// Pins a loaded key/value vector in a register. Without it GCC folds the load into both FMAs
-// that use it (R = 2), doubling the loads of the kernels' load-bound inner loops.
+// Pins a loaded key/value vector in a register. Without it GCC folds the load into every FMA
+// that use it (R >= 2), multiplying the loads of the kernels' load-bound inner loops.
 inline void keep_in_register([[maybe_unused]] v8f& v) {
 #if defined(FNA_FUSED_WIDE)
   __asm__("" : "+x"(v));
@@ -148,13 +155,13 @@ inline void dot_block(const float* const* a, int64_t lda, const float* b, int64_
   const float* ar[R];
   for (int r = 0; r < R; ++r) ar[r] = a[r];
   v8f acc[R][N];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int o = 0; o < N; ++o) acc[r][o] = v8f{};
   for (int64_t d = 0; d < dim; ++d) {
     v8f av[R];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (int r = 0; r < R; ++r) av[r] = vload(ar[r] + d * lda);
     const float* bd = b + d * ldb;
     if constexpr (PF > 0) {
@@ -166,16 +173,16 @@ inline void dot_block(const float* const* a, int64_t lda, const float* b, int64_
     for (int o = 0; o < N; ++o) {
       v8f bv = Shift ? vload(bd + o) : vsplat(bd[o]);
       if constexpr (R > 1) keep_in_register(bv);
-#pragma GCC unroll 2
+#pragma GCC unroll 3
       for (int r = 0; r < R; ++r) acc[r][o] += av[r] * bv;
     }
   }
-#pragma GCC unroll 2
+#pragma GCC unroll 3
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int o = 0; o < N; ++o) vstore(out[r] + o * 8, acc[r][o]);
   if (mx)
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
       for (int o = 0; o < N; ++o) mx[r] = vmax(mx[r], acc[r][o]);
@@ -232,7 +239,7 @@ template <bool Shift, int R, int N>
 inline void acc_block(const Seg* segs, int nseg, const float* const* p, int64_t ldb, int64_t d0,
                       float* const* c) {
   v8f acc[R][N];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int j = 0; j < N; ++j) acc[r][j] = vload(c[r] + (d0 + j) * 8);
@@ -252,18 +259,18 @@ inline void acc_block(const Seg* segs, int nseg, const float* const* p, int64_t 
     const int64_t cnt = segs[s].cnt;
     for (int64_t o = 0; o < cnt; ++o) {
       v8f pv[R];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
       for (int r = 0; r < R; ++r) pv[r] = vload(pr[r] + o * 8);
 #pragma GCC unroll 16
       for (int j = 0; j < N; ++j) {
         v8f bv = Shift ? vload(b + j * ldb + o) : vsplat(b[j * ldb + o]);
         if constexpr (R > 1) keep_in_register(bv);
-#pragma GCC unroll 2
+#pragma GCC unroll 3
         for (int r = 0; r < R; ++r) acc[r][j] += pv[r] * bv;
       }
     }
   }
-#pragma GCC unroll 2
+#pragma GCC unroll 3
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int j = 0; j < N; ++j) vstore(c[r] + (d0 + j) * 8, acc[r][j]);
