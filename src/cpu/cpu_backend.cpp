@@ -603,8 +603,8 @@ constexpr int64_t kRingRunsPerThread = 4;
 // threads: each token row of K and V is then read as one contiguous run of all those heads
 // instead of 256 B out of every 2 KiB (and the pages of q / out are walked once per item, not
 // once per head). On the issue-2 problem (8 heads) four heads per item on two threads ran the
-// forward ~7% faster than one head per item (1-thread CPU time 30.4 vs 33.0 ms, 2 threads 15.2
-// vs 16-17 ms). The rings of one thread's heads stay within kRingHeadsBytes.
+// forward faster than one head per item (1-thread CPU time 30.4 vs 33.4-35.2 ms, 2 threads
+// 15.2-16.4 vs 16.1-17.0 ms). The rings of one thread's heads stay within kRingHeadsBytes.
 constexpr int64_t kRingHeadsBytes = int64_t{6} << 20;
 
 // Kv heads per work item: the most (within kRingHeadsBytes) that split the heads of a batch into
