@@ -589,9 +589,10 @@ struct ForwardIO {
 // ---- forward through per-thread rings (rank 2) ---------------------------------------------
 // Instead of converting a whole block of K/V planes between two barriers, each thread walks its
 // own runs of line tuples (the lines of one unit) down axis 0 and converts the K/V lines they
-// attend into a ring of plane rows just before use (row r in slot r & (ring - 1)). The rows stay in cache (L2 / L3) between
-// conversion and kernels, the conversion's strided reads interleave with compute instead of
-// saturating memory in a phase of their own, and no barrier waits for a preempted thread.
+// attend into a ring of plane rows just before use (row r in slot r & (ring - 1)). The rows stay in
+// cache (L2 / L3) between conversion and kernels, the conversion's strided reads interleave with
+// compute instead of saturating memory in a phase of their own, and no barrier waits for a
+// preempted thread.
 
 // Ring rows that fit a thread's share of the cache: two threads' rings stay in L2 + L3.
 constexpr int64_t kRingBytes = int64_t{2} << 20;
@@ -657,9 +658,9 @@ void forward_ring(const Problem& p, const Geometry& geo, const KernelTable& kt,
   const int64_t hpt = ring_heads(p, geo, ring, threads), blocks = p.heads_kv / hpt;
   const int64_t items = p.batch * blocks * groups;
   const int64_t runs =
-      hpt > 1 ? 1
-              : std::clamp<int64_t>((kRingRunsPerThread * threads + items - 1) / items, 1,
-                                    geo.tuples);
+      hpt > 1
+          ? 1
+          : std::clamp<int64_t>((kRingRunsPerThread * threads + items - 1) / items, 1, geo.tuples);
   const int64_t per_run = (geo.tuples + runs - 1) / runs;
 #pragma omp parallel if (threads > 1)
   {

@@ -555,8 +555,8 @@ void backward_dkv_additional(const KernelGeometry& g, const Planes& P, int64_t n
 }  // namespace
 
 const KernelTable& table() {
-  static const KernelTable t{FNA_FUSED_ISA_NAME,  kMaxPassLines,     &forward_unit,
-                             &backward_dq_unit,   &backward_dkv_unit, &backward_dkv_additional};
+  static const KernelTable t{FNA_FUSED_ISA_NAME, kMaxPassLines,      &forward_unit,
+                             &backward_dq_unit,  &backward_dkv_unit, &backward_dkv_additional};
   return t;
 }
 

@@ -12,9 +12,13 @@
 #if defined(FNA_FUSED_WIDE)
 // dot keeps R x kDotBlock accumulators + R lane vectors + 1 key vector live: 12 + 3 + 1 <= 16.
 template <int R>
-inline constexpr int kDotBlock = R == 1 ? 12 : R == 2 ? 6 : 4;
+inline constexpr int kDotBlock = R == 1   ? 12
+                                 : R == 2 ? 6
+                                          : 4;
 template <int R>
-inline constexpr int kAccBlock = R == 1 ? 12 : R == 2 ? 6 : 4;
+inline constexpr int kAccBlock = R == 1   ? 12
+                                 : R == 2 ? 6
+                                          : 4;
 #else
 template <int R>
 inline constexpr int kDotBlock = R == 1 ? 6 : 3;

@@ -66,8 +66,8 @@ struct Unit {
   int64_t line_i[kMaxUnitLines][3];  // group coordinates of each line on the non-last axes
   int64_t line[kMaxUnitLines];       // line index inside the group's plane block
   int nlines;                        // 1 .. kMaxUnitLines (forward), 1 or 2 (backward)
-  int64_t n_begin;       // first lane index on the last axis (a multiple of kLanes)
-  int64_t n_end;         // one past the last lane index (<= group length)
+  int64_t n_begin;                   // first lane index on the last axis (a multiple of kLanes)
+  int64_t n_end;                     // one past the last lane index (<= group length)
 };
 
 // Planes of one (batch, kv head). Per-head planes are arrays indexed by the head inside the group.
