@@ -120,9 +120,10 @@ struct Geometry {
   int last = 0;
   std::vector<int64_t> glen[3];
   std::vector<int32_t> lo[3], hi[3], ilo[3], ihi[3];
-  int64_t pairs = 1, outer = 1, chunks = 1;  // unit grid per (head, group)
+  int lpu = 2;  // lines per unit (adjacent along the innermost non-last axis)
+  int64_t tuples = 1, outer = 1, chunks = 1;  // unit grid per (head, group): tuples of lpu lines
 
-  explicit Geometry(const Problem& p) {
+  Geometry(const Problem& p, int lines_per_unit) : lpu(lines_per_unit) {
     const Neighborhood nb = make_neighborhood(p);
     kg.rank = p.rank;
     last = p.rank - 1;
@@ -170,14 +171,14 @@ struct Geometry {
     kg.ldn = (kg.lmax[last] + kLanes - 1) / kLanes * kLanes + fused::kPlanePad;
     // Dim rows a multiple of 128 B apart would share L1 sets across a kernel's many row streams.
     while (kg.ldn % 32 == 0) kg.ldn += kLanes;
-    if (last >= 1) pairs = (kg.lmax[last - 1] + 1) / 2;
+    if (last >= 1) tuples = (kg.lmax[last - 1] + lpu - 1) / lpu;
     if (last == 2) outer = kg.lmax[0];
     const int64_t vectors = (kg.lmax[last] + kLanes - 1) / kLanes;
     chunks = (vectors + fused::kUnitVectors - 1) / fused::kUnitVectors;
   }
 
   int64_t plane_floats(int64_t dim) const { return kg.groups * kg.lines * dim * kg.ldn; }
-  int64_t units_per_head() const { return kg.groups * outer * pairs * chunks; }
+  int64_t units_per_head() const { return kg.groups * outer * tuples * chunks; }
 
   void group_coords(int64_t group, int64_t* gc) const {
     for (int a = 2; a >= 0; --a) {
@@ -188,9 +189,9 @@ struct Geometry {
 
   // Unit `idx` of units_per_head(); false when it lies past the end of its (shorter) group.
   bool unit(int64_t idx, int64_t head, Unit* u) const {
-    // Line pairs vary fastest: consecutive units share most of their key rows in cache.
-    const int64_t pair = idx % pairs;
-    idx /= pairs;
+    // Line tuples vary fastest: consecutive units share most of their key rows in cache.
+    const int64_t tuple = idx % tuples;
+    idx /= tuples;
     const int64_t chunk = idx % chunks;
     idx /= chunks;
     const int64_t o = idx % outer;
@@ -202,19 +203,21 @@ struct Geometry {
     if (u->n_begin >= nlen) return false;
     u->n_end = std::min(nlen, u->n_begin + fused::kUnitVectors * kLanes);
     u->nlines = 1;
-    for (int r = 0; r < 2; ++r)
+    for (int r = 0; r < fused::kMaxUnitLines; ++r) {
       for (int a = 0; a < 3; ++a) u->line_i[r][a] = 0;
-    u->line[0] = u->line[1] = 0;
+      u->line[r] = 0;
+    }
     if (last == 0) return true;
     const int inner = last - 1;
     if (last == 2 && o >= glen[0][u->gc[0]]) return false;
-    const int64_t ilen = glen[inner][u->gc[inner]];
-    if (2 * pair >= ilen) return false;
-    u->nlines = 2 * pair + 1 < ilen ? 2 : 1;
-    for (int r = 0; r < 2; ++r) {
+    const int64_t ilen = glen[inner][u->gc[inner]], i0 = lpu * tuple;
+    if (i0 >= ilen) return false;
+    u->nlines = static_cast<int>(std::min<int64_t>(lpu, ilen - i0));
+    // Lines past the group's end (r >= nlines) are set too: they address zeroed plane lines.
+    for (int r = 0; r < lpu; ++r) {
       if (last == 2) u->line_i[r][0] = o;
-      u->line_i[r][inner] = 2 * pair + r;
-      u->line[r] = last == 2 ? o * kg.lmax[1] + 2 * pair + r : 2 * pair + r;
+      u->line_i[r][inner] = i0 + r;
+      u->line[r] = last == 2 ? o * kg.lmax[1] + i0 + r : i0 + r;
     }
     return true;
   }
@@ -585,28 +588,47 @@ struct ForwardIO {
 
 // ---- forward through per-thread rings (rank 2) ---------------------------------------------
 // Instead of converting a whole block of K/V planes between two barriers, each thread walks its
-// own runs of line pairs down axis 0 and converts the K/V lines they attend into a ring of plane
-// rows just before use (row r in slot r & (ring - 1)). The rows stay in cache (L2 / L3) between
-// conversion and kernels, the conversion's strided reads interleave with compute instead of
-// saturating memory in a phase of their own, and no barrier waits for a preempted thread.
+// own runs of line tuples (the lines of one unit) down axis 0 and converts the K/V lines they
+// attend into a ring of plane rows just before use (row r in slot r & (ring - 1)). The rows stay in
+// cache (L2 / L3) between conversion and kernels, the conversion's strided reads interleave with
+// compute instead of saturating memory in a phase of their own, and no barrier waits for a
+// preempted thread.
 
 // Ring rows that fit a thread's share of the cache: two threads' rings stay in L2 + L3.
 constexpr int64_t kRingBytes = int64_t{2} << 20;
-// Work items (runs of line pairs) per thread at least: one item per head on the issue-2 problem
-// (8 heads, 2 threads) ran ~4% faster than four shorter runs per head, whose extra line
-// conversions cost more than the finer balance gave back on a quiet machine.
+// Work items (runs of line tuples) per thread at least, when the heads cannot be shared out evenly
+// (below): shorter runs convert the lines above their first tuple again, which cost more than the
+// finer balance gave back on a quiet machine below four items per thread.
 constexpr int64_t kRingRunsPerThread = 4;
+// A work item takes several kv heads of one batch at once when they divide evenly among the
+// threads: each token row of K and V is then read as one contiguous run of all those heads
+// instead of 256 B out of every 2 KiB (and the pages of q / out are walked once per item, not
+// once per head). On the issue-2 problem (8 heads) four heads per item on two threads ran the
+// forward faster than one head per item (1-thread CPU time 30.4 vs 33.4-35.2 ms, 2 threads
+// 15.2-16.4 vs 16.1-17.0 ms). The rings of one thread's heads stay within kRingHeadsBytes.
+constexpr int64_t kRingHeadsBytes = int64_t{6} << 20;
+
+// Kv heads per work item: the most (within kRingHeadsBytes) that split the heads of a batch into
+// equal items whose count is a multiple of the thread count; 1 when none does.
+int64_t ring_heads(const Problem& p, const Geometry& geo, int64_t ring, int64_t threads) {
+  const int64_t bytes = ring * (p.head_dim + p.head_dim_v) * geo.kg.ldn * 4;
+  const int64_t hmax = std::min(p.heads_kv, kRingHeadsBytes / bytes);
+  for (int64_t h = hmax; h > 1; --h)
+    if (p.heads_kv % h == 0 && p.batch * (p.heads_kv / h) * geo.kg.groups % threads == 0) return h;
+  return 1;
+}
 
 // Ring size for the forward: a power of two >= the most lines (axis 0, group coordinates) that
-// one pair of query lines attends; 0 (whole planes) for ranks 1 and 3 or a ring over kRingBytes.
+// one unit's tuple of query lines attends; 0 (whole planes) for ranks 1 and 3 or a ring over
+// kRingBytes.
 int64_t ring_rows(const Geometry& geo, int64_t dims) {
   if (geo.last != 1) return 0;
   const int64_t lmax = geo.kg.lmax[0];
   int64_t span = 1;
   for (int64_t g = 0; g < geo.kg.dil[0]; ++g) {
     const int64_t len = geo.glen[0][g];
-    for (int64_t i = 0; i < len; i += 2) {
-      const int64_t i1 = std::min(i + 1, len - 1);
+    for (int64_t i = 0; i < len; i += geo.lpu) {
+      const int64_t i1 = std::min(i + geo.lpu - 1, len - 1);
       span = std::max<int64_t>(span, geo.hi[0][g * lmax + i1] - geo.lo[0][g * lmax + i]);
     }
   }
@@ -628,55 +650,69 @@ void forward_ring(const Problem& p, const Geometry& geo, const KernelTable& kt,
                   const std::vector<Planes>& pl, const RingArgs<T>& ra, int64_t ring) {
   const int64_t D = p.head_dim, Dv = p.head_dim_v, hpg = p.heads_q / p.heads_kv;
   const int64_t ldn = geo.kg.ldn, lmax = geo.kg.lmax[0], groups = geo.kg.groups;
-  const int64_t slices = p.batch * p.heads_kv, ld_add = pl[0].ld_add;
-  // Runs of line pairs: whole groups when there are enough for every thread, else shorter runs
-  // (each run converts the lines above its first pair again: 12 extra lines at a 13-row window).
-  const int64_t want = kRingRunsPerThread * omp_get_max_threads();
+  const int64_t ld_add = pl[0].ld_add, nadd = p.additional_kv;
+  const int64_t threads = run_parallel(p) ? omp_get_max_threads() : 1;
+  // Items: (batch, block of hpt kv heads, dilation group, run of line tuples). Runs of tuples
+  // are whole groups when there are enough items for every thread, else shorter (each run converts
+  // the lines above its first tuple again: 12 extra lines at a 13-row window).
+  const int64_t hpt = ring_heads(p, geo, ring, threads), blocks = p.heads_kv / hpt;
+  const int64_t items = p.batch * blocks * groups;
   const int64_t runs =
-      std::clamp<int64_t>((want + slices * groups - 1) / (slices * groups), 1, geo.pairs);
-  const int64_t per_run = (geo.pairs + runs - 1) / runs;
-#pragma omp parallel if (run_parallel(p))
+      hpt > 1
+          ? 1
+          : std::clamp<int64_t>((kRingRunsPerThread * threads + items - 1) / items, 1, geo.tuples);
+  const int64_t per_run = (geo.tuples + runs - 1) / runs;
+#pragma omp parallel if (threads > 1)
   {
     ThreadScratch ts(D, Dv);
-    FloatBuffer kbuf(ring * D * ldn), vbuf(ring * Dv * ldn),
-        akbuf(p.additional_kv ? D * ld_add : 0), avbuf(p.additional_kv ? Dv * ld_add : 0);
-    float* const kr[1] = {kbuf.get()};
-    float* const vr[1] = {vbuf.get()};
-    int64_t add_slice = -1;  // the slice whose additional tokens are in akbuf / avbuf
+    FloatBuffer kbuf(hpt * ring * D * ldn), vbuf(hpt * ring * Dv * ldn),
+        akbuf(nadd ? hpt * D * ld_add : 0), avbuf(nadd ? hpt * Dv * ld_add : 0);
+    std::vector<float*> kr(hpt), vr(hpt);
+    for (int64_t j = 0; j < hpt; ++j) {
+      kr[j] = kbuf.get() + j * ring * D * ldn;
+      vr[j] = vbuf.get() + j * ring * Dv * ldn;
+    }
+    int64_t add_block = -1;  // the (batch, head block) whose additional tokens are in akbuf / avbuf
 #pragma omp for schedule(dynamic)
-    for (int64_t it = 0; it < slices * groups * runs; ++it) {
-      const int64_t s = it / (groups * runs), g = it / runs % groups, run = it % runs;
-      const int64_t b = s / p.heads_kv, hk = s % p.heads_kv;
-      Planes x = pl[s];
-      x.k = kbuf.get();
-      x.v = vbuf.get();
-      x.row_mask = ring - 1;
-      x.ak = akbuf.get();
-      x.av = avbuf.get();
-      if (p.additional_kv && add_slice != s) {
-        fill_additional(ra.ak, ra.lak, b, hk, p.additional_kv, D, ld_add, x.ak);
-        fill_additional(ra.av, ra.lav, b, hk, p.additional_kv, Dv, ld_add, x.av);
-        add_slice = s;
+    for (int64_t it = 0; it < items * runs; ++it) {
+      const int64_t bh = it / (groups * runs), g = it / runs % groups, run = it % runs;
+      const int64_t b = bh / blocks, hk0 = bh % blocks * hpt;
+      if (nadd && add_block != bh) {
+        for (int64_t j = 0; j < hpt; ++j) {
+          fill_additional(ra.ak, ra.lak, b, hk0 + j, nadd, D, ld_add, akbuf.get() + j * D * ld_add);
+          fill_additional(ra.av, ra.lav, b, hk0 + j, nadd, Dv, ld_add,
+                          avbuf.get() + j * Dv * ld_add);
+        }
+        add_block = bh;
       }
       int64_t gc[3];
       geo.group_coords(g, gc);
       const int64_t len = geo.glen[0][gc[0]];
       const int32_t *lo = &geo.lo[0][gc[0] * lmax], *hi = &geo.hi[0][gc[0] * lmax];
-      const int64_t p1 = std::min((len + 1) / 2, (run + 1) * per_run);
+      const int64_t p1 = std::min((len + geo.lpu - 1) / geo.lpu, (run + 1) * per_run);
       int64_t next = 0;  // first line not yet in the ring
-      for (int64_t pair = run * per_run; pair < p1; ++pair) {
-        const int64_t first = lo[2 * pair], end = hi[std::min(2 * pair + 1, len - 1)];
+      for (int64_t tup = run * per_run; tup < p1; ++tup) {
+        const int64_t i0 = geo.lpu * tup;
+        const int64_t first = lo[i0], end = hi[std::min(i0 + geo.lpu - 1, len - 1)];
         for (next = std::max(next, first); next < end; ++next) {
           const int64_t slot = (g * geo.kg.lines + next) & (ring - 1);
-          fill_line(geo, ra.k, ra.lk, b, hk, 1, g, next, D, 1.0f, kr, slot);
-          fill_line(geo, ra.v, ra.lv, b, hk, 1, g, next, Dv, 1.0f, vr, slot);
+          fill_line(geo, ra.k, ra.lk, b, hk0, hpt, g, next, D, 1.0f, kr.data(), slot);
+          fill_line(geo, ra.v, ra.lv, b, hk0, hpt, g, next, Dv, 1.0f, vr.data(), slot);
         }
-        for (int64_t h = 0; h < hpg; ++h)
-          for (int64_t c = 0; c < geo.chunks; ++c) {
-            Unit u;
-            if (geo.unit(pair + geo.pairs * (c + geo.chunks * g), h, &u))
-              kt.forward(geo.kg, x, u, ts.sc);
-          }
+        for (int64_t j = 0; j < hpt; ++j) {
+          Planes x = pl[b * p.heads_kv + hk0 + j];
+          x.k = kr[j];
+          x.v = vr[j];
+          x.row_mask = ring - 1;
+          x.ak = akbuf.get() + j * D * ld_add;
+          x.av = avbuf.get() + j * Dv * ld_add;
+          for (int64_t h = 0; h < hpg; ++h)
+            for (int64_t c = 0; c < geo.chunks; ++c) {
+              Unit u;
+              if (geo.unit(tup + geo.tuples * (c + geo.chunks * g), h, &u))
+                kt.forward(geo.kg, x, u, ts.sc);
+            }
+        }
       }
     }
   }
@@ -685,7 +721,7 @@ void forward_ring(const Problem& p, const Geometry& geo, const KernelTable& kt,
 template <typename T>
 void forward_typed(const Problem& p, const ForwardArgs& a) {
   const KernelTable& kt = select_kernels();
-  const Geometry geo(p);
+  const Geometry geo(p, kt.forward_lines);
   const int64_t D = p.head_dim, Dv = p.head_dim_v, hpg = p.heads_q / p.heads_kv;
   const int64_t nadd = p.additional_kv, ld_add = (nadd + kLanes - 1) / kLanes * kLanes + kLanes;
   const int64_t rows = geo.kg.groups * geo.kg.lines, slices = p.batch * p.heads_kv;
@@ -796,7 +832,7 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
 template <typename T>
 void backward_typed(const Problem& p, const BackwardArgs& a) {
   const KernelTable& kt = select_kernels();
-  const Geometry geo(p);
+  const Geometry geo(p, 2);
   const int64_t D = p.head_dim, Dv = p.head_dim_v, hpg = p.heads_q / p.heads_kv;
   const int64_t nadd = p.additional_kv, ld_add = (nadd + kLanes - 1) / kLanes * kLanes + kLanes;
   const int64_t rows = geo.kg.groups * geo.kg.lines;

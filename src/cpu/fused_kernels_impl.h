@@ -6,8 +6,9 @@
 // Per lane vector (8 queries, or 8 keys in the dK/dV pass) the rows it attends are walked in
 // order and cut into chunks of at most kChunkSlots slots per line; a chunk is scored (dot), turned
 // into probabilities (online softmax in the forward, exp(S - lse) in the backward), and
-// accumulated (acc). Two lines that share rows run together (R = 2), so each key load feeds two
-// FMAs. Nothing outside one chunk of scores is ever stored.
+// accumulated (acc). The lines of a unit that share rows run together (R = 2 or 3 register rows:
+// the backward's units have two lines, the forward's KernelTable::forward_lines), so each key load
+// feeds R FMAs. Nothing outside one chunk of scores is ever stored.
 #include <cstdint>
 
 #include "cpu/fused_plan.h"
@@ -37,7 +38,7 @@ struct Piece {
   int64_t pos0;
   int32_t slot;
   int32_t cnt;
-  uint8_t mask;  // bit r: line r of the unit attends this row
+  uint8_t mask;  // bit r: line r of the unit attends this row (the set bits are contiguous)
   uint8_t kind;
 };
 static_assert(sizeof(Piece) <= kPieceBytes, "Scratch::pieces is sized with kPieceBytes");
@@ -125,9 +126,10 @@ void walk_rows(const KernelGeometry& g, const Unit& u, const Tables& t, const La
   Chunk c{pieces, 0, 0};
   const int nl = g.rank - 1;  // non-last axes
   const int64_t base = u.group * g.lines;
-  const uint8_t all = u.nlines == 2 ? 3 : 1;
+  const uint8_t all = static_cast<uint8_t>((1 << u.nlines) - 1);
   if (ln.count > 0) {
-    int64_t rlo[2][2] = {}, rhi[2][2] = {}, ulo[2] = {0, 0}, uhi[2] = {1, 1};
+    int64_t rlo[kMaxUnitLines][2] = {}, rhi[kMaxUnitLines][2] = {}, ulo[2] = {0, 0},
+            uhi[2] = {1, 1};
     for (int a = 0; a < nl; ++a) {
       ulo[a] = INT64_MAX;
       uhi[a] = INT64_MIN;
@@ -157,43 +159,52 @@ void walk_rows(const KernelGeometry& g, const Unit& u, const Tables& t, const La
   if (c.np > 0) flush(c);
 }
 
-// dot over one piece for the lines in its mask (R = 2 when both lines attend it); mx: nullptr or
-// the two lines' running maxima.
+// The lines of a piece's mask: first line and count (windows are monotone in the line index, so
+// the lines attending a row are consecutive).
+inline int mask_first(uint8_t mask) { return __builtin_ctz(mask); }
+inline int mask_count(uint8_t mask) { return __builtin_popcount(mask); }
+
+// dot over one piece for the n lines from `first`, one register pass (n <= kMaxPassLines: the
+// forward's units have at most that many lines, the backward's two); mx: nullptr or the lines'
+// running maxima. a, out and mx are indexed by the unit's line.
 template <bool Shift>
-void dot_lines(uint8_t mask, const float* const* a, int64_t lda, const float* b, int64_t ldb,
+void dot_lines(int first, int n, const float* const* a, int64_t lda, const float* b, int64_t ldb,
                int64_t dim, int64_t cnt, float* const* out, v8f* mx) {
-  if (mask == 3) return dot<Shift, 2>(a, lda, b, ldb, dim, cnt, out, mx);
-  const int r = mask == 1 ? 0 : 1;
-  const float* a1[1] = {a[r]};
-  float* o1[1] = {out[r]};
-  dot<Shift, 1>(a1, lda, b, ldb, dim, cnt, o1, mx ? mx + r : nullptr);
+  v8f* m = mx ? mx + first : nullptr;
+  if (n == 1) return dot<Shift, 1>(a + first, lda, b, ldb, dim, cnt, out + first, m);
+  if constexpr (kMaxPassLines >= 3)
+    if (n == 3) return dot<Shift, 3>(a + first, lda, b, ldb, dim, cnt, out + first, m);
+  dot<Shift, 2>(a + first, lda, b, ldb, dim, cnt, out + first, m);
 }
 
 // Scores of one piece into buf[r] at the piece's slots; `scores` marks logits, whose slots outside
 // a lane's window become -inf (dP products are left unmasked: P = 0 there already). With mx (the
-// two lines' running maxima; logits only) the maxima also take in the piece's scores.
+// lines' running maxima; logits only) the maxima also take in the piece's scores. a, buf and mx
+// are indexed by the unit's line.
 inline void dot_piece(const Piece& pc, const Lanes& ln, const float* const* a, int64_t lda,
                       const float* b, int64_t ldb, int64_t dim, float* const* buf, bool scores,
                       v8f* mx = nullptr) {
-  float* out[2] = {buf[0] + pc.slot * 8, buf[1] + pc.slot * 8};
+  const int first = mask_first(pc.mask), n = mask_count(pc.mask);
+  float* out[kMaxUnitLines];
+  for (int r = first; r < first + n; ++r) out[r] = buf[r] + pc.slot * 8;
   const bool masked = scores && pc.kind == kRowLanes && !ln.shifted;
   if (pc.kind == kRowLanes && ln.shifted)
-    dot_lines<true>(pc.mask, a, lda, b, ldb, dim, pc.cnt, out, mx);
+    dot_lines<true>(first, n, a, lda, b, ldb, dim, pc.cnt, out, mx);
   else
-    dot_lines<false>(pc.mask, a, lda, b, ldb, dim, pc.cnt, out, masked ? nullptr : mx);
+    dot_lines<false>(first, n, a, lda, b, ldb, dim, pc.cnt, out, masked ? nullptr : mx);
   if (masked)
-    for (int r = 0; r < 2; ++r)
-      if (pc.mask & (1 << r))
-        apply_mask(out[r], pc.cnt, pc.pos0, ln.lo, ln.hi, mx ? mx + r : nullptr);
+    for (int r = first; r < first + n; ++r)
+      apply_mask(out[r], pc.cnt, pc.pos0, ln.lo, ln.hi, mx ? mx + r : nullptr);
 }
 
 // acc over the chunk: pieces grouped by (addressing, line mask), each group one register pass.
 // row_ptr(piece) gives the piece's first slot at dim 0; spatial rows use ld, additional ld_add.
+// p and cacc are indexed by the unit's line.
 template <typename RowPtr>
 void acc_chunk(const Chunk& c, const Lanes& ln, const float* const* p, RowPtr row_ptr, int64_t ld,
                int64_t ld_add, int64_t dim, float* const* cacc, Seg* segs) {
   for (int cls = 0; cls < 3; ++cls) {  // 0 shifted spatial, 1 broadcast spatial, 2 additional
-    for (uint8_t mask = 1; mask <= 3; ++mask) {
+    for (uint8_t mask = 1; mask < (1 << kMaxUnitLines); ++mask) {
       int n = 0;
       for (int i = 0; i < c.np; ++i) {
         const Piece& pc = c.pieces[i];
@@ -204,20 +215,28 @@ void acc_chunk(const Chunk& c, const Lanes& ln, const float* const* p, RowPtr ro
       }
       if (n == 0) continue;
       const int64_t ldb = cls == 2 ? ld_add : ld;
-      if (mask == 3) {
+      const int first = mask_first(mask), lines = mask_count(mask);
+      const float* const* pf = p + first;
+      float* const* cf = cacc + first;
+      if (lines == 1) {
         if (cls == 0)
-          acc<true, 2>(segs, n, p, ldb, dim, cacc);
+          acc<true, 1>(segs, n, pf, ldb, dim, cf);
         else
-          acc<false, 2>(segs, n, p, ldb, dim, cacc);
-      } else {
-        const int r = mask == 1 ? 0 : 1;
-        const float* p1[1] = {p[r]};
-        float* c1[1] = {cacc[r]};
-        if (cls == 0)
-          acc<true, 1>(segs, n, p1, ldb, dim, c1);
-        else
-          acc<false, 1>(segs, n, p1, ldb, dim, c1);
+          acc<false, 1>(segs, n, pf, ldb, dim, cf);
+        continue;
       }
+      if constexpr (kMaxPassLines >= 3)
+        if (lines == 3) {
+          if (cls == 0)
+            acc<true, 3>(segs, n, pf, ldb, dim, cf);
+          else
+            acc<false, 3>(segs, n, pf, ldb, dim, cf);
+          continue;
+        }
+      if (cls == 0)
+        acc<true, 2>(segs, n, pf, ldb, dim, cf);
+      else
+        acc<false, 2>(segs, n, pf, ldb, dim, cf);
     }
   }
 }
@@ -231,10 +250,16 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
   const int64_t D = P.head_dim, Dv = P.head_dim_v, ldn = g.ldn;
   const int last = g.rank - 1;
   const Tables t = group_tables(g, u, false);
-  float* S[2] = {sc.buf, sc.buf + kChunkSlots * 8};
+  constexpr int L = kMaxUnitLines;
+  float* S[L];
+  float* O[L];
+  float* Q[L];
   float* acc_base = sc.buf + 4 * kChunkSlots * 8;
-  float* O[2] = {acc_base, acc_base + Dv * 8};
-  float* Q[2] = {acc_base + 2 * Dv * 8, acc_base + 2 * Dv * 8 + D * 8};
+  for (int r = 0; r < L; ++r) {
+    S[r] = sc.buf + r * kChunkSlots * 8;
+    O[r] = acc_base + r * Dv * 8;
+    Q[r] = acc_base + L * Dv * 8 + r * D * 8;
+  }
   Seg segs[kMaxPieces];
   Piece* pieces = static_cast<Piece*>(sc.pieces);
 
@@ -242,13 +267,19 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
     const Lanes ln = make_lanes(t.lo[last], t.hi[last], n0, u.n_end);
     for (int r = 0; r < u.nlines; ++r)
       P.load_q(P.io, u.head, u.group, u.line[r], n0, ln.valid, Q[r]);
-    const float* qa[2] = {Q[0], Q[u.nlines - 1]};
-    v8f m[2] = {vsplat(kNegInf), vsplat(kNegInf)}, l[2] = {v8f{}, v8f{}};
+    const float* qa[L];
+    v8f m[L], l[L];
+    for (int r = 0; r < L; ++r) {
+      qa[r] = Q[r];
+      m[r] = vsplat(kNegInf);
+      l[r] = v8f{};
+    }
     for (int r = 0; r < u.nlines; ++r) zero(O[r], Dv * 8);
-    bool prefetched = false;
+    bool prefetched = false, first = true;
 
     auto flush = [&](const Chunk& c) {
-      v8f mxs[2] = {m[0], m[1]};  // the chunk's new running maxima, taken in by the dot
+      v8f mxs[L];  // the chunk's new running maxima, taken in by the dot
+      for (int r = 0; r < L; ++r) mxs[r] = m[r];
       for (int i = 0; i < c.np; ++i) {
         const Piece& pc = c.pieces[i];
         if (pc.kind == kRowAdditional)
@@ -286,15 +317,18 @@ void forward_unit(const KernelGeometry& g, const Planes& P, const Unit& u, Scrat
           }
         }
         l[r] = sum;
+        // O is still zero after the first chunk (the only one of a 13x13 window).
         float al[kLanes];
         vstore(al, alpha);
         bool unit = true;
         for (int k = 0; k < kLanes; ++k) unit = unit && al[k] == 1.0f;
-        if (!unit)
+        if (!first && !unit)
           for (int64_t d = 0; d < Dv; ++d) vstore(O[r] + d * 8, vload(O[r] + d * 8) * alpha);
         m[r] = mx;
       }
-      const float* p[2] = {S[0], S[1]};
+      first = false;
+      const float* p[L];
+      for (int r = 0; r < L; ++r) p[r] = S[r];
       acc_chunk(
           c, ln, p,
           [&](const Piece& pc) {
@@ -521,8 +555,8 @@ void backward_dkv_additional(const KernelGeometry& g, const Planes& P, int64_t n
 }  // namespace
 
 const KernelTable& table() {
-  static const KernelTable t{FNA_FUSED_ISA_NAME, &forward_unit, &backward_dq_unit,
-                             &backward_dkv_unit, &backward_dkv_additional};
+  static const KernelTable t{FNA_FUSED_ISA_NAME, kMaxPassLines,      &forward_unit,
+                             &backward_dq_unit,  &backward_dkv_unit, &backward_dkv_additional};
   return t;
 }
 

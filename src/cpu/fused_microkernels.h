@@ -10,16 +10,27 @@
 
 // Registers per ISA: 16 ymm with AVX2 (one v8f each); the generic build splits a v8f in two xmm.
 #if defined(FNA_FUSED_WIDE)
-// dot keeps R x kDotBlock accumulators + R lane vectors + 1 key vector live: 12 + 2 + 1 <= 16.
+// dot keeps R x kDotBlock accumulators + R lane vectors + 1 key vector live: 12 + 3 + 1 <= 16.
 template <int R>
-inline constexpr int kDotBlock = R == 1 ? 12 : 6;
+inline constexpr int kDotBlock = R == 1   ? 12
+                                 : R == 2 ? 6
+                                          : 4;
 template <int R>
-inline constexpr int kAccBlock = R == 1 ? 12 : 6;
+inline constexpr int kAccBlock = R == 1   ? 12
+                                 : R == 2 ? 6
+                                          : 4;
 #else
 template <int R>
 inline constexpr int kDotBlock = R == 1 ? 6 : 3;
 template <int R>
 inline constexpr int kAccBlock = R == 1 ? 6 : 3;
+#endif
+// Most lines one register pass takes: three would not fit the generic build's 16 xmm registers
+// (a v8f takes two), so there the callers split three lines into two passes.
+#if defined(FNA_FUSED_WIDE)
+inline constexpr int kMaxPassLines = 3;
+#else
+inline constexpr int kMaxPassLines = 2;
 #endif
 
 typedef float v8f __attribute__((vector_size(32)));
@@ -38,8 +49,8 @@ inline v8f vsplat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
 inline v8i vsplati(int32_t x) { return v8i{x, x, x, x, x, x, x, x}; }
 inline v8f vmax(v8f a, v8f b) { return a > b ? a : b; }
 
-// Pins a loaded key/value vector in a register. Without it GCC folds the load into both FMAs
-// that use it (R = 2), doubling the loads of the kernels' load-bound inner loops.
+// Pins a loaded key/value vector in a register. Without it GCC folds the load into every FMA
+// that use it (R >= 2), multiplying the loads of the kernels' load-bound inner loops.
 inline void keep_in_register([[maybe_unused]] v8f& v) {
 #if defined(FNA_FUSED_WIDE)
   __asm__("" : "+x"(v));
@@ -72,11 +83,12 @@ inline v8f vexp(v8f x) {
 // 2^x per lane for x <= 0 or -inf (the forward's logits minus their running max, times log2(e)):
 // n = round(x), a degree-5 polynomial of 2^f for f = x - n in [-1/2, 1/2] (fitted for relative
 // error, constant term exactly 1 so that 2^0 = 1; <= 1.9e-7 evaluated in fp32), n added to the
-// exponent bits; exactly 0 below -126 (covers -inf). About 13 vector operations against vexp's 22
-// (the softmax is ~8% of a 13x13 forward).
+// exponent bits. x is clamped to -127 first, where f = 0, the polynomial is exactly 1 and adding
+// -127 to the exponent gives exactly +0 (so -inf, a masked slot, gives 0 without a select); for x
+// in (-127, -126) the result is a subnormal below 2^-125 instead of the true value, which no sum
+// of at least 1 can notice. About 11 vector operations against vexp's 22.
 inline v8f vexp2_nonpos(v8f x) {
-  const v8f lo = vsplat(-126.0f);
-  const v8f xc = vmax(x, lo);
+  const v8f xc = vmax(x, vsplat(-127.0f));
   // t = 1.5 * 2^23 + xc rounds xc to the integer n, which then sits in t's low mantissa bits.
   const v8f magic = vsplat(12582912.0f);
   const v8f t = xc + magic;
@@ -93,7 +105,7 @@ inline v8f vexp2_nonpos(v8f x) {
   bits += tbits << 23;  // n << 23: the mantissa's 2^22 offset shifts out of the 32 bits
   v8f res;
   __builtin_memcpy(&res, &bits, sizeof res);
-  return x < lo ? vsplat(0.0f) : res;
+  return res;
 }
 
 // ln(x) per lane for normal x > 0 (Cephes logf polynomial, ~1 ulp); the forward's lse = m + ln(l)
@@ -138,48 +150,54 @@ inline void prefetch_at(const float* p, int64_t floats) {
                                                    static_cast<uintptr_t>(floats) * sizeof(float)));
 }
 
-template <bool Shift, int R, int N>
+// dot_block prefetches, per dim, the key-row floats [0, span) kDotPrefetchDims dims ahead of its
+// loads with PF prefetches: at 16 * i for i < PF - 1 and at span - 1 (PF = 0: none). A 16-float
+// cache line inside [0, span) always holds one of them when span <= 16 * (PF - 1).
+template <bool Shift, int R, int N, int PF>
 inline void dot_block(const float* const* a, int64_t lda, const float* b, int64_t ldb, int64_t dim,
-                      float* const* out, v8f* mx) {
+                      float* const* out, v8f* mx, int64_t span) {
   const float* ar[R];
   for (int r = 0; r < R; ++r) ar[r] = a[r];
   v8f acc[R][N];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int o = 0; o < N; ++o) acc[r][o] = v8f{};
   for (int64_t d = 0; d < dim; ++d) {
     v8f av[R];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (int r = 0; r < R; ++r) av[r] = vload(ar[r] + d * lda);
     const float* bd = b + d * ldb;
-    prefetch_at(bd, kDotPrefetchDims * ldb);
-    prefetch_at(bd, kDotPrefetchDims * ldb + (Shift ? N + kLanes - 2 : N - 1));
+    if constexpr (PF > 0) {
+#pragma GCC unroll 4
+      for (int i = 0; i + 1 < PF; ++i) prefetch_at(bd, kDotPrefetchDims * ldb + 16 * i);
+      prefetch_at(bd, kDotPrefetchDims * ldb + span - 1);
+    }
 #pragma GCC unroll 16
     for (int o = 0; o < N; ++o) {
       v8f bv = Shift ? vload(bd + o) : vsplat(bd[o]);
       if constexpr (R > 1) keep_in_register(bv);
-#pragma GCC unroll 2
+#pragma GCC unroll 3
       for (int r = 0; r < R; ++r) acc[r][o] += av[r] * bv;
     }
   }
-#pragma GCC unroll 2
+#pragma GCC unroll 3
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int o = 0; o < N; ++o) vstore(out[r] + o * 8, acc[r][o]);
   if (mx)
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
       for (int o = 0; o < N; ++o) mx[r] = vmax(mx[r], acc[r][o]);
 }
 
-template <bool Shift, int R, int N>
+template <bool Shift, int R, int N, int PF>
 inline void dot_n(int n, const float* const* a, int64_t lda, const float* b, int64_t ldb,
-                  int64_t dim, float* const* out, v8f* mx) {
+                  int64_t dim, float* const* out, v8f* mx, int64_t span) {
   if constexpr (N >= 1) {
-    if (n == N) return dot_block<Shift, R, N>(a, lda, b, ldb, dim, out, mx);
-    dot_n<Shift, R, N - 1>(n, a, lda, b, ldb, dim, out, mx);
+    if (n == N) return dot_block<Shift, R, N, PF>(a, lda, b, ldb, dim, out, mx, span);
+    dot_n<Shift, R, N - 1, PF>(n, a, lda, b, ldb, dim, out, mx, span);
   }
 }
 
@@ -191,12 +209,24 @@ void dot(const float* const* a, int64_t lda, const float* b, int64_t ldb, int64_
          float* const* out, v8f* mx) {
   constexpr int kB = kDotBlock<R>;
   int64_t blocks = (cnt + kB - 1) / kB;
+  // The floats of the row the loads touch. Up to 48 (a 13x13 window's rows: 20), the first block
+  // prefetches them all and the others none; the loads of one block per dim feed 2N FMAs, and a
+  // prefetch per block and dim took load slots the kernel is short of.
+  const int64_t span = Shift ? cnt + kLanes - 1 : cnt;
+  const bool whole = span <= 48;
   // Even block sizes (13 slots -> 5, 4, 4) keep more accumulators live than kB, kB, 1 would.
   for (int64_t o = 0; o < cnt; --blocks) {
     const int n = static_cast<int>((cnt - o + blocks - 1) / blocks);
     float* oo[R];
     for (int r = 0; r < R; ++r) oo[r] = out[r] + o * 8;
-    dot_n<Shift, R, kB>(n, a, lda, b + o, ldb, dim, oo, mx);
+    if (!whole)
+      dot_n<Shift, R, kB, 2>(n, a, lda, b + o, ldb, dim, oo, mx, Shift ? n + kLanes - 1 : n);
+    else if (o > 0)
+      dot_n<Shift, R, kB, 0>(n, a, lda, b + o, ldb, dim, oo, mx, 0);
+    else if (span <= 32)
+      dot_n<Shift, R, kB, 3>(n, a, lda, b, ldb, dim, oo, mx, span);
+    else
+      dot_n<Shift, R, kB, 4>(n, a, lda, b, ldb, dim, oo, mx, span);
     o += n;
   }
 }
@@ -213,7 +243,7 @@ template <bool Shift, int R, int N>
 inline void acc_block(const Seg* segs, int nseg, const float* const* p, int64_t ldb, int64_t d0,
                       float* const* c) {
   v8f acc[R][N];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int j = 0; j < N; ++j) acc[r][j] = vload(c[r] + (d0 + j) * 8);
@@ -233,18 +263,18 @@ inline void acc_block(const Seg* segs, int nseg, const float* const* p, int64_t 
     const int64_t cnt = segs[s].cnt;
     for (int64_t o = 0; o < cnt; ++o) {
       v8f pv[R];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
       for (int r = 0; r < R; ++r) pv[r] = vload(pr[r] + o * 8);
 #pragma GCC unroll 16
       for (int j = 0; j < N; ++j) {
         v8f bv = Shift ? vload(b + j * ldb + o) : vsplat(b[j * ldb + o]);
         if constexpr (R > 1) keep_in_register(bv);
-#pragma GCC unroll 2
+#pragma GCC unroll 3
         for (int r = 0; r < R; ++r) acc[r][j] += pv[r] * bv;
       }
     }
   }
-#pragma GCC unroll 2
+#pragma GCC unroll 3
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int j = 0; j < N; ++j) vstore(c[r] + (d0 + j) * 8, acc[r][j]);

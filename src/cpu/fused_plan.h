@@ -52,17 +52,22 @@ struct KernelGeometry {
   const int32_t* ihi[3];
 };
 
-// One work unit: up to two lines (adjacent along the innermost non-last axis, so they share most
-// of their rows) x up to kUnitVectors lane vectors along the last axis.
+// Lines per unit: the backward's units take two, the forward's KernelTable::forward_lines (three
+// with AVX2: each key or value load then feeds three FMAs in the rows all three lines attend, 11 of
+// 15 at a 13-row window; the generic build's registers hold two).
+inline constexpr int kMaxUnitLines = 3;
+
+// One work unit: up to kMaxUnitLines lines (adjacent along the innermost non-last axis, so they
+// share most of their rows) x up to kUnitVectors lane vectors along the last axis.
 struct Unit {
-  int64_t head;          // query head inside the GQA group (forward, dQ); dK/dV loop over all
-  int64_t group;         // dilation-group index
-  int64_t gc[3];         // dilation-group coordinate per axis
-  int64_t line_i[2][3];  // group coordinates of each line on the non-last axes
-  int64_t line[2];       // line index inside the group's plane block
-  int nlines;            // 1 or 2
-  int64_t n_begin;       // first lane index on the last axis (a multiple of kLanes)
-  int64_t n_end;         // one past the last lane index (<= group length)
+  int64_t head;                      // query head inside the GQA group (forward, dQ); dK/dV all
+  int64_t group;                     // dilation-group index
+  int64_t gc[3];                     // dilation-group coordinate per axis
+  int64_t line_i[kMaxUnitLines][3];  // group coordinates of each line on the non-last axes
+  int64_t line[kMaxUnitLines];       // line index inside the group's plane block
+  int nlines;                        // 1 .. kMaxUnitLines (forward), 1 or 2 (backward)
+  int64_t n_begin;                   // first lane index on the last axis (a multiple of kLanes)
+  int64_t n_end;                     // one past the last lane index (<= group length)
 };
 
 // Planes of one (batch, kv head). Per-head planes are arrays indexed by the head inside the group.
@@ -121,15 +126,17 @@ inline constexpr int kChunkSlots = 192;
 inline constexpr int kMaxPieces = 2 * kChunkSlots + 8;
 inline constexpr int64_t kPieceBytes = 32;
 
-// S and dP of two lines, then four [dim][kLanes] accumulators (forward: O and the gathered Q of
-// two lines; dQ: two lines; dK/dV: dK and dV of two lines).
+// Four chunks of scores (forward: S of three lines; backward: S and dP of two lines), then six
+// [dim][kLanes] accumulators (forward: O and the gathered Q of three lines; dQ: two lines;
+// dK/dV: dK and dV of two lines).
 inline int64_t scratch_floats(int64_t head_dim, int64_t head_dim_v) {
   const int64_t dmax = head_dim > head_dim_v ? head_dim : head_dim_v;
-  return 4 * kChunkSlots * kLanes + 4 * dmax * kLanes;
+  return 4 * kChunkSlots * kLanes + 6 * dmax * kLanes;
 }
 
 struct KernelTable {
   const char* isa;
+  int forward_lines;  // lines per forward unit (<= kMaxUnitLines)
   void (*forward)(const KernelGeometry&, const Planes&, const Unit&, Scratch&);
   void (*backward_dq)(const KernelGeometry&, const Planes&, const Unit&, Scratch&);
   void (*backward_dkv)(const KernelGeometry&, const Planes&, const Unit&, int64_t heads_per_group,
