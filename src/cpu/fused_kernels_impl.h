@@ -10,6 +10,7 @@
 // the backward's units have two lines, the forward's KernelTable::forward_lines), so each key load
 // feeds R FMAs. Nothing outside one chunk of scores is ever stored.
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/fused_plan.h"
 
@@ -218,25 +219,24 @@ void acc_chunk(const Chunk& c, const Lanes& ln, const float* const* p, RowPtr ro
       const int first = mask_first(mask), lines = mask_count(mask);
       const float* const* pf = p + first;
       float* const* cf = cacc + first;
-      if (lines == 1) {
+      // One register pass over `lines` lines; spatial rows (cls 0) shift per lane.
+      auto pass = [&](auto lines_c) {
+        constexpr int kLines = decltype(lines_c)::value;
         if (cls == 0)
-          acc<true, 1>(segs, n, pf, ldb, dim, cf);
+          acc<true, kLines>(segs, n, pf, ldb, dim, cf);
         else
-          acc<false, 1>(segs, n, pf, ldb, dim, cf);
+          acc<false, kLines>(segs, n, pf, ldb, dim, cf);
+      };
+      if (lines == 1) {
+        pass(std::integral_constant<int, 1>{});
         continue;
       }
       if constexpr (kMaxPassLines >= 3)
         if (lines == 3) {
-          if (cls == 0)
-            acc<true, 3>(segs, n, pf, ldb, dim, cf);
-          else
-            acc<false, 3>(segs, n, pf, ldb, dim, cf);
+          pass(std::integral_constant<int, 3>{});
           continue;
         }
-      if (cls == 0)
-        acc<true, 2>(segs, n, pf, ldb, dim, cf);
-      else
-        acc<false, 2>(segs, n, pf, ldb, dim, cf);
+      pass(std::integral_constant<int, 2>{});
     }
   }
 }
