@@ -162,6 +162,12 @@ std::string CaseSpec::describe() const {
 }
 
 CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
+  HostMirror host;
+  return run_case(spec, backend, host, forward_tolerance(spec.dtype));
+}
+
+CaseResult run_case(const CaseSpec& spec, fna::Backend backend, Mirror& mirror,
+                    double forward_tol) {
   const fna::Problem& p = spec.problem;
   const fna::DType dt = spec.dtype;
   const bool strided = spec.layout == Layout::kStrided;
@@ -175,6 +181,7 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
       result.failure += std::string(what) + " error " + fmt(err) + " > " + fmt(tol) + "; ";
   };
   auto untouched = [&](const char* what, std::vector<const Buffer*> views) {
+    for (const Buffer* b : views) mirror.download(*b);
     const std::string s = Buffer::check_outside_untouched(views);
     if (!s.empty()) result.failure += std::string(what) + ": " + s + "; ";
   };
@@ -209,16 +216,29 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
   }
   const DenseForward ref = oracle_forward(p, in);
   // Inputs are read-only: their storages (padding included) must come back byte-identical.
-  auto inputs_unchanged = [&](const char* what, std::vector<const Buffer*> inputs,
-                              const std::vector<std::vector<std::byte>>& before) {
-    for (size_t i = 0; i < inputs.size(); ++i)
-      if (inputs[i]->storage_bytes() != before[i])
-        result.failure += std::string(what) + " wrote into one of its inputs; ";
-  };
   auto snapshot = [](std::vector<const Buffer*> inputs) {
     std::vector<std::vector<std::byte>> s;
     for (const Buffer* b : inputs) s.push_back(b->storage_bytes());
     return s;
+  };
+  auto inputs_unchanged = [&](const char* what, std::vector<const Buffer*> inputs,
+                              const std::vector<std::vector<std::byte>>& before) {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      mirror.download(*inputs[i]);
+      if (inputs[i]->storage_bytes() != before[i])
+        result.failure += std::string(what) + " wrote into one of its inputs; ";
+    }
+  };
+  // Runs one library call (forward or backward); false (with the failure noted) if it threw.
+  auto call = [&](const char* what, auto&& fn) {
+    try {
+      fn();
+      mirror.sync();
+      return true;
+    } catch (const std::exception& e) {
+      result.failure += std::string(what) + " threw: " + e.what();
+      return false;
+    }
   };
   std::vector<const Buffer*> fwd_inputs{&q, &k, &v};
   if (has_add) fwd_inputs.insert(fwd_inputs.end(), {&ak, &av});
@@ -226,24 +246,19 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
 
   // ---- forward
   Buffer out = make(os, dt), lse = make(ls, fna::DType::kFloat32);
-  fna::ForwardArgs fa{q.view(),     k.view(),     v.view(),    out.view(),
-                      std::nullopt, std::nullopt, std::nullopt};
-  if (spec.with_lse) fa.lse = lse.view();
-  if (has_add) fa.additional_k = ak.view(), fa.additional_v = av.view();
-  try {
-    fna::forward(p, fa, options);
-  } catch (const std::exception& e) {
-    result.failure += std::string("forward threw: ") + e.what();
-    return result;
-  }
+  fna::ForwardArgs fa{mirror.view(q), mirror.view(k), mirror.view(v), mirror.view(out),
+                      std::nullopt,   std::nullopt,   std::nullopt};
+  if (spec.with_lse) fa.lse = mirror.view(lse);
+  if (has_add) fa.additional_k = mirror.view(ak), fa.additional_v = mirror.view(av);
+  if (!call("forward", [&] { fna::forward(p, fa, options); })) return result;
   inputs_unchanged("forward", fwd_inputs, fwd_before);
-  result.forward_error = relative_error(out.to_dense(), ref.out);
-  check("out", result.forward_error, forward_tolerance(dt));
   untouched("out", {&out});
+  result.forward_error = relative_error(out.to_dense(), ref.out);
+  check("out", result.forward_error, forward_tol);
   if (spec.with_lse) {
-    result.lse_error = relative_error(lse.to_dense(), ref.lse);
-    check("lse", result.lse_error, forward_tolerance(dt));
     untouched("lse", {&lse});
+    result.lse_error = relative_error(lse.to_dense(), ref.lse);
+    check("lse", result.lse_error, forward_tol);
   }
   if (!spec.backward) return result;
 
@@ -259,27 +274,24 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend) {
   } else {
     dq = make(qs, dt), dk = make(ks, dt), dv = make(vs, dt);
   }
-  fna::BackwardArgs ba{q.view(),     k.view(),     v.view(),    out_in.view(), lse_in.view(),
-                       dout.view(),  dq.view(),    dk.view(),   dv.view(),     std::nullopt,
-                       std::nullopt, std::nullopt, std::nullopt};
+  fna::BackwardArgs ba{mirror.view(q),      mirror.view(k),    mirror.view(v),  mirror.view(out_in),
+                       mirror.view(lse_in), mirror.view(dout), mirror.view(dq), mirror.view(dk),
+                       mirror.view(dv),     std::nullopt,      std::nullopt,    std::nullopt,
+                       std::nullopt};
   if (has_add) {
     dak = make(aks, dt), dav = make(avs, dt);
-    ba.additional_k = ak.view(), ba.additional_v = av.view();
-    ba.d_additional_k = dak.view(), ba.d_additional_v = dav.view();
+    ba.additional_k = mirror.view(ak), ba.additional_v = mirror.view(av);
+    ba.d_additional_k = mirror.view(dak), ba.d_additional_v = mirror.view(dav);
   }
   const DenseGrads g = oracle_backward(p, in, dout_values);
   std::vector<const Buffer*> bwd_inputs = fwd_inputs;
   bwd_inputs.insert(bwd_inputs.end(), {&dout, &out_in, &lse_in});
   const auto bwd_before = snapshot(bwd_inputs);
-  try {
-    fna::backward(p, ba, options);
-  } catch (const std::exception& e) {
-    result.failure += std::string("backward threw: ") + e.what();
-    return result;
-  }
+  if (!call("backward", [&] { fna::backward(p, ba, options); })) return result;
   inputs_unchanged("backward", bwd_inputs, bwd_before);
-  const double tol = gradient_tolerance(dt);
+  const double tol = 3 * forward_tol;  // DESIGN.md section 7: gradients get 3x
   auto grad = [&](const char* what, const Buffer& b, const std::vector<double>& r) {
+    mirror.download(b);
     const double e = relative_error(b.to_dense(), r);
     result.grad_error = std::max(result.grad_error, e);
     check(what, e, tol);

@@ -10,6 +10,7 @@
 
 #include "buffer.h"
 #include "fna/fna.h"
+#include "mirror.h"
 #include "oracle.h"
 
 namespace fna_test {
@@ -48,8 +49,11 @@ struct CaseResult {
 };
 
 // Runs forward (and backward) of `backend` on random inputs and checks every output against the
-// oracle: relative error within tolerance, no NaN/Inf, no element outside the views written.
-// Backward gets the oracle's out and lse (rounded to their storage types) as its inputs.
+// oracle: relative error within `forward_tol` (gradients within 3x), no NaN/Inf, no element
+// outside the views written, inputs (padding included) left byte-identical. Backward gets the
+// oracle's out and lse (rounded to their storage types) as its inputs.
+CaseResult run_case(const CaseSpec& spec, fna::Backend backend, Mirror& mirror, double forward_tol);
+// The same in host memory with DESIGN.md's tolerance for the storage dtype.
 CaseResult run_case(const CaseSpec& spec, fna::Backend backend);
 
 // Random inputs for `p` (canonical layout), already rounded to `dtype`: q, k in [-2, 2],

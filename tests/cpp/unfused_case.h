@@ -269,18 +269,6 @@ inline bool any_causal(const fna::Problem& p) {
   return false;
 }
 
-// Where the ops run: identity on CPU; a device mirror for the GPU test.
-struct Mirror {
-  virtual ~Mirror() = default;
-  virtual fna::TensorView view(const Buffer& b) = 0;  // uploads the storage on first use
-  virtual void download(const Buffer& b) = 0;         // device storage -> host storage
-  virtual void sync() {}
-};
-struct HostMirror : Mirror {
-  fna::TensorView view(const Buffer& b) override { return b.view(); }
-  void download(const Buffer&) override {}
-};
-
 struct UnfusedSpec {
   fna::Problem problem;
   fna::DType dtype = fna::DType::kFloat32;         // q, k, v, out and their gradients

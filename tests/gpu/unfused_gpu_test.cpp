@@ -5,56 +5,13 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
-#include <cstring>
-#include <map>
-#include <stdexcept>
-
+#include "cuda_mirror.h"
 #include "unfused_case.h"
 
 namespace fna_test {
 namespace {
 
 using fna::DType;
-
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
-
-// Device copies of Buffer storages, byte for byte (views keep their strides, offsets and the
-// poison around them).
-class CudaMirror : public Mirror {
- public:
-  ~CudaMirror() override {
-    for (auto& [host, dev] : storages_) cudaFree(dev);
-  }
-  fna::TensorView view(const Buffer& b) override {
-    const auto& bytes = b.storage_bytes();
-    auto it = storages_.find(bytes.data());
-    if (it == storages_.end()) {
-      void* dev = nullptr;
-      check_cuda(cudaMalloc(&dev, bytes.size() + 16), "cudaMalloc");
-      check_cuda(cudaMemcpy(dev, bytes.data(), bytes.size(), cudaMemcpyHostToDevice), "upload");
-      it = storages_.emplace(bytes.data(), dev).first;
-    }
-    fna::TensorView v = b.view();
-    v.data = static_cast<std::byte*>(it->second) +
-             (static_cast<const std::byte*>(v.data) - bytes.data());
-    v.device = fna::Device{fna::DeviceType::kCUDA, 0};
-    return v;
-  }
-  void download(const Buffer& b) override {
-    const auto& bytes = b.storage_bytes();
-    auto it = storages_.find(bytes.data());
-    if (it == storages_.end()) return;  // never used on the device (e.g. d_rpb without rpb)
-    check_cuda(cudaMemcpy(const_cast<std::byte*>(bytes.data()), it->second, bytes.size(),
-                          cudaMemcpyDeviceToHost),
-               "download");
-  }
-  void sync() override { check_cuda(cudaDeviceSynchronize(), "synchronize"); }
-
- private:
-  std::map<const std::byte*, void*> storages_;
-};
 
 struct Combo {
   DType dtype, weights;
