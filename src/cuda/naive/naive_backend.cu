@@ -60,7 +60,7 @@ void forward_typed(const Problem& pr, const ForwardArgs& a, cudaStream_t stream)
     softmax_kernel<<<grid_for(rows * 32), kThreads, 0, stream>>>(
         p, u0, rows, ws.ptr, a.lse ? static_cast<float*>(a.lse->data) : nullptr, nullptr);
     FNA_CUDA_CHECK(cudaGetLastError());
-    weighted_sum_kernel<T><<<grid_for(rows * p.head_dim_v), kThreads, 0, stream>>>(
+    slot_sum_kernel<T, true><<<grid_for(rows * p.head_dim_v), kThreads, 0, stream>>>(
         p, ws.ptr, static_cast<const T*>(a.v.data), av, u0, rows, static_cast<T*>(a.out.data));
     FNA_CUDA_CHECK(cudaGetLastError());
   }
@@ -111,8 +111,8 @@ void backward_typed(const Problem& pr, const BackwardArgs& a, cudaStream_t strea
     FNA_CUDA_CHECK(cudaGetLastError());
     dlogits_kernel<<<grid_for(rows * 32), kThreads, 0, stream>>>(p, rows, attn, dattn);
     FNA_CUDA_CHECK(cudaGetLastError());
-    dq_kernel<T><<<grid_for(rows * p.head_dim), kThreads, 0, stream>>>(p, dattn, k, ak, u0, rows,
-                                                                       static_cast<T*>(a.dq.data));
+    slot_sum_kernel<T, false><<<grid_for(rows * p.head_dim), kThreads, 0, stream>>>(
+        p, dattn, k, ak, u0, rows, static_cast<T*>(a.dq.data));
     FNA_CUDA_CHECK(cudaGetLastError());
     const int64_t dims = p.head_dim + p.head_dim_v;
     dkv_kernel<T><<<grid_for(n_units * p.tokens * dims), kThreads, 0, stream>>>(

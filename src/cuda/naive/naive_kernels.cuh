@@ -94,22 +94,24 @@ static __global__ void softmax_kernel(Params p, int64_t unit0, int64_t rows, flo
   }
 }
 
-// out[row, d] = sum_slot attn[row, slot] * v[slot, d].
-template <typename T>
-__global__ void weighted_sum_kernel(Params p, const float* attn, const T* v, const T* av,
-                                    int64_t unit0, int64_t rows, T* out) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * p.head_dim_v;
+// out[row, d] = sum_slot w[row, slot] * x[slot, d]: the forward's attn V (kValue: x = v, written
+// to out) and the backward's dq = dS K (x = k, written to dq).
+template <typename T, bool kValue>
+__global__ void slot_sum_kernel(Params p, const float* w, const T* x, const T* ax, int64_t unit0,
+                                int64_t rows, T* out) {
+  const int64_t dim = kValue ? p.head_dim_v : p.head_dim;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * dim;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t d = i % p.head_dim_v, row = i / p.head_dim_v;
+    const int64_t d = i % dim, row = i / dim;
     const Row r = decode_row(p, unit0, row);
-    const float* a = attn + row * p.slots;
+    const float* wr = w + row * p.slots;
     float acc = 0.f;
     for (int64_t slot = 0; slot < p.slots; ++slot) {
       bool add, valid;
-      const int64_t vo = slot_offset<true>(p, r, slot, &add, &valid);
-      if (valid) acc += a[slot] * load((add ? av : v) + vo + d);
+      const int64_t xo = slot_offset<kValue>(p, r, slot, &add, &valid);
+      if (valid) acc += wr[slot] * load((add ? ax : x) + xo + d);
     }
-    store(out + p.out.at(r.b, r.x, p.nb.rank, r.h) + d, acc);
+    store(out + (kValue ? p.out : p.dq).at(r.b, r.x, p.nb.rank, r.h) + d, acc);
   }
 }
 
@@ -146,25 +148,6 @@ static __global__ void dlogits_kernel(Params p, int64_t rows, const float* attn,
     for (int64_t j = lane; j < p.slots; j += 32) delta += a[j] * da[j];
     for (int o = 16; o; o /= 2) delta += __shfl_xor_sync(0xffffffffu, delta, o);
     for (int64_t j = lane; j < p.slots; j += 32) da[j] = p.scale * a[j] * (da[j] - delta);
-  }
-}
-
-// dq[row, d] = sum_slot dS[row, slot] * k[slot, d].
-template <typename T>
-__global__ void dq_kernel(Params p, const float* dattn, const T* k, const T* ak, int64_t unit0,
-                          int64_t rows, T* dq) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * p.head_dim;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t d = i % p.head_dim, row = i / p.head_dim;
-    const Row r = decode_row(p, unit0, row);
-    const float* ds = dattn + row * p.slots;
-    float acc = 0.f;
-    for (int64_t slot = 0; slot < p.slots; ++slot) {
-      bool add, valid;
-      const int64_t ko = slot_offset<false>(p, r, slot, &add, &valid);
-      if (valid) acc += ds[slot] * load((add ? ak : k) + ko + d);
-    }
-    store(dq + p.dq.at(r.b, r.x, p.nb.rank, r.h) + d, acc);
   }
 }
 
