@@ -146,29 +146,11 @@ __device__ __forceinline__ void load_q_stage(BwdSmem<Traits>& sm, int s, const B
   }
 }
 
-// Per row of this thread's share of dQ (add_dq_share), its ws_dq row, null where the Q tile of
-// stage `s` has no query: the atomics of a row then share one pointer and immediate column
-// offsets (a row test and 64-bit address math per atomic cost ~10 instructions each).
-template <class Traits, class Mma>
-__device__ __forceinline__ void dq_rows(const BwdSmem<Traits>& sm, int s, const BwdParams& p,
-                                        const Mma& mma, float* (&dst)[Traits::kDqRows]) {
-  constexpr int kTile = Traits::kTile, kCols = Traits::kDqCols;
-  Tensor tdQcdQ = mma.get_thread_slice(threadIdx.x)
-                      .partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kCols>>{}));
-  Tensor cdQ = make_tensor(tdQcdQ.data(), acc_rowcol(tdQcdQ.layout()));  // (rows, cols)
-  static_assert(decltype(size<0>(cdQ))::value == Traits::kDqRows);
-  CUTE_UNROLL
-  for (int r = 0; r < Traits::kDqRows; ++r) {
-    const int64_t row = sm.qrow[s][get<0>(cdQ(r, 0))];
-    dst[r] = row >= 0 ? p.ws_dq + row * Traits::kHeadDim : nullptr;
-  }
-}
-
-// dQ's share of one pair of tiles: ws_dq[query rows] += dS K (warps split the queries, 16 each,
-// and with kSplit 2 the head dims in halves), in column blocks of kDqCols head dims. dst: from
-// dq_rows; sdS: (kTile, kTile) queries x keys (a transposed view); sKt: (kHeadDim, kTile).
+// dQ's share of one pair of tiles: ws_dq[query rows] += dS K (warps split the queries, 16 each),
+// in column blocks of kDqCols head dims. sdS: (kTile, kTile) queries x keys (a transposed view);
+// sKt: (kHeadDim, kTile).
 template <class Traits, class SdS, class SKt, class Mma, class CopyA, class CopyB>
-__device__ __forceinline__ void add_dq_share(float* const (&dst)[Traits::kDqRows],
+__device__ __forceinline__ void add_dq_share(const BwdSmem<Traits>& sm, int s, const BwdParams& p,
                                              const SdS& sdS, const SKt& sKt, const Mma& mma,
                                              const CopyA& copy_a, const CopyB& copy_b) {
   constexpr int kTile = Traits::kTile, kHeadDim = Traits::kHeadDim, kCols = Traits::kDqCols;
@@ -182,6 +164,16 @@ __device__ __forceinline__ void add_dq_share(float* const (&dst)[Traits::kDqRows
       make_identity_tensor(Shape<Int<kTile>, Int<kCols>>{}));  // (MMA, MMA_M, MMA_N)
   // (rows, cols) views: row r is one query row of this thread, columns come in adjacent pairs.
   Tensor cdQ = make_tensor(tdQcdQ.data(), acc_rowcol(tdQcdQ.layout()));
+  constexpr int kRows = decltype(size<0>(cdQ))::value;
+  // Per row, its ws_dq row (null where the tile has no query): the atomics of a row then share one
+  // pointer and immediate column offsets. A row test and 64-bit address math per atomic cost ~10
+  // instructions each, 32 atomics per thread and pair of tiles.
+  float* dst[kRows];
+  CUTE_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t row = sm.qrow[s][get<0>(cdQ(r, 0))];
+    dst[r] = row >= 0 ? p.ws_dq + row * kHeadDim : nullptr;
+  }
   CUTE_UNROLL
   for (int part = 0; part < kHeadDim / kCols; ++part) {
     Tensor sKt_part =
@@ -194,22 +186,13 @@ __device__ __forceinline__ void add_dq_share(float* const (&dst)[Traits::kDqRows
             thr_copy_a, copy_b, thr_copy_b);
     Tensor acc = make_tensor(acc_dq.data(), acc_rowcol(acc_dq.layout()));
     CUTE_UNROLL
-    for (int r = 0; r < Traits::kDqRows; ++r) {
+    for (int r = 0; r < kRows; ++r) {
       if (dst[r] == nullptr) continue;
       CUTE_UNROLL
       for (int c = 0; c < size<1>(acc); c += 2)
         atomic_add2(dst[r] + part * kCols + get<1>(cdQ(r, c)), acc(r, c), acc(r, c + 1));
     }
   }
-}
-
-// Barrier of the kSplit warps that share rows of the products (warps w, w + kRowWarps, ...):
-// named barrier 1 + w % kRowWarps (barrier 0 is __syncthreads).
-template <class Traits>
-__device__ __forceinline__ void row_warps_sync() {
-  asm volatile("bar.sync %0, %1;" ::"r"(1 + static_cast<int>(threadIdx.x / 32) % Traits::kRowWarps),
-               "n"(32 * Traits::kSplit)
-               : "memory");
 }
 
 template <class Traits, bool kAtomicDq>
@@ -296,20 +279,17 @@ __global__ void __launch_bounds__(Traits::kThreads)
   Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
 
   // dQ's share (kAtomicDq): A = dS read from dS^T with ldmatrix.trans, B = K^T read with
-  // ldmatrix.trans. kSmemPt: two dS^T buffers (iteration parity), P^T in one.
-  auto sdSt = [&](int buf) {  // (keys, queries)
-    return make_tensor(make_smem_ptr(sm.ds[buf]), typename Traits::SmemLayoutPair{});
-  };
-  auto sdS = [&](int buf) {  // (queries, keys)
-    return make_tensor(make_smem_ptr(sm.ds[buf]), typename Traits::SmemLayoutPairT{});
-  };
+  // ldmatrix.trans.
+  Tensor sdSt =
+      make_tensor(make_smem_ptr(sm.ds), typename Traits::SmemLayoutPair{});  // (keys, queries)
+  Tensor sdS =
+      make_tensor(make_smem_ptr(sm.ds), typename Traits::SmemLayoutPairT{});  // (queries, keys)
   Tensor sKt = make_tensor(make_smem_ptr(sm.own_a),
                            typename Traits::SmemLayoutRowsT{});  // (kHeadDim, kTile)
   auto copy_dst = make_tiled_copy_A(typename Traits::SmemCopyAtomT{}, mma);
   auto copy_kt = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, mma);
   Tensor sPt =
       make_tensor(make_smem_ptr(sm.pt), typename Traits::SmemLayoutPair{});  // (keys, queries)
-  float* dq_dst[Traits::kDqRows];  // kSmemPt: ws_dq rows of the current iteration's queries
 
   bool masked = iters > 0 && load_stage(0);
   cp_async_fence();
@@ -317,9 +297,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   for (int it = 0; it < iters; ++it) {
     const int s = it & 1;
     // Stage s has landed and every warp is past iteration it - 1, so the loads of iteration
-    // it + 1 may overwrite stage s ^ 1 (and dS, P^T) with no barrier at the end of the
-    // iteration. kSmemPt: dS^T alternates between two buffers, as iteration it - 1's dQ share
-    // (all keys: every warp's dS^T) is formed after this barrier.
+    // it + 1 may overwrite stage s ^ 1 (and dS) with no barrier at the end of the iteration.
     cp_async_wait<0>();
     __syncthreads();
     bool masked_next = false;
@@ -328,14 +306,6 @@ __global__ void __launch_bounds__(Traits::kThreads)
       masked_next = load_stage(s ^ 1);
     }
     cp_async_fence();
-    constexpr int kDsBufs = Traits::kSmemPt ? 2 : 1;
-    const int ds_buf = s % kDsBufs;
-    if constexpr (Traits::kSmemPt && kAtomicDq) {
-      // dQ needs dS of every warp: the share of iteration it - 1 runs here, past this iteration's
-      // barrier, so that dV and dK wait only on the warps that share their rows.
-      if (it > 0) add_dq_share<Traits>(dq_dst, sdS(ds_buf ^ 1), sKt, mma, copy_dst, copy_kt);
-      dq_rows<Traits>(sm, s, p, mma, dq_dst);
-    }
 
     Tensor sQ = make_tensor(make_smem_ptr(sm.stream_a[s]), typename Traits::SmemLayoutRows{});
     Tensor sdO = make_tensor(make_smem_ptr(sm.stream_b[s]), typename Traits::SmemLayoutRows{});
@@ -375,23 +345,23 @@ __global__ void __launch_bounds__(Traits::kThreads)
       CUTE_UNROLL
       for (int i = 0; i < size(rdS); i += 2) {
         const int n = get<0>(tScS_store(i)), m = get<1>(tScS_store(i));
-        store_pair(&sdSt(ds_buf)(n, m), rdS(i), rdS(i + 1));
+        store_pair(&sdSt(n, m), rdS(i), rdS(i + 1));
         if constexpr (Traits::kSmemPt) store_pair(&sPt(n, m), rP(i), rP(i + 1));
       }
     }
     if constexpr (Traits::kSmemPt) {
-      // A warp's dV / dK rows (its keys) were formed by the warps that share those rows.
-      row_warps_sync<Traits>();
+      __syncthreads();  // P^T and dS^T of every warp are in shared memory
       auto copy_pt = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma_rs);
       auto thr_copy_pt = copy_pt.get_thread_slice(tid);
-      Tensor tdVrPt = thr_mma_rs.partition_fragment_A(sPt);            // (MMA, MMA_N, MMA_M)
-      Tensor tdKrdSt = thr_mma_rs.partition_fragment_A(sdSt(ds_buf));  // (MMA, MMA_N, MMA_M)
+      Tensor tdVrPt = thr_mma_rs.partition_fragment_A(sPt);   // (MMA, MMA_N, MMA_M)
+      Tensor tdKrdSt = thr_mma_rs.partition_fragment_A(sdSt);  // (MMA, MMA_N, MMA_M)
       Tensor tdVsPt = thr_copy_pt.partition_S(sPt);
-      Tensor tdKsdSt = thr_copy_pt.partition_S(sdSt(ds_buf));
+      Tensor tdKsdSt = thr_copy_pt.partition_S(sdSt);
       gemm_ss(acc_dv, tdVrPt, tdVrdOt, tdVsPt, thr_copy_bt.partition_S(sdOt), mma_rs, copy_pt,
               thr_copy_pt, copy_bt, thr_copy_bt);
       gemm_ss(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, thr_copy_bt.partition_S(sQt), mma_rs, copy_pt,
               thr_copy_pt, copy_bt, thr_copy_bt);
+      if constexpr (kAtomicDq) add_dq_share<Traits>(sm, s, p, sdS, sKt, mma, copy_dst, copy_kt);
     } else {
       gemm_rs(acc_dv, make_tensor(rP.data(), Traits::acc_as_a_operand(rP.layout())), tdVrdOt,
               thr_copy_bt.partition_S(sdOt), mma_rs, copy_bt, thr_copy_bt);
@@ -399,17 +369,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
               thr_copy_bt.partition_S(sQt), mma_rs, copy_bt, thr_copy_bt);
       if constexpr (kAtomicDq) {
         __syncthreads();
-        dq_rows<Traits>(sm, s, p, mma, dq_dst);
-        add_dq_share<Traits>(dq_dst, sdS(0), sKt, mma, copy_dst, copy_kt);
+        add_dq_share<Traits>(sm, s, p, sdS, sKt, mma, copy_dst, copy_kt);
       }
     }
     masked = masked_next;
-  }
-  if constexpr (Traits::kSmemPt && kAtomicDq) {
-    if (iters > 0) {
-      __syncthreads();  // dS of the last iteration, from every warp
-      add_dq_share<Traits>(dq_dst, sdS((iters - 1) & 1), sKt, mma, copy_dst, copy_kt);
-    }
   }
   __syncthreads();  // every warp is done with the stages the epilogue reuses
 

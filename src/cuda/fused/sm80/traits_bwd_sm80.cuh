@@ -79,7 +79,6 @@ struct BwdTraits {
   // dQ's share of a pair of tiles is formed in column blocks of at most 64 head dims per warp: a
   // whole 16 x 128 fp32 block per warp next to the dK and dV accumulators spills at head dim 128.
   static constexpr int kDqCols = kHeadDim < 64 * kSplit ? kHeadDim : 64 * kSplit;
-  static constexpr int kDqRows = kTile / (8 * kRowWarps);  // query rows per thread in dQ's share
 
   using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, MmaElement>;
   using SmemCopyAtomT = std::conditional_t<kTf32, Copy_Atom<UniversalCopy<MmaElement>, MmaElement>,
@@ -116,8 +115,7 @@ struct BwdSmem {
   float delta[2][kTile];  // rowsum(dO * O) per query
   int win[2][kTile][6];   // per query and axis: window [start, end) in group coordinates
   int key[2][kTile][3];   // per key and axis: group coordinate (-1: no key)
-  // dS^T, keys x queries (atomic-dQ path, kSmemPt); kSmemPt: one per iteration parity.
-  alignas(128) Element ds[Traits::kSmemPt ? 2 : 1][kTile * kTile];
+  alignas(128) Element ds[kTile * kTile];  // dS^T, keys x queries (atomic-dQ path, kSmemPt)
   alignas(128) Element pt[Traits::kSmemPt ? kTile * kTile : 1];  // P^T, keys x queries
   int64_t qrow[2][kTile];  // per query: (b * Hq + h) * tokens + token, its ws_* row (-1: none)
   // The dK/dV kernel's Q boxes (shape kv_qbox), per row: box coordinates (8 bits per axis) and
