@@ -7,11 +7,9 @@
 // once per pair, 5 products instead of the 7 of the deterministic path (kAtomicDq = false, dQ by
 // the dQ kernel, no atomics).
 //
-// Per Q tile (warps split the keys, 16 each, and with Traits::kSplit 2 the other dimension in
-// halves):  S^T = K Q^T,  dP^T = V dO^T,
+// Per Q tile (warps split the keys, 16 each):  S^T = K Q^T,  dP^T = V dO^T,
 //   P^T = exp2(S^T * scale_log2 - lse_log2),  dS^T = P^T (dP^T - delta),
-//   dV += P^T dO,  dK += dS^T Q  (scaled by `scale` at the end; with kSplit 2, P^T and dS^T
-//   are read back from shared memory, as a warp's S^T holds only half of its keys' queries);
+//   dV += P^T dO,  dK += dS^T Q  (scaled by `scale` at the end);
 //   kAtomicDq: dS to shared memory, then (warps split the queries) ws_dq += dS K.
 #pragma once
 
@@ -288,8 +286,6 @@ __global__ void __launch_bounds__(Traits::kThreads)
                            typename Traits::SmemLayoutRowsT{});  // (kHeadDim, kTile)
   auto copy_dst = make_tiled_copy_A(typename Traits::SmemCopyAtomT{}, mma);
   auto copy_kt = make_tiled_copy_B(typename Traits::SmemCopyAtomT{}, mma);
-  Tensor sPt =
-      make_tensor(make_smem_ptr(sm.pt), typename Traits::SmemLayoutPair{});  // (keys, queries)
 
   bool masked = iters > 0 && load_stage(0);
   cp_async_fence();
@@ -334,43 +330,24 @@ __global__ void __launch_bounds__(Traits::kThreads)
     if (masked) apply_window_mask<false>(acc_s, acc_dp, tScS, sm.win[s], sm.key[0]);
     Tensor rP = to_element<MmaElement>(acc_s);
     Tensor rdS = to_element<MmaElement>(acc_dp);
-    // dQ sums dS over keys, which the warps split, and with kSmemPt a warp's dV / dK rows need
-    // P^T / dS^T of queries that another warp formed: they go through shared memory, stored
-    // transposed (keys x queries) so that each thread's two adjacent queries are one store.
-    // The addresses come from an opaque thread index, so they are formed here: hoisted out of
-    // the loop, the 16 of them were spilled to local memory and reloaded every iteration.
-    if constexpr (kAtomicDq || Traits::kSmemPt) {
+    if constexpr (kAtomicDq) {
+      // dQ sums dS over keys, which the warps split: dS goes through shared memory, stored
+      // transposed (keys x queries) so that each thread's two adjacent queries are one store.
+      // The addresses come from an opaque thread index, so they are formed here: hoisted out of
+      // the loop, the 16 of them were spilled to local memory and reloaded every iteration.
       Tensor tScS_store = mma.get_thread_slice(opaque(tid)).partition_C(
           make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
       CUTE_UNROLL
-      for (int i = 0; i < size(rdS); i += 2) {
-        const int n = get<0>(tScS_store(i)), m = get<1>(tScS_store(i));
-        store_pair(&sdSt(n, m), rdS(i), rdS(i + 1));
-        if constexpr (Traits::kSmemPt) store_pair(&sPt(n, m), rP(i), rP(i + 1));
-      }
+      for (int i = 0; i < size(rdS); i += 2)
+        store_pair(&sdSt(get<0>(tScS_store(i)), get<1>(tScS_store(i))), rdS(i), rdS(i + 1));
     }
-    if constexpr (Traits::kSmemPt) {
-      __syncthreads();  // P^T and dS^T of every warp are in shared memory
-      auto copy_pt = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma_rs);
-      auto thr_copy_pt = copy_pt.get_thread_slice(tid);
-      Tensor tdVrPt = thr_mma_rs.partition_fragment_A(sPt);   // (MMA, MMA_N, MMA_M)
-      Tensor tdKrdSt = thr_mma_rs.partition_fragment_A(sdSt);  // (MMA, MMA_N, MMA_M)
-      Tensor tdVsPt = thr_copy_pt.partition_S(sPt);
-      Tensor tdKsdSt = thr_copy_pt.partition_S(sdSt);
-      gemm_ss(acc_dv, tdVrPt, tdVrdOt, tdVsPt, thr_copy_bt.partition_S(sdOt), mma_rs, copy_pt,
-              thr_copy_pt, copy_bt, thr_copy_bt);
-      gemm_ss(acc_dk, tdKrdSt, tdKrQt, tdKsdSt, thr_copy_bt.partition_S(sQt), mma_rs, copy_pt,
-              thr_copy_pt, copy_bt, thr_copy_bt);
-      if constexpr (kAtomicDq) add_dq_share<Traits>(sm, s, p, sdS, sKt, mma, copy_dst, copy_kt);
-    } else {
-      gemm_rs(acc_dv, make_tensor(rP.data(), Traits::acc_as_a_operand(rP.layout())), tdVrdOt,
-              thr_copy_bt.partition_S(sdOt), mma_rs, copy_bt, thr_copy_bt);
-      gemm_rs(acc_dk, make_tensor(rdS.data(), Traits::acc_as_a_operand(rdS.layout())), tdKrQt,
-              thr_copy_bt.partition_S(sQt), mma_rs, copy_bt, thr_copy_bt);
-      if constexpr (kAtomicDq) {
-        __syncthreads();
-        add_dq_share<Traits>(sm, s, p, sdS, sKt, mma, copy_dst, copy_kt);
-      }
+    gemm_rs(acc_dv, make_tensor(rP.data(), Traits::acc_as_a_operand(rP.layout())), tdVrdOt,
+            thr_copy_bt.partition_S(sdOt), mma_rs, copy_bt, thr_copy_bt);
+    gemm_rs(acc_dk, make_tensor(rdS.data(), Traits::acc_as_a_operand(rdS.layout())), tdKrQt,
+            thr_copy_bt.partition_S(sQt), mma_rs, copy_bt, thr_copy_bt);
+    if constexpr (kAtomicDq) {
+      __syncthreads();
+      add_dq_share<Traits>(sm, s, p, sdS, sKt, mma, copy_dst, copy_kt);
     }
     masked = masked_next;
   }

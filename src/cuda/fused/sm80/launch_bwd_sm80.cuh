@@ -79,36 +79,32 @@ namespace fna::cuda::fused {
 template <class Element, int kHeadDim>
 void launch_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
   using namespace sm80;
-  using Traits = BwdTraits<Element, kHeadDim>;  // delta, dQ (deterministic path)
-  // dK/dV: at 16-bit head dim 128, 8 warps split 4 (keys) x 2 (head dims); see BwdTraits.
-  using KvTraits =
-      BwdTraits<Element, kHeadDim, (!std::is_same_v<Element, float> && kHeadDim == 128) ? 2 : 1>;
+  using Traits = BwdTraits<Element, kHeadDim>;
   const int64_t rows = p.batch * p.tokens * p.heads_q;
   delta_kernel_sm80<Element, kHeadDim>
       <<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps), kDeltaWarps * 32, 0,
          stream>>>(p);
   FNA_CUDA_CHECK(cudaGetLastError());
 
-  constexpr int kSmem = sizeof(BwdSmem<Traits>), kKvSmem = sizeof(BwdSmem<KvTraits>);
-  constexpr int kMaxSmem = kSmem > kKvSmem ? kSmem : kKvSmem;
+  constexpr int kSmem = sizeof(BwdSmem<Traits>);
   // fp32 at head dim 128 needs ~218 KB: more than sm_80/sm_86/sm_89 allow per block.
   int device = 0, max_smem = 0;
   FNA_CUDA_CHECK(cudaGetDevice(&device));
   FNA_CUDA_CHECK(
       cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (kMaxSmem > max_smem)
+  if (kSmem > max_smem)
     throw Error(ErrorKind::kNotAvailable,
                 "fna: cuda-fused backward: head_dim " + std::to_string(kHeadDim) + " in " +
-                    (Traits::kTf32 ? "fp32" : "16-bit") + " needs " + std::to_string(kMaxSmem) +
+                    (Traits::kTf32 ? "fp32" : "16-bit") + " needs " + std::to_string(kSmem) +
                     " bytes of shared memory per block; device " + std::to_string(device) +
                     " allows " + std::to_string(max_smem));
   const int64_t kv_tiles = kv_grid_tiles(p), dq_tiles = dq_grid_tiles(p);
   const dim3 kv_grid(static_cast<unsigned>(kv_tiles), static_cast<unsigned>(p.heads_kv),
                      static_cast<unsigned>(p.batch));
   if (p.ws_dq != nullptr) {
-    FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<KvTraits, true>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kKvSmem));
-    dkdv_kernel_sm80<KvTraits, true><<<kv_grid, KvTraits::kThreads, kKvSmem, stream>>>(p);
+    FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<Traits, true>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    dkdv_kernel_sm80<Traits, true><<<kv_grid, Traits::kThreads, kSmem, stream>>>(p);
     FNA_CUDA_CHECK(cudaGetLastError());
     dq_convert_kernel_sm80<Element, kHeadDim>
         <<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps), kDeltaWarps * 32, 0,
@@ -116,11 +112,11 @@ void launch_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
     FNA_CUDA_CHECK(cudaGetLastError());
     return;
   }
-  FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<KvTraits, false>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, kKvSmem));
+  FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<Traits, false>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   FNA_CUDA_CHECK(cudaFuncSetAttribute(dq_kernel_sm80<Traits>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-  dkdv_kernel_sm80<KvTraits, false><<<kv_grid, KvTraits::kThreads, kKvSmem, stream>>>(p);
+  dkdv_kernel_sm80<Traits, false><<<kv_grid, Traits::kThreads, kSmem, stream>>>(p);
   FNA_CUDA_CHECK(cudaGetLastError());
   const dim3 dq_grid(static_cast<unsigned>(dq_tiles), static_cast<unsigned>(p.heads_q),
                      static_cast<unsigned>(p.batch));

@@ -1,7 +1,6 @@
-// Kernel traits and warp-level building blocks of the fused sm_80+ backward: a CTA of 4 x kSplit
-// warps (4 over the rows of every product, kSplit over its columns; mma.sync m16n8k16, fp32
-// accumulators), tiles of kBwdTileRows tokens, operands staged in swizzled shared memory and read
-// with ldmatrix.
+// Kernel traits and warp-level building blocks of the fused sm_80+ backward: one CTA of four warps,
+// each warp owns 16 rows of every product (mma.sync m16n8k16, fp32 accumulators), tiles of
+// kBwdTileRows tokens, operands staged in swizzled shared memory and read with ldmatrix.
 #pragma once
 
 #include <cutlass/numeric_types.h>
@@ -16,20 +15,13 @@ namespace fna::cuda::fused::sm80 {
 
 using namespace cute;
 
-// kSplit = 1: each warp owns 16 rows x all columns of every product (the dK/dV kernel keeps P^T
-// and dS^T in registers as A operands). kSplit = 2 (dK/dV kernel, 16-bit, head dim 128): 8 warps,
-// 4 (rows) x 2 (columns), so each warp's dK and dV are 16 keys x 64 head dims (64 accumulator
-// registers instead of 128, which pinned the 4-warp kernel at 255 registers with spills); P^T and
-// dS^T then go through shared memory, since a warp's dV / dK rows need every query of the tile.
-template <class Element_, int kHeadDim_, int kSplit_ = 1>
+template <class Element_, int kHeadDim_>
 struct BwdTraits {
   using Element = Element_;  // storage type in global memory
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kTile = kBwdTileRows;  // rows of every Q and KV tile
-  static constexpr int kSplit = kSplit_;      // warps over the columns of every product
-  static constexpr int kWarps = kTile / 16 * kSplit;  // 16 rows of every product per warp
+  static constexpr int kWarps = kTile / 16;   // each warp owns 16 rows of the products
   static constexpr int kThreads = kWarps * 32;
-  static constexpr bool kSmemPt = kSplit > 1;  // P^T and dS^T through shared memory
   static_assert(kHeadDim % 32 == 0, "head dims are multiples of 32");
 
   // fp32 inputs run on TF32 tensor cores (m16n8k8); fp16 / bf16 on m16n8k16. fp32 accumulators.
@@ -40,19 +32,16 @@ struct BwdTraits {
                                                         MMA_Atom<SM80_16x8x16_F32F16F16F32_TN>,
                                                         MMA_Atom<SM80_16x8x16_F32BF16BF16F32_TN>>>;
   static constexpr int kMmaK = kTf32 ? 8 : 16;
-  static_assert(kSplit == 1 || !kTf32, "the column split is for 16-bit inputs only");
-  static constexpr int kRowWarps = kWarps / kSplit;
-  // Products with both operands in shared memory (S, dP; with kSplit 2 also dV, dK). kSplit 2: a
-  // warp's columns are 16-column blocks, every other one.
-  using TiledMma = TiledMMA<MmaAtom, Layout<Shape<Int<kRowWarps>, Int<kSplit>, _1>>,
-                            Tile<Int<16 * kRowWarps>, Int<16 * kSplit>, Int<kMmaK>>>;
+  // Products with both operands in shared memory (S, dP).
+  using TiledMma = TiledMMA<MmaAtom, Layout<Shape<Int<kWarps>, _1, _1>>,
+                            Tile<Int<16 * kWarps>, _16, Int<kMmaK>>>;
   // Products whose A operand is a previous accumulator (P, dS) held in registers. For TF32 the
   // accumulator holds columns (2t, 2t+1) where the A operand wants (t, t+4): permuting K by
   // t + 4j -> 2t + j makes them line up (B is read element-wise with the same permutation).
   using TiledMmaRs = std::conditional_t<
       kTf32,
-      TiledMMA<MmaAtom, Layout<Shape<Int<kRowWarps>, _1, _1>>,
-               Tile<Int<16 * kRowWarps>, _16, Layout<Shape<_4, _2>, Stride<_2, _1>>>>,
+      TiledMMA<MmaAtom, Layout<Shape<Int<kWarps>, _1, _1>>,
+               Tile<Int<16 * kWarps>, _16, Layout<Shape<_4, _2>, Stride<_2, _1>>>>,
       TiledMma>;
 
   // 128-byte rows swizzled in 16-byte chunks (64 x 16-bit, 32 x 32-bit; 32 x 16-bit with a 2-bit
@@ -76,9 +65,9 @@ struct BwdTraits {
   using SmemLayoutPair = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kTile>, Int<kTile>>{}));
   using SmemLayoutPairT = decltype(composition(
       SmemLayoutPair{}, make_layout(Shape<Int<kTile>, Int<kTile>>{}, GenRowMajor{})));
-  // dQ's share of a pair of tiles is formed in column blocks of at most 64 head dims per warp: a
-  // whole 16 x 128 fp32 block per warp next to the dK and dV accumulators spills at head dim 128.
-  static constexpr int kDqCols = kHeadDim < 64 * kSplit ? kHeadDim : 64 * kSplit;
+  // dQ's share of a pair of tiles is formed in column blocks of at most 64 head dims: a whole
+  // 16 x 128 fp32 block per warp next to the dK and dV accumulators spills at head dim 128.
+  static constexpr int kDqCols = kHeadDim < 64 ? kHeadDim : 64;
 
   using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, MmaElement>;
   using SmemCopyAtomT = std::conditional_t<kTf32, Copy_Atom<UniversalCopy<MmaElement>, MmaElement>,
@@ -115,8 +104,7 @@ struct BwdSmem {
   float delta[2][kTile];  // rowsum(dO * O) per query
   int win[2][kTile][6];   // per query and axis: window [start, end) in group coordinates
   int key[2][kTile][3];   // per key and axis: group coordinate (-1: no key)
-  alignas(128) Element ds[kTile * kTile];  // dS^T, keys x queries (atomic-dQ path, kSmemPt)
-  alignas(128) Element pt[Traits::kSmemPt ? kTile * kTile : 1];  // P^T, keys x queries
+  alignas(128) Element ds[kTile * kTile];  // dS^T, keys x queries (atomic-dQ path)
   int64_t qrow[2][kTile];  // per query: (b * Hq + h) * tokens + token, its ws_* row (-1: none)
   // The dK/dV kernel's Q boxes (shape kv_qbox), per row: box coordinates (8 bits per axis) and
   // offsets from the box's first row in q, dout and the token index.
