@@ -2,8 +2,9 @@
 // load. Per work item: its Q box (two boxes along D at D = 128), then per KV tile a K box into
 // the ring's next stage and a V box; the item's geometry was planned into an item slot during
 // the previous item. Spatial KV boxes start at the Q box's KV range (QBox::kv_lo) and step by the
-// KV box extent; TMA zero-fills rows past the dilation group's end, so no load is masked. The K/V ring runs on across items, so the next item's first tiles load
-// while the consumers finish the previous one.
+// KV box extent; TMA zero-fills rows past the dilation group's end, so no load is masked. The K/V
+// ring runs on across items, so the next item's first tiles load while the consumers finish the
+// previous one.
 #pragma once
 
 #include <cuda.h>
