@@ -5,9 +5,9 @@
 // tile_geometry.cuh) of one (batch, head), as in the sm_80 kernel, but the box and its KV boxes
 // arrive by TMA straight from the user's [B, X(, Y(, Z)), H, D] tensors (no permutation, no
 // copies). One block per SM walks its items (params_fwd_sm90.h). Warpgroup 0 is the producer (one
-// thread issues every load into a ring of K/V stages guarded by mbarriers, and runs one item
-// ahead: the next item's Q and first KV tiles load during the consumers' epilogue,
-// load_fwd_sm90.cuh); warpgroups 1 and 2 consume (mainloop_fwd_sm90.cuh). This file only
+// thread plans each item into a slot and issues every load into a ring of K/V stages guarded by
+// mbarriers, running ahead: the next item's Q and first KV tiles load during the consumers'
+// epilogue, load_fwd_sm90.cuh); warpgroups 1 and 2 consume (mainloop_fwd_sm90.cuh). This file only
 // orchestrates: shared storage, barrier setup, the role split.
 #pragma once
 
@@ -35,8 +35,9 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   if (warp == 0 && cute::elect_one_sync()) {
     Barrier::init(&st.q_full, 1);
     Barrier::init(&st.q_empty, Traits::kConsumerWarpgroups);
-    // Every consumer thread reads box[] until its epilogue ends, so every one of them arrives.
-    for (int j = 0; j < 2; ++j) Barrier::init(&st.box_empty[j], Traits::kConsumerThreads);
+    // Every consumer thread reads its item slot until its epilogue ends, so every one arrives.
+    for (int j = 0; j < Traits::kItemSlots; ++j)
+      Barrier::init(&st.item_empty[j], Traits::kConsumerThreads);
     CUTE_UNROLL
     for (int s = 0; s < Traits::kStages; ++s) {
       Barrier::init(&st.k_full[s], 1);

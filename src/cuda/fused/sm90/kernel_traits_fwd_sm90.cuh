@@ -71,19 +71,29 @@ struct FwdTraitsSm90 {
   static constexpr int kTileBytesQ = kBlockM * kHeadDim * int(sizeof(Element));
   static constexpr int kTileBytesKV = kBlockN * kHeadDim * int(sizeof(Element));
 
+  // Work items travel from the producer to the consumers through a ring of slots: the producer
+  // plans an item (its box geometry, thousands of cycles in one thread) while the consumers still
+  // work on the item before it, so 3 slots: the consumers' current item, the one whose Q is
+  // loading, and the one being planned.
+  static constexpr int kItemSlots = 3;
+  struct ItemSlot {
+    QBox box;
+    int64_t b;
+    int h;
+    bool valid;  // false: the block has no items left (the consumers stop)
+  };
+
   struct SharedStorage {
     // 1024-byte alignment: the 128-byte swizzle pattern repeats every 8 rows (1 KiB), and the
     // wgmma descriptors assume tiles that start on that period.
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutKV>> k;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutKV>> v;
-    // q_full: Q (and box[] of that item) arrived; q_empty: the consumers' last S = Q K^T of an
-    // item is done; box_empty[j]: the consumers finished the item whose geometry is box[j].
-    alignas(16) uint64_t q_full, q_empty, box_empty[2];
+    // q_full: Q (and the item's slot) arrived; q_empty: the consumers' last S = Q K^T of an item
+    // is done; item_empty[s]: the consumers finished the item in slot s (epilogue included).
+    alignas(16) uint64_t q_full, q_empty, item_empty[kItemSlots];
     uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
-    // Geometry of the producer's current and previous item: the producer runs one item ahead
-    // while the consumers finish (epilogue) the previous one.
-    QBox box[2];
+    ItemSlot item[kItemSlots];
   };
   // +1 KiB: the dynamic shared-memory base is rounded up to 1024 bytes inside the kernel.
   static constexpr int kSmemBytes = int(sizeof(SharedStorage)) + 1024;

@@ -1,9 +1,10 @@
-// Producer of the Hopper forward: one thread issues every TMA load of a block. Per work item: the
-// item's geometry into box[j % 2] and its Q box (two boxes along D at D = 128), then per KV tile
-// a K box into the ring's next stage and a V box. Spatial KV boxes start at the Q box's KV range
-// (QBox::kv_lo) and step by the KV box extent; TMA zero-fills rows past the dilation group's end,
-// so no load is masked. The K/V ring runs on across items, so the next item's first tiles load
-// while the consumers finish the previous one.
+// Producer of the Hopper forward: one thread plans the block's work items and issues every TMA
+// load. Per work item: its Q box (two boxes along D at D = 128), then per KV tile a K box into
+// the ring's next stage and a V box; the item's geometry was planned into an item slot during
+// the previous item. Spatial KV boxes start at the Q box's KV range (QBox::kv_lo) and step by the
+// KV box extent; TMA zero-fills rows past the dilation group's end, so no load is masked. The K/V
+// ring runs on across items, so the next item's first tiles load while the consumers finish the
+// previous one.
 #pragma once
 
 #include <cuda.h>
@@ -38,30 +39,43 @@ template <class Traits, class Storage>
 __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st) {
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   constexpr int kStages = Traits::kStages;
+  constexpr int kSlots = Traits::kItemSlots;
   const TileShape& ts = p.base.tile;
   const CUtensorMap* maps =
       p.maps != nullptr ? static_cast<const CUtensorMap*>(p.maps) : p.inline_maps;
+
+  // Writes item w (or, for w >= p.items, the end marker) into slot j % kSlots once the consumers
+  // are done with the slot's previous item (j - kSlots). A fresh barrier counts as having
+  // completed the phase before its first, so first waits use parity 1 and pass.
+  auto plan_item = [&](int64_t w, int j) {
+    Barrier::wait(&st.item_empty[j % kSlots], ((j / kSlots) & 1) ^ 1);
+    auto& slot = st.item[j % kSlots];
+    slot.valid = w < p.items;
+    if (w < p.items) {
+      const WorkItem item = work_item(p, w);
+      slot.b = item.b;
+      slot.h = item.h;
+      make_q_box(p.base.nb, ts, item.box_index, &slot.box);
+    }
+  };
+
   int it = 0;  // KV tiles issued so far (ring position)
-  int j = 0;   // non-empty items of this block so far
-  for (int64_t w = blockIdx.x; w < p.items; w += gridDim.x) {
-    const WorkItem item = work_item(p, w);
-    if (!item_nonempty(p, item.box_index)) continue;
-    // The slot's previous item (j - 2) must be finished, epilogue included, before its geometry
-    // is overwritten. A fresh barrier counts as having completed the phase before its first, so
-    // first waits use parity 1 and pass.
-    Barrier::wait(&st.box_empty[j & 1], ((j >> 1) & 1) ^ 1);
-    QBox& box = st.box[j & 1];
-    make_q_box(p.base.nb, ts, item.box_index, &box);
+  int64_t w = next_nonempty_item(p, blockIdx.x, gridDim.x);
+  plan_item(w, 0);
+  int j = 0;  // items of this block so far
+  for (; w < p.items; ++j) {
+    const auto& slot = st.item[j % kSlots];
+    const QBox& box = slot.box;
     const int num_spatial = box.num_kv_tiles;
     const int num_tiles =
         num_spatial + (p.base.additional_kv + Traits::kBlockN - 1) / Traits::kBlockN;
-    const int hk = item.h / p.base.heads_ratio;
+    const int hk = slot.h / p.base.heads_ratio;
     int group = 0;
     CUTE_UNROLL
     for (int r = 0; r < 3; ++r) group = group * int(p.base.nb.axis[r].dilation) + box.group[r];
-    const CUtensorMap* gmaps = maps + (item.b * p.groups + group) * kMapsPerGroup;
+    const CUtensorMap* gmaps = maps + (slot.b * p.groups + group) * kMapsPerGroup;
     const CUtensorMap* extra =
-        maps + p.base.batch * p.groups * kMapsPerGroup + item.b * kMapsPerBatchExtra;
+        maps + p.base.batch * p.groups * kMapsPerGroup + slot.b * kMapsPerBatchExtra;
 
     auto load_kv = [&](int tile) {
       const int s = it % kStages;
@@ -96,14 +110,25 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     const int early = num_tiles < kStages - 1 ? num_tiles : kStages - 1;
     for (int tile = 0; tile < early; ++tile) load_kv(tile);
     // Q of the previous item must be consumed (its last S = Q K^T done). The arrival on q_full
-    // also publishes box[j % 2] to the consumers (mbarrier arrive releases, wait acquires).
+    // also publishes the item's slot to the consumers (mbarrier arrive releases, wait acquires).
     Barrier::wait(&st.q_empty, (j & 1) ^ 1);
     Barrier::arrive_and_expect_tx(&st.q_full, Traits::kTileBytesQ);
-    tma_load_box<Traits>(TmaBox{gmaps + kMapQ, {box.i0[2], box.i0[1], box.i0[0], item.h}},
+    tma_load_box<Traits>(TmaBox{gmaps + kMapQ, {box.i0[2], box.i0[1], box.i0[0], slot.h}},
                          &st.q_full, st.q.data(), Traits::kBlockM);
-    for (int tile = early; tile < num_tiles; ++tile) load_kv(tile);
-    ++j;
+    // With the ring full of this item's first tiles, plan the next item: its geometry (64-bit
+    // window arithmetic in this one thread) then runs while the consumers work through those
+    // tiles. Planned after the last tile's load instead (ncu, bench/RESULTS.md "hopper S5"), it
+    // held back the next item's first tiles and Q box: the consumers waited ~6% of their time
+    // for Q.
+    const int full = num_tiles < kStages ? num_tiles : kStages;
+    for (int tile = early; tile < full; ++tile) load_kv(tile);
+    w = next_nonempty_item(p, w + gridDim.x, gridDim.x);
+    plan_item(w, j + 1);
+    for (int tile = full; tile < num_tiles; ++tile) load_kv(tile);
   }
+  // Slot j now holds the end marker: publish it like an item without a Q box.
+  Barrier::wait(&st.q_empty, (j & 1) ^ 1);
+  Barrier::arrive(&st.q_full);
 }
 
 }  // namespace fna::cuda::fused

@@ -122,12 +122,11 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   static_assert(Traits::kConsumerWarpgroups == 2, "the scheduler barriers count 2 x 128 threads");
   const int wg = tidx / 128;
   if (wg == 1) scheduler_arrive_other(wg);  // warpgroup 0 issues first
-  int j = 0;                                // non-empty items of this block so far
-  for (int64_t w = blockIdx.x; w < p.items; w += gridDim.x) {
-    const WorkItem item = work_item(p, w);
-    if (!item_nonempty(p, item.box_index)) continue;
+  for (int j = 0;; ++j) {                   // j: items of this block so far
     Barrier::wait(&st.q_full, j & 1);
-    const QBox& box = st.box[j & 1];
+    const auto& slot = st.item[j % Traits::kItemSlots];
+    if (!slot.valid) break;
+    const QBox& box = slot.box;
     const int num_spatial = box.num_kv_tiles;
     const int num_tiles = num_spatial + (fp.additional_kv + kBlockN - 1) / kBlockN;
 
@@ -155,9 +154,12 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
         for (int e = 0; e < size(s_rc); ++e) s_rc(e) *= fp.scale_log2;
       }
       if (tile < num_spatial) {
-        const KvTile kv = kv_tile_at(ts, box, br);
-        next_kv_tile(box, br);
-        if (kv.masked) {
+        // Items without a masked tile skip the per-tile test too: it reads the box from shared
+        // memory in a chain of dependent loads and branches (ncu: 11% of the consumers' samples
+        // on seq-32k-blocked, whose items have no masked tile).
+        const KvTile kv = item_masked ? kv_tile_at(ts, box, br) : KvTile{};
+        if (item_masked) next_kv_tile(box, br);
+        if (item_masked && kv.masked) {
           CUTE_UNROLL
           for (int i = 0; i < kRows; ++i) {
             uint64_t words[2];
@@ -217,10 +219,18 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       warpgroup_fence_operand(acc_s);
       release(&st.k_empty[s]);
       softmax_tile(tile, softmax, corr);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc_o);
+      // Wait for P V only now, behind a branch on the softmax's result: with the wait in the
+      // softmax's basic block, ptxas hoisted it to the top of the softmax (ncu SASS), so the
+      // softmax never overlapped this warpgroup's P V.
+      if (softmax.needs_rescale(corr)) {
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc_o);
+        softmax.rescale(o_rc, corr);
+      } else {
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc_o);
+      }
       release(&st.v_empty[sp]);
-      softmax.rescale(o_rc, corr);
       convert_p();
     }
     release(&st.q_empty);  // every S = Q K^T of this item is done: the next Q may load
@@ -246,7 +256,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       int x[3];
       CUTE_UNROLL
       for (int r = 0; r < 3; ++r) x[r] = box.coord(fp.nb, r, qi[r]);
-      Element* row = out + token_offset(fp.out_stride, item.b, x, item.h);
+      Element* row = out + token_offset(fp.out_stride, slot.b, x, slot.h);
       CUTE_UNROLL
       for (int c = 0; c < size<1>(o_rc); c += 2) {
         // Columns c, c + 1 are adjacent dims; rows are 16-byte aligned (host check): 4 bytes.
@@ -256,10 +266,9 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
         *reinterpret_cast<cutlass::Array<Element, 2>*>(row + get<1>(tOcO_rc(i, c))) = v;
       }
       if (fp.lse != nullptr && tidx % 4 == 0)
-        fp.lse[token_offset(fp.lse_stride, item.b, x, item.h)] = lse[i];
+        fp.lse[token_offset(fp.lse_stride, slot.b, x, slot.h)] = lse[i];
     }
-    cutlass::arch::ClusterBarrier::arrive(&st.box_empty[j & 1]);
-    ++j;
+    cutlass::arch::ClusterBarrier::arrive(&st.item_empty[j % Traits::kItemSlots]);
   }
 }
 

@@ -1,10 +1,8 @@
 // Persistent schedule of the Hopper forward: which work items a block takes, in which order
-// (params_fwd_sm90.h); host-callable for tests/gpu/hopper_geometry_test.cpp. The producer and the
-// consumers walk the same sequence, skipping the same empty items, so their per-item barrier phases
-// stay in step:
-//   for (w = blockIdx.x; w < items; w += gridDim.x) if item_nonempty(...) { ...; ++j; }
-// (plain loops, not a callback: a wgmma accumulator live across a non-inlined call makes ptxas
-// serialize the wgmma pipeline, C7517/C7519).
+// (params_fwd_sm90.h); host-callable for tests/gpu/hopper_geometry_test.cpp. Only the producer
+// walks it (items w = blockIdx.x, + gridDim.x, ..., skipping empty ones): it hands each item to
+// the consumers through a slot in shared memory (ItemSlot, kernel_traits_fwd_sm90.cuh), so the
+// consumers spend no per-item arithmetic on the schedule.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +37,13 @@ FNA_DEVICE bool item_nonempty(const FwdParamsSm90& p, int box_index) {
     nonempty = nonempty && i0 < group_length(nb.axis[r], g);
   }
   return nonempty;
+}
+
+// The first non-empty item of this block at or after w (w steps by the grid size), or a value
+// >= p.items when none is left.
+FNA_DEVICE int64_t next_nonempty_item(const FwdParamsSm90& p, int64_t w, int64_t step) {
+  while (w < p.items && !item_nonempty(p, int(w % p.boxes))) w += step;
+  return w;
 }
 
 }  // namespace fna::cuda::fused

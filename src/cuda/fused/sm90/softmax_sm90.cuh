@@ -81,16 +81,19 @@ struct SplitOnlineSoftmax {
     }
   }
 
-  // Skipped when no row of the warp changed its max (every correction is exactly 1): after the
-  // first tiles of a row most tiles leave the max alone, and the warp-uniform test is cheaper
-  // than 64 multiplications by 1 per thread.
-  template <class O>
-  __device__ __forceinline__ void rescale(O& o, const float (&correction)[kRows]) {
-    using namespace cute;
+  // Whether O needs `rescale`: not when no row of the warp changed its max (every correction is
+  // exactly 1). After the first tiles of a row most tiles leave the max alone, and the
+  // warp-uniform test is cheaper than 64 multiplications by 1 per thread.
+  __device__ __forceinline__ bool needs_rescale(const float (&correction)[kRows]) const {
     bool changed = false;
     CUTE_UNROLL
     for (int i = 0; i < kRows; ++i) changed = changed || correction[i] != 1.f;
-    if (!__any_sync(0xffffffffu, changed)) return;
+    return __any_sync(0xffffffffu, changed);
+  }
+
+  template <class O>
+  __device__ __forceinline__ void rescale(O& o, const float (&correction)[kRows]) {
+    using namespace cute;
     CUTE_UNROLL
     for (int i = 0; i < kRows; ++i) {
       CUTE_UNROLL
