@@ -678,8 +678,9 @@ class TupleScheduler {
   }
 
  private:
-  // A taken range converts the window - 1 lines above its first tuple again (12 lines, about two
-  // tuples' conversion at a 13-row window): ranges shorter than this stay with their thread.
+  // A taken range converts the window - 1 lines above its first tuple again: 12 lines at a 13-row
+  // window, the conversion of four tuples (lpu = 3), about half a tuple's time on the issue-2
+  // problem. Taking one of three tuples still ends the pair a tuple earlier; fewer stay put.
   static constexpr int64_t kMinSteal = 3;
   struct Range {
     int64_t item = 0, cur = 0, end = 0;  // tuples [cur, end) of item are not taken yet
