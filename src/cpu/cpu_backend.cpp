@@ -596,10 +596,6 @@ struct ForwardIO {
 
 // Ring rows that fit a thread's share of the cache: two threads' rings stay in L2 + L3.
 constexpr int64_t kRingBytes = int64_t{2} << 20;
-// Work items (runs of line tuples) per thread at least, when the heads cannot be shared out evenly
-// (below): shorter runs convert the lines above their first tuple again, which cost more than the
-// finer balance gave back on a quiet machine below four items per thread.
-constexpr int64_t kRingRunsPerThread = 4;
 // A work item takes several kv heads of one batch at once when they divide evenly among the
 // threads: each token row of K and V is then read as one contiguous run of all those heads
 // instead of 256 B out of every 2 KiB (and the pages of q / out are walked once per item, not
@@ -645,6 +641,56 @@ struct RingArgs {
   TokenLayout lak, lav;
 };
 
+// Line tuples shared out between the threads of the ring forward. A thread takes whole items in
+// order and walks their tuples down axis 0; when no item is left it takes the far half of the
+// largest range another thread is still walking (which then stops at the middle). Static items
+// left a thread whose core was taken by another process (steal time, other jobs) holding the
+// whole call up; the reference, dynamically scheduled per query, slows only by the lost share.
+class TupleScheduler {
+ public:
+  TupleScheduler(std::vector<int64_t> tuples_per_item, int64_t threads)
+      : tuples_(std::move(tuples_per_item)), ranges_(threads) {}
+
+  // The next tuple of `thread` (false when all are taken); *fresh when it starts a new range, so
+  // the thread's ring holds none of its lines.
+  bool next(int64_t thread, int64_t* item, int64_t* tuple, bool* fresh) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Range& mine = ranges_[thread];
+    *fresh = mine.cur >= mine.end;
+    if (*fresh) {
+      if (next_item_ < static_cast<int64_t>(tuples_.size())) {
+        mine = Range{next_item_, 0, tuples_[next_item_]};
+        ++next_item_;
+      } else {
+        Range* victim = nullptr;
+        for (Range& r : ranges_)
+          if (r.end - r.cur >= kMinSteal && (!victim || r.end - r.cur > victim->end - victim->cur))
+            victim = &r;
+        if (!victim) return false;
+        const int64_t mid = victim->cur + (victim->end - victim->cur + 1) / 2;
+        mine = Range{victim->item, mid, victim->end};
+        victim->end = mid;
+      }
+    }
+    *item = mine.item;
+    *tuple = mine.cur++;
+    return true;
+  }
+
+ private:
+  // A taken range converts the window - 1 lines above its first tuple again: 12 lines at a 13-row
+  // window, the conversion of four tuples (lpu = 3), about half a tuple's time on the issue-2
+  // problem. Taking one of three tuples still ends the pair a tuple earlier; fewer stay put.
+  static constexpr int64_t kMinSteal = 3;
+  struct Range {
+    int64_t item = 0, cur = 0, end = 0;  // tuples [cur, end) of item are not taken yet
+  };
+  std::mutex mu_;
+  std::vector<int64_t> tuples_;
+  std::vector<Range> ranges_;  // per thread
+  int64_t next_item_ = 0;
+};
+
 template <typename T>
 void forward_ring(const Problem& p, const Geometry& geo, const KernelTable& kt,
                   const std::vector<Planes>& pl, const RingArgs<T>& ra, int64_t ring) {
@@ -652,16 +698,16 @@ void forward_ring(const Problem& p, const Geometry& geo, const KernelTable& kt,
   const int64_t ldn = geo.kg.ldn, lmax = geo.kg.lmax[0], groups = geo.kg.groups;
   const int64_t ld_add = pl[0].ld_add, nadd = p.additional_kv;
   const int64_t threads = run_parallel(p) ? omp_get_max_threads() : 1;
-  // Items: (batch, block of hpt kv heads, dilation group, run of line tuples). Runs of tuples
-  // are whole groups when there are enough items for every thread, else shorter (each run converts
-  // the lines above its first tuple again: 12 extra lines at a 13-row window).
+  // Items: (batch, block of hpt kv heads, dilation group), each a walk over its line tuples.
   const int64_t hpt = ring_heads(p, geo, ring, threads), blocks = p.heads_kv / hpt;
   const int64_t items = p.batch * blocks * groups;
-  const int64_t runs =
-      hpt > 1
-          ? 1
-          : std::clamp<int64_t>((kRingRunsPerThread * threads + items - 1) / items, 1, geo.tuples);
-  const int64_t per_run = (geo.tuples + runs - 1) / runs;
+  std::vector<int64_t> tuples(items);
+  for (int64_t it = 0; it < items; ++it) {
+    int64_t gc[3];
+    geo.group_coords(it % groups, gc);
+    tuples[it] = (geo.glen[0][gc[0]] + geo.lpu - 1) / geo.lpu;
+  }
+  TupleScheduler sched(std::move(tuples), threads);
 #pragma omp parallel if (threads > 1)
   {
     ThreadScratch ts(D, Dv);
@@ -673,9 +719,11 @@ void forward_ring(const Problem& p, const Geometry& geo, const KernelTable& kt,
       vr[j] = vbuf.get() + j * ring * Dv * ldn;
     }
     int64_t add_block = -1;  // the (batch, head block) whose additional tokens are in akbuf / avbuf
-#pragma omp for schedule(dynamic)
-    for (int64_t it = 0; it < items * runs; ++it) {
-      const int64_t bh = it / (groups * runs), g = it / runs % groups, run = it % runs;
+    int64_t next = 0;        // first line of the current range not yet in the ring
+    int64_t it, tup;
+    bool fresh;
+    while (sched.next(omp_get_thread_num(), &it, &tup, &fresh)) {
+      const int64_t bh = it / groups, g = it % groups;
       const int64_t b = bh / blocks, hk0 = bh % blocks * hpt;
       if (nadd && add_block != bh) {
         for (int64_t j = 0; j < hpt; ++j) {
@@ -689,30 +737,26 @@ void forward_ring(const Problem& p, const Geometry& geo, const KernelTable& kt,
       geo.group_coords(g, gc);
       const int64_t len = geo.glen[0][gc[0]];
       const int32_t *lo = &geo.lo[0][gc[0] * lmax], *hi = &geo.hi[0][gc[0] * lmax];
-      const int64_t p1 = std::min((len + geo.lpu - 1) / geo.lpu, (run + 1) * per_run);
-      int64_t next = 0;  // first line not yet in the ring
-      for (int64_t tup = run * per_run; tup < p1; ++tup) {
-        const int64_t i0 = geo.lpu * tup;
-        const int64_t first = lo[i0], end = hi[std::min(i0 + geo.lpu - 1, len - 1)];
-        for (next = std::max(next, first); next < end; ++next) {
-          const int64_t slot = (g * geo.kg.lines + next) & (ring - 1);
-          fill_line(geo, ra.k, ra.lk, b, hk0, hpt, g, next, D, 1.0f, kr.data(), slot);
-          fill_line(geo, ra.v, ra.lv, b, hk0, hpt, g, next, Dv, 1.0f, vr.data(), slot);
-        }
-        for (int64_t j = 0; j < hpt; ++j) {
-          Planes x = pl[b * p.heads_kv + hk0 + j];
-          x.k = kr[j];
-          x.v = vr[j];
-          x.row_mask = ring - 1;
-          x.ak = akbuf.get() + j * D * ld_add;
-          x.av = avbuf.get() + j * Dv * ld_add;
-          for (int64_t h = 0; h < hpg; ++h)
-            for (int64_t c = 0; c < geo.chunks; ++c) {
-              Unit u;
-              if (geo.unit(tup + geo.tuples * (c + geo.chunks * g), h, &u))
-                kt.forward(geo.kg, x, u, ts.sc);
-            }
-        }
+      const int64_t i0 = geo.lpu * tup;
+      const int64_t first = lo[i0], end = hi[std::min(i0 + geo.lpu - 1, len - 1)];
+      for (next = fresh ? first : std::max(next, first); next < end; ++next) {
+        const int64_t slot = (g * geo.kg.lines + next) & (ring - 1);
+        fill_line(geo, ra.k, ra.lk, b, hk0, hpt, g, next, D, 1.0f, kr.data(), slot);
+        fill_line(geo, ra.v, ra.lv, b, hk0, hpt, g, next, Dv, 1.0f, vr.data(), slot);
+      }
+      for (int64_t j = 0; j < hpt; ++j) {
+        Planes x = pl[b * p.heads_kv + hk0 + j];
+        x.k = kr[j];
+        x.v = vr[j];
+        x.row_mask = ring - 1;
+        x.ak = akbuf.get() + j * D * ld_add;
+        x.av = avbuf.get() + j * Dv * ld_add;
+        for (int64_t h = 0; h < hpg; ++h)
+          for (int64_t c = 0; c < geo.chunks; ++c) {
+            Unit u;
+            if (geo.unit(tup + geo.tuples * (c + geo.chunks * g), h, &u))
+              kt.forward(geo.kg, x, u, ts.sc);
+          }
       }
     }
   }
