@@ -220,8 +220,9 @@ class Run {
   void poison_outputs() {
     for (const TensorView* t : {&out_, &lse_, &dq_, &dk_, &dv_, &dak_, &dav_}) {
       if (!t->data) continue;
-      std::vector<uint8_t> nan(t->numel() * dtype_size(t->dtype));
-      for (int64_t i = 0; i < t->numel(); ++i) {
+      const int64_t n = t->numel();
+      std::vector<uint8_t> nan(n * dtype_size(t->dtype));
+      for (int64_t i = 0; i < n; ++i) {
         if (t->dtype == DType::kFloat32) {
           const float x = NAN;
           std::memcpy(&nan[i * 4], &x, 4);
