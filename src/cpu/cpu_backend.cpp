@@ -450,6 +450,21 @@ struct PlaneSet {
   float* const* at(int64_t i) const { return ptr.data() + i; }
 };
 
+// Conversion task `i` of the additional tokens of the slices (batch, kv head) s0, s0 + 1, ...:
+// the keys of slice s0 + i / 2 into ak.ptr[i / 2] when i is even, its values into av otherwise.
+template <typename T, class Args>
+void fill_additional_task(const Problem& p, const Args& a, const TokenLayout& lak,
+                          const TokenLayout& lav, int64_t s0, int64_t i, int64_t ld_add,
+                          const PlaneSet& ak, const PlaneSet& av) {
+  const int64_t j = i / 2, b = (s0 + j) / p.heads_kv, hk = (s0 + j) % p.heads_kv;
+  if (i % 2 == 0)
+    fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk, p.additional_kv,
+                    p.head_dim, ld_add, ak.ptr[j]);
+  else
+    fill_additional(static_cast<const T*>(a.additional_v->data), lav, b, hk, p.additional_kv,
+                    p.head_dim_v, ld_add, av.ptr[j]);
+}
+
 // Per-thread scratch of the kernels.
 struct ThreadScratch {
   FloatBuffer buf, pieces;
@@ -852,14 +867,7 @@ void forward_typed(const Problem& p, const ForwardArgs& a) {
           else
             fill_line(geo, vs, lv, rn.b, rn.hk0, rn.nh, g, line, Dv, 1.0f, v.at(rn.j0), r);
         } else {
-          const int64_t i = t - nr * 2 * rows, j = i / 2, b = (s0 + j) / p.heads_kv,
-                        hk = (s0 + j) % p.heads_kv;
-          if (i % 2 == 0)
-            fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk, nadd, D,
-                            ld_add, ak.ptr[j]);
-          else
-            fill_additional(static_cast<const T*>(a.additional_v->data), lav, b, hk, nadd, Dv,
-                            ld_add, av.ptr[j]);
+          fill_additional_task<T>(p, a, lak, lav, s0, t - nr * 2 * rows, ld_add, ak, av);
         }
       }
 #pragma omp for schedule(dynamic)
@@ -965,14 +973,7 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
               fill_delta_line(geo, dos, ldo, os, lo, b, hq0, nq, Dv, g, line, delta.at(jq));
           }
         } else {
-          const int64_t i = t - nr * 6 * rows, j = i / 2, b = (s0 + j) / p.heads_kv,
-                        hk = (s0 + j) % p.heads_kv;
-          if (i % 2 == 0)
-            fill_additional(static_cast<const T*>(a.additional_k->data), lak, b, hk, nadd, D,
-                            ld_add, ak.ptr[j]);
-          else
-            fill_additional(static_cast<const T*>(a.additional_v->data), lav, b, hk, nadd, Dv,
-                            ld_add, av.ptr[j]);
+          fill_additional_task<T>(p, a, lak, lav, s0, t - nr * 6 * rows, ld_add, ak, av);
         }
       }
       // Compute: additional-key units first (the longest), then dK/dV units, then dQ units; the
