@@ -270,6 +270,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
           atomic_add2(dst + get<1>(cdQ(r, c)), dq(r, c), dq(r, c + 1));
       }
     }
+    // dV and dK read P^T and dS^T from these registers until the wait above: the fences keep
+    // them (and the accumulators) from being reused or touched before it.
+    warpgroup_fence_operand(rP);
+    warpgroup_fence_operand(rdS);
     warpgroup_fence_operand(acc_dv);
     warpgroup_fence_operand(acc_dk);
     masked = masked_next;
