@@ -58,11 +58,10 @@ struct BwdTraitsSm90 {
   using GmmaStagesT = decltype(composition(
       GmmaStages{}, make_ordered_layout(Shape<Int<kHeadDim>, Int<kTile>, _2>{},
                                         Step<_2, _1, _3>{})));  // (D, rows, stage)
-  using GmmaPair = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{},
-                                          Shape<Int<kTile>, Int<kTile>>{}));  // (keys, queries)
-  using GmmaPairT = decltype(composition(
-      GmmaPair{},
-      make_ordered_layout(Shape<Int<kTile>, Int<kTile>>{}, Step<_2, _1>{})));  // (queries, keys)
+  // dS^T (keys x queries, queries contiguous) read as dS (queries, keys): GMMA's canonical
+  // MN-major layout, the same bytes as SmemLayoutPair transposed.
+  using GmmaPairT = decltype(tile_to_shape(GMMA::Layout_MN_SW128_Atom<Element>{},
+                                           Shape<Int<kTile>, Int<kTile>>{}));  // (queries, keys)
 
   // S^T and dP^T: (keys, queries, D), both operands K-major.
   using TiledMmaSdP = decltype(make_tiled_mma(

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Device call for the sm_90a wgmma dK/dV kernel (branch s5-bwd128), one `run` of <= ~330 s wall
+# from a cold machine. From the main checkout (/work/main):
+#   rm -rf .snap-bwd128 && mkdir -p .snap-bwd128/base .snap-bwd128/v1
+#   git archive a6b5d57 | tar -x -C .snap-bwd128/base        # main's kernels (the base)
+#   git archive s5-bwd128 | tar -x -C .snap-bwd128/v1         # the variant
+#   cp .snap-bwd128/v1/.notes/bwd128_run_ab.sh .snap-bwd128/run_ab.sh
+# then run(command='R=$PWD; bash .snap-bwd128/run_ab.sh $R', carry=[".cutlass", ".snap-bwd128"]).
+# Steps: build base (fna-bench, bf16 D=128) and v1 (fna-bench + GPU tests, fp16;bf16 D=128) in
+# parallel; v1's host layout test; v1's CudaFusedBackward.* + FusedBackward.*; a --verify problem
+# with every feature; racecheck + memcheck of one fp16 D=128 rank-3 problem; ncu launch stats of
+# the new kernel (proves it is the one that runs); then A/B of the backward, base and v1
+# alternately (2 rounds), on video-hunyuan-strided (bf16) at H = 4 and H = 24. Only a few files
+# come back per call: the logs are tarred.
+set -u
+R=$1; S=$R/.snap-bwd128; O=$OUT
+cfg() { (cd $1 && ln -sfn $R/.cutlass .cutlass && cmake -S . -B $2 -G Ninja -DFNA_ENABLE_CUDA=ON -DFNA_CUDA_ARCHS=90a -DFNA_HEAD_DIMS=128 -DFNA_DTYPES="$3" -DFNA_BUILD_TESTS=ON -DFNA_BUILD_TOOLS=ON -DFNA_CUTLASS_INCLUDE_DIR=$R/.cutlass/include > $O/cfg-$(basename $2).log 2>&1); }
+t0=$SECONDS
+cfg $S/base $R/build-bwd128-base bf16 &
+cfg $S/v1 $R/build-bwd128-v1 "fp16;bf16"; wait
+(ninja -C $R/build-bwd128-base -j5 fna-bench > $O/build-base.log 2>&1; echo "base build rc $? $((SECONDS-t0)) s") &
+ninja -C $R/build-bwd128-v1 -j11 fna-bench fna_gpu_tests fna_fused_sm90_layout_test > $O/build-v1.log 2>&1 || { echo V1 BUILD FAIL; grep -m5 -A8 error $O/build-v1.log; }
+echo "v1 build $((SECONDS-t0)) s"; wait
+B=$R/build-bwd128-base/tools/fna-bench; V=$R/build-bwd128-v1/tools/fna-bench
+$R/build-bwd128-v1/tests/gpu/fna_fused_sm90_layout_test --gtest_color=no 2>&1 | tail -1
+t=$SECONDS
+timeout 120 $R/build-bwd128-v1/tests/gpu/fna_gpu_tests --gtest_color=no --gtest_filter='CudaFusedBackward.*:FusedBackward.*' > $O/tests-v1.log 2>&1
+echo "tests rc $? $((SECONDS-t)) s"; grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|tests ran" $O/tests-v1.log | head -20
+# Every feature at once: rank 3, stride, dilation, causal, GQA 4/2, 70 additional tokens.
+P3="--extent 5,8,9 --window 3,4,5 --stride 1,2,1 --dilation 1,2,1 --causal 1,0,1 --head-dim 128 --additional-kv 70"
+for dt in bf16 fp16; do
+  timeout 40 $V --backend cuda-fused --backward --verify --warmup 0 --iters 1 --dtype $dt --heads 4 --heads-kv 2 $P3 2>&1 | tail -1 | sed "s/^/verify $dt: /"
+done
+# The strided case at half extents (the full one is too large for the CPU reference).
+timeout 60 $V --backend cuda-fused --backward --verify --warmup 0 --iters 1 --dtype bf16 --extent 15,24,40 --window 9,12,12 --stride 8,4,4 --head-dim 128 --heads 1 2>&1 | tail -1 | sed "s/^/verify strided-half: /"
+t=$SECONDS
+timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 $V --backend cuda-fused --backward --verify --warmup 0 --iters 1 --dtype fp16 $P3 > $O/racecheck.log 2>&1; echo "racecheck rc $?"; grep -E "RACECHECK SUMMARY|ERROR SUMMARY" $O/racecheck.log | tail -2
+timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 $V --backend cuda-fused --backward --verify --warmup 0 --iters 1 --dtype fp16 --heads 4 --heads-kv 2 $P3 > $O/memcheck.log 2>&1; echo "memcheck rc $? $((SECONDS-t)) s"; grep -E "ERROR SUMMARY" $O/memcheck.log | tail -1
+timeout 45 ncu -k regex:dkdv_kernel_sm90 --launch-count 1 --section LaunchStats --section Occupancy $V --backend cuda-fused --backward --warmup 0 --iters 1 --dtype bf16 --extent 30,48,80 --window 18,24,24 --stride 16,8,8 --head-dim 128 --heads 1 > $O/ncu.log 2>&1; echo "ncu rc $?"; grep -E "dkdv_kernel_sm90|Registers Per|Dynamic Shared|Achieved Occupancy|Block Limit (Reg|Shared)" $O/ncu.log | head -8
+C="--extent 30,48,80 --window 18,24,24 --stride 16,8,8 --head-dim 128"
+for round in 1 2; do for h in 4 24; do for b in base v1; do
+  bin=$B; [ $b = v1 ] && bin=$V
+  ms=$(timeout 60 $bin --backend cuda-fused --backward --warmup 2 --iters 10 --dtype bf16 --heads $h $C 2>&1 | awk '/^cuda-fused/{print $4, $5}')
+  echo "AB r$round bf16 H=$h $b bwd_ms,GF/s: $ms"
+done; done; done | tee $O/ab.txt
+echo "total $((SECONDS-t0)) s"
+cd $O && tar czf logs.tgz *.log && rm -f *.log
