@@ -31,8 +31,9 @@ struct Buffer {
   explicit Buffer(size_t elems)
       : base(static_cast<Element*>(std::aligned_alloc(1024, elems * sizeof(Element)))),
         hold(base, std::free) {}
-  int64_t bytes(const Element* p) const { return reinterpret_cast<const char*>(p) -
-                                                 reinterpret_cast<const char*>(base); }
+  int64_t bytes(const Element* p) const {
+    return reinterpret_cast<const char*>(p) - reinterpret_cast<const char*>(base);
+  }
 };
 
 template <class Element>

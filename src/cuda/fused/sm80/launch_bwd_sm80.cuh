@@ -1,7 +1,8 @@
 // Launcher of the fused sm_80+ backward for one (dtype, head dim): the delta kernel, then either
 // the dK/dV kernel that also sums dQ into p.ws_dq with atomics and the dQ conversion kernel (the
-// default; on an sm_90 device with an sm_90a instance, the wgmma dK/dV kernel), or, when p.ws_dq is null (Options::deterministic), the atomic-free dK/dV and dQ
-// kernels (independent of each other; both read delta). Included only by the generated instances
+// default; on an sm_90 device with an sm_90a instance, the wgmma dK/dV kernel), or, when p.ws_dq is
+// null (Options::deterministic), the atomic-free dK/dV and dQ kernels (independent of each other;
+// both read delta). Included only by the generated instances
 // src/cuda/instances/fused_bwd_hdim<D>_<dtype>_sm80.cu.
 #pragma once
 

@@ -65,7 +65,8 @@ struct BwdTraitsSm90 {
 
   // S^T and dP^T: (keys, queries, D), both operands K-major.
   using TiledMmaSdP = decltype(make_tiled_mma(
-      GMMA::ss_op_selector<Element, Element, float, Shape<Int<kTile>, Int<kTile>, Int<kHeadDim>>>()));
+      GMMA::ss_op_selector<Element, Element, float,
+                           Shape<Int<kTile>, Int<kTile>, Int<kHeadDim>>>()));
   // dV += P^T dO, dK += dS^T Q: (keys, D, queries), A from registers, B = the Q tile's rows
   // read D-contiguous (MN-major).
   using TiledMmaKV = decltype(make_tiled_mma(
@@ -111,8 +112,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
   using Element = typename Traits::Element;
   constexpr int kTile = Traits::kTile, kHeadDim = Traits::kHeadDim, kThreads = Traits::kThreads;
   extern __shared__ char smem_raw[];
-  auto& sm = *reinterpret_cast<BwdSmemSm90<Traits>*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  // Rounded up to 1024 bytes by an offset from smem_raw, not through an integer: the compiler
+  // then still knows the state space (LDS / STS instead of generic loads and stores).
+  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  auto& sm = *reinterpret_cast<BwdSmemSm90<Traits>*>(smem_raw + ((1024u - (raw & 1023u)) & 1023u));
   const Neighborhood& nb = p.nb;
   const int64_t b = blockIdx.z, hkv = blockIdx.y, group_heads = p.heads_q / p.heads_kv;
   const int tid = threadIdx.x;
@@ -155,8 +158,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
   auto thr_kv = mma_kv.get_thread_slice(tid);
   auto thr_dq = mma_dq.get_thread_slice(tid);
 
-  Tensor sK = make_tensor(make_smem_ptr(sm.own_a), typename Traits::GmmaRows{});   // (keys, D)
-  Tensor sV = make_tensor(make_smem_ptr(sm.own_b), typename Traits::GmmaRows{});   // (keys, D)
+  Tensor sK = make_tensor(make_smem_ptr(sm.own_a), typename Traits::GmmaRows{});  // (keys, D)
+  Tensor sV = make_tensor(make_smem_ptr(sm.own_b), typename Traits::GmmaRows{});  // (keys, D)
   constexpr int kDqCols = Traits::kDqCols;
   Tensor sKt = make_tensor(make_smem_ptr(sm.own_a), typename Traits::GmmaRowsT{});  // (D, keys)
   Tensor sKt_blocks = local_tile(sKt, Shape<Int<kDqCols>, Int<kTile>>{},
@@ -228,23 +231,23 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
     Tensor rP = make_tensor<Element>(acc_s.layout());
     CUTE_UNROLL
     for (int i = 0; i < size(acc_s); ++i) rP(i) = static_cast<Element>(acc_s(i));
-    warpgroup_gemm<false, -1, true>(
-        mma_kv, make_tensor(rP.data(), gmma_acc_as_a_operand(rP.layout())),
-        tdVrdOt(_, _, _, s), acc_dv);
+    warpgroup_gemm<false, -1, true>(mma_kv,
+                                    make_tensor(rP.data(), gmma_acc_as_a_operand(rP.layout())),
+                                    tdVrdOt(_, _, _, s), acc_dv);
     warpgroup_wait<1>();  // dP^T is done, dV may still run
     warpgroup_fence_operand(acc_dp);
     Tensor rdS = make_tensor<Element>(acc_dp.layout());
     CUTE_UNROLL
     for (int i = 0; i < size(acc_dp); ++i)
       rdS(i) = static_cast<Element>(acc_s(i) * (acc_dp(i) - sm.delta[s][get<1>(tScS(i))]));
-    warpgroup_gemm<false, -1, true>(
-        mma_kv, make_tensor(rdS.data(), gmma_acc_as_a_operand(rdS.layout())),
-        tdKrQt(_, _, _, s), acc_dk);
+    warpgroup_gemm<false, -1, true>(mma_kv,
+                                    make_tensor(rdS.data(), gmma_acc_as_a_operand(rdS.layout())),
+                                    tdKrQt(_, _, _, s), acc_dk);
     // dS^T to shared memory for dQ's share: a thread's elements i, i + 1 are adjacent queries
     // of one key, so one 4-byte store each. The addresses come from an opaque thread index, so
     // they are formed here: hoisted out of the loop, ptxas spilled them (as in the sm_80 kernel).
-    Tensor tScS_store = mma_sdp.get_thread_slice(sm80::opaque(tid)).partition_C(
-        make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
+    Tensor tScS_store = mma_sdp.get_thread_slice(sm80::opaque(tid))
+                            .partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
     CUTE_UNROLL
     for (int i = 0; i < size(rdS); i += 2)
       sm80::store_pair(&sm.ds[ds_layout(get<0>(tScS_store(i)), get<1>(tScS_store(i)))], rdS(i),
@@ -254,8 +257,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
 
     CUTE_UNROLL
     for (int part = 0; part < kHeadDim / kDqCols; ++part) {
-      Tensor acc_dq = partition_fragment_C(
-          mma_dq, Shape<Int<kTile>, Int<kDqCols>>{});  // (MMA, MMA_M, MMA_N)
+      Tensor acc_dq =
+          partition_fragment_C(mma_dq, Shape<Int<kTile>, Int<kDqCols>>{});  // (MMA, MMA_M, MMA_N)
       // The first block's wait also completes dV and dK.
       warpgroup_gemm<true, 0, false>(mma_dq, tdQrdS, tdQrKt(_, _, _, part), acc_dq);
       Tensor dq = make_tensor(acc_dq.data(), gmma_acc_rowcol(acc_dq.layout()));  // (rows, cols)
