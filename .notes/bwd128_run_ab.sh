@@ -9,8 +9,8 @@
 # Steps: build base (fna-bench, bf16 D=128) and v1 (fna-bench + GPU tests, fp16;bf16 D=128) in
 # parallel; v1's host layout test; v1's CudaFusedBackward.* + FusedBackward.*; a --verify problem
 # with every feature; racecheck + memcheck of one fp16 D=128 rank-3 problem; ncu launch stats of
-# the new kernel (proves it is the one that runs); then A/B of the backward, base and v1
-# alternately (2 rounds), on video-hunyuan-strided (bf16) at H = 4 and H = 24. Only a few files
+# the new kernel (proves it is the one that runs); then A/B of the backward, base, v1 and v1 with
+# FNA_BWD_SM90_LATE_LOADS=1 alternately (2 rounds), on video-hunyuan-strided (bf16), H = 4 and 24. Only a few files
 # come back per call: the logs are tarred.
 set -u
 R=$1; S=$R/.snap-bwd128; O=$OUT
@@ -26,6 +26,10 @@ $R/build-bwd128-v1/tests/gpu/fna_fused_sm90_layout_test --gtest_color=no 2>&1 | 
 t=$SECONDS
 timeout 120 $R/build-bwd128-v1/tests/gpu/fna_gpu_tests --gtest_color=no --gtest_filter='CudaFusedBackward.*:FusedBackward.*' > $O/tests-v1.log 2>&1
 echo "tests rc $? $((SECONDS-t)) s"; grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|tests ran" $O/tests-v1.log | head -20
+# The other load placement of the new kernel (FNA_BWD_SM90_LATE_LOADS=1), on the D = 128 tests.
+t=$SECONDS
+FNA_BWD_SM90_LATE_LOADS=1 timeout 60 $R/build-bwd128-v1/tests/gpu/fna_gpu_tests --gtest_color=no --gtest_filter='FusedBackward.Rank2And3:FusedBackward.GqaMqaAdditionalKv:FusedBackward.StridedLayouts:FusedBackward.AtomicAndDeterministicPaths' > $O/tests-v1late.log 2>&1
+echo "tests (late loads) rc $? $((SECONDS-t)) s"; grep -E "^\[  (PASSED|FAILED) |^\[  FAILED" $O/tests-v1late.log | head -8
 # Every feature at once: rank 3, stride, dilation, causal, GQA 4/2, 70 additional tokens.
 P3="--extent 5,8,9 --window 3,4,5 --stride 1,2,1 --dilation 1,2,1 --causal 1,0,1 --head-dim 128 --additional-kv 70"
 for dt in bf16 fp16; do
@@ -38,9 +42,10 @@ timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 $V --backend cu
 timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 $V --backend cuda-fused --backward --verify --warmup 0 --iters 1 --dtype fp16 --heads 4 --heads-kv 2 $P3 > $O/memcheck.log 2>&1; echo "memcheck rc $? $((SECONDS-t)) s"; grep -E "ERROR SUMMARY" $O/memcheck.log | tail -1
 timeout 45 ncu -k regex:dkdv_kernel_sm90 --launch-count 1 --section LaunchStats --section Occupancy $V --backend cuda-fused --backward --warmup 0 --iters 1 --dtype bf16 --extent 30,48,80 --window 18,24,24 --stride 16,8,8 --head-dim 128 --heads 1 > $O/ncu.log 2>&1; echo "ncu rc $?"; grep -E "dkdv_kernel_sm90|Registers Per|Dynamic Shared|Achieved Occupancy|Block Limit (Reg|Shared)" $O/ncu.log | head -8
 C="--extent 30,48,80 --window 18,24,24 --stride 16,8,8 --head-dim 128"
-for round in 1 2; do for h in 4 24; do for b in base v1; do
-  bin=$B; [ $b = v1 ] && bin=$V
-  ms=$(timeout 60 $bin --backend cuda-fused --backward --warmup 2 --iters 10 --dtype bf16 --heads $h $C 2>&1 | awk '/^cuda-fused/{print $4, $5}')
+# v1 = loads issued during S^T / dP^T (the default), v1late = before them (FNA_BWD_SM90_LATE_LOADS).
+for round in 1 2; do for h in 4 24; do for b in base v1 v1late; do
+  bin=$B; late=0; [ $b != base ] && bin=$V; [ $b = v1late ] && late=1
+  ms=$(FNA_BWD_SM90_LATE_LOADS=$late timeout 60 $bin --backend cuda-fused --backward --warmup 2 --iters 10 --dtype bf16 --heads $h $C 2>&1 | awk '/^cuda-fused/{print $4, $5}')
   echo "AB r$round bf16 H=$h $b bwd_ms,GF/s: $ms"
 done; done; done | tee $O/ab.txt
 echo "total $((SECONDS-t0)) s"
