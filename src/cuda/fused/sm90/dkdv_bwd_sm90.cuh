@@ -247,18 +247,20 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
     CUTE_UNROLL
     for (int i = 0; i < size(acc_dp); ++i)
       rdS(i) = static_cast<Element>(acc_s(i) * (acc_dp(i) - sm.delta[s][get<1>(tScS(i))]));
-    warpgroup_gemm<false, -1, true>(mma_kv,
-                                    make_tensor(rdS.data(), gmma_acc_as_a_operand(rdS.layout())),
-                                    tdKrQt(_, _, _, s), acc_dk);
     // dS^T to shared memory for dQ's share: a thread's elements i, i + 1 are adjacent queries
-    // of one key, so one 4-byte store each. The addresses come from an opaque thread index, so
-    // they are formed here: hoisted out of the loop, ptxas spilled them (as in the sm_80 kernel).
+    // of one key, so one 4-byte store each. Stored before dK's wgmma is issued: PTX makes any
+    // access to the A registers of a wgmma in flight undefined until a wait covers it. The
+    // addresses come from an opaque thread index, so they are formed here: hoisted out of the
+    // loop, ptxas spilled them (as in the sm_80 kernel).
     Tensor tScS_store = mma_sdp.get_thread_slice(sm80::opaque(tid))
                             .partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
     CUTE_UNROLL
     for (int i = 0; i < size(rdS); i += 2)
       sm80::store_pair(&sm.ds[ds_layout(get<0>(tScS_store(i)), get<1>(tScS_store(i)))], rdS(i),
                        rdS(i + 1));
+    warpgroup_gemm<false, -1, true>(mma_kv,
+                                    make_tensor(rdS.data(), gmma_acc_as_a_operand(rdS.layout())),
+                                    tdKrQt(_, _, _, s), acc_dk);
     cutlass::arch::fence_view_async_shared();
     __syncthreads();  // every warp's dS^T rows are in place (the CTA is the warpgroup)
 
