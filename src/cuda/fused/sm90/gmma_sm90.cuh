@@ -1,5 +1,6 @@
 // wgmma helpers shared by the Hopper kernels (forward and backward): the warpgroup GEMM issue
-// and views of a wgmma accumulator as (rows, cols) and as the register A operand of the next GEMM.
+// and views of a wgmma accumulator as (rows, cols) and as the register A operand of the next GEMM
+// (host callable too: tests/gpu/fused_bwd_sm90_layout_test.cu replays them).
 #pragma once
 
 #include <cute/arch/mma_sm90.hpp>
@@ -33,7 +34,7 @@ __device__ __forceinline__ void warpgroup_gemm(Mma& mma, const A& a, const B& b,
 // View a wgmma accumulator ((2, 2, N / 8), MMA_M, MMA_N) as (rows, cols) =
 // ((2, MMA_M), (2, N / 8, MMA_N)): row i of the view is one query row of this thread.
 template <class Layout>
-__device__ __forceinline__ auto gmma_acc_rowcol(Layout acc) {
+CUTE_HOST_DEVICE auto gmma_acc_rowcol(Layout acc) {
   using namespace cute;
   static_assert(decltype(rank<0>(acc))::value == 3);
   static_assert(decltype(rank(acc))::value == 3);
@@ -45,7 +46,7 @@ __device__ __forceinline__ auto gmma_acc_rowcol(Layout acc) {
 // operand of the next wgmma (k = the accumulator's columns): ((2, 2, 2), MMA_M, N / 16). Two
 // 8-column groups of the accumulator form one k16 slice.
 template <class Layout>
-__device__ __forceinline__ auto gmma_acc_as_a_operand(Layout acc) {
+CUTE_HOST_DEVICE auto gmma_acc_as_a_operand(Layout acc) {
   using namespace cute;
   auto l = logical_divide(get<0, 2>(acc), Tile<_2>{});  // ((2, N / 16))
   return make_layout(make_layout(get<0, 0>(acc), get<0, 1>(acc), get<0, 0>(l)), get<1>(acc),
