@@ -17,7 +17,7 @@ template <class Element, int kHeadDim>
 void launch_bwd_sm80(const BwdParams& p, cudaStream_t stream);
 
 // The atomic-dQ path's dK/dV kernel on wgmma (sm_90a; 16-bit, head dim 128): replaces
-// dkdv_kernel_sm80<Traits, true> inside launch_bwd_sm80 when dkdv_sm90_used says so.
+// dkdv_kernel_sm80<Traits, true> inside launch_bwd_sm80 when dkdv_sm90_built says so.
 template <class Element, int kHeadDim>
 void launch_dkdv_sm90(const BwdParams& p, cudaStream_t stream);
 

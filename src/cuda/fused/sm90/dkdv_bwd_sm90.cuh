@@ -42,7 +42,7 @@ struct BwdTraitsSm90 {
   // What the shared cp.async loaders and the epilogue address (element offsets, the swizzle
   // folded into the layout): 128-byte rows, 16-byte chunks XORed by row mod 8. On a 1024-byte
   // aligned buffer that is the byte pattern of GMMA's 128-byte swizzle, which the wgmma views
-  // below describe (tests/gpu/fused_bwd_sm90_layout_test.cpp checks the two agree).
+  // below describe (tests/gpu/fused_bwd_sm90_layout_test.cu checks the two agree).
   using Sm80 = sm80::BwdTraits<Element, kHeadDim>;
   using SmemLayoutRows = typename Sm80::SmemLayoutRows;  // (kTile, kHeadDim)
   using SmemLayoutPair = typename Sm80::SmemLayoutPair;  // (keys, queries): dS^T

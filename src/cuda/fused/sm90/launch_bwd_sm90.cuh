@@ -29,6 +29,10 @@ void launch_dkdv_sm90(const BwdParams& p, cudaStream_t stream) {
   auto* kernel =
       late ? sm90::dkdv_kernel_sm90<Traits, false> : sm90::dkdv_kernel_sm90<Traits, true>;
   FNA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  // Two CTAs need the whole 228 KiB carveout; the default (no preference) leaves the split to the
+  // driver, so ask for it rather than rely on the driver choosing it.
+  FNA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                      cudaSharedmemCarveoutMaxShared));
   const dim3 grid(static_cast<unsigned>(kv_grid_tiles(p)), static_cast<unsigned>(p.heads_kv),
                   static_cast<unsigned>(p.batch));
   kernel<<<grid, Traits::kThreads, kSmem, stream>>>(p);
