@@ -107,8 +107,10 @@ template <class Traits>
 inline constexpr int kBwdSmemBytesSm90 = int(sizeof(BwdSmemSm90<Traits>)) + 1024;
 
 // kEarlyLoads: the next Q tile's loads are issued while S^T and dP^T run (122 B of spills, the
-// walk cursor) instead of before them (no spills). Both are compiled for one A/B on the device
-// (launch_bwd_sm90.cuh, FNA_BWD_SM90_LATE_LOADS); the loser is to be deleted after it.
+// walk cursor) instead of before them (28 B: two loop-invariant walk bounds and the mask flag,
+// ~4 L1-resident accesses per iteration, since dS^T is stored before dK's wgmma). Both are
+// compiled for one A/B on the device (launch_bwd_sm90.cuh, FNA_BWD_SM90_LATE_LOADS); the loser
+// is to be deleted after it.
 template <class Traits, bool kEarlyLoads>
 __global__ void __launch_bounds__(Traits::kThreads, 2)
     dkdv_kernel_sm90(const __grid_constant__ BwdParams p) {
