@@ -404,16 +404,18 @@ TEST(FusedBackward, GqaMqaAdditionalKv) {
   expect_pass(c);
 }
 
+// Head dim 128 too: 16-bit D = 128 runs the sm_90a dK/dV kernel on an H100 build.
 TEST(FusedBackward, StridedLayouts) {
-  for (Layout l : {Layout::kPadded, Layout::kUnaligned})
-    for (DType dt : kDTypes) {
-      Case c;
-      c.p = problem({7, 9}, {3, 4}, 64, 4, 2);
-      c.p.additional_kv = 4;
-      c.dtype = dt;
-      c.layout = l;
-      expect_pass(c);
-    }
+  for (int64_t d : {64, 128})
+    for (Layout l : {Layout::kPadded, Layout::kUnaligned})
+      for (DType dt : kDTypes) {
+        Case c;
+        c.p = problem({7, 9}, {3, 4}, d, 4, 2);
+        c.p.additional_kv = 4;
+        c.dtype = dt;
+        c.layout = l;
+        expect_pass(c);
+      }
 }
 
 TEST(FusedBackward, DeterministicRunToRun) {

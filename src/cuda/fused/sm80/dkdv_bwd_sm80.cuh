@@ -45,8 +45,9 @@ __device__ __forceinline__ void load_query_rows(BwdSmem<Traits>& sm, int s, cons
 
 // Per row of a Q box of shape p.kv_qbox: box coordinates and offsets from the box's first row in
 // q, dout and the token index (built once per CTA), so a Q tile's row costs one add per load.
-template <class Traits>
-__device__ __forceinline__ void build_qbox_table(BwdSmem<Traits>& sm, const BwdParams& p) {
+// Smem: BwdSmem<Traits>, or the sm_90a kernel's storage (same member names).
+template <class Traits, class Smem>
+__device__ __forceinline__ void build_qbox_table(Smem& sm, const BwdParams& p) {
   const int row = threadIdx.x;
   if (row >= Traits::kTile) return;
   const int* box = p.kv_qbox;
@@ -68,8 +69,8 @@ __device__ __forceinline__ void build_qbox_table(BwdSmem<Traits>& sm, const BwdP
 // Starts the cp.async loads of the Q tile at `qt` (head h of batch b) into stage `s`: Q, dO, lse
 // and delta rows (zero-filled where the tile has no query: with Q = dO = delta = 0 such a row
 // adds nothing to dK, dV or dQ whatever its P), the ws_* rows, and the windows if it is masked.
-template <class Traits>
-__device__ __forceinline__ void load_q_stage(BwdSmem<Traits>& sm, int s, const BwdParams& p,
+template <class Traits, class Smem>
+__device__ __forceinline__ void load_q_stage(Smem& sm, int s, const BwdParams& p,
                                              const WalkCursor& qt, int64_t b, int64_t h,
                                              bool masked) {
   using Element = typename Traits::MmaElement;

@@ -1,7 +1,8 @@
 // Launcher of the fused sm_80+ backward for one (dtype, head dim): the delta kernel, then either
 // the dK/dV kernel that also sums dQ into p.ws_dq with atomics and the dQ conversion kernel (the
-// default), or, when p.ws_dq is null (Options::deterministic), the atomic-free dK/dV and dQ
-// kernels (independent of each other; both read delta). Included only by the generated instances
+// default; on an sm_90 device with an sm_90a instance, the wgmma dK/dV kernel), or, when p.ws_dq is
+// null (Options::deterministic), the atomic-free dK/dV and dQ kernels (independent of each other;
+// both read delta). Included only by the generated instances
 // src/cuda/instances/fused_bwd_hdim<D>_<dtype>_sm80.cu.
 #pragma once
 
@@ -102,10 +103,21 @@ void launch_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
   const dim3 kv_grid(static_cast<unsigned>(kv_tiles), static_cast<unsigned>(p.heads_kv),
                      static_cast<unsigned>(p.batch));
   if (p.ws_dq != nullptr) {
-    FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<Traits, true>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-    dkdv_kernel_sm80<Traits, true><<<kv_grid, Traits::kThreads, kSmem, stream>>>(p);
-    FNA_CUDA_CHECK(cudaGetLastError());
+    bool sm90 = false;
+    if constexpr (dkdv_sm90_built<Element, kHeadDim>()) {
+      int major = 0, minor = 0;
+      FNA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+      FNA_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+      sm90 = major == 9 && minor == 0;
+    }
+    if (sm90) {
+      launch_dkdv_sm90<Element, kHeadDim>(p, stream);
+    } else {
+      FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<Traits, true>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+      dkdv_kernel_sm80<Traits, true><<<kv_grid, Traits::kThreads, kSmem, stream>>>(p);
+      FNA_CUDA_CHECK(cudaGetLastError());
+    }
     dq_convert_kernel_sm80<Element, kHeadDim>
         <<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps), kDeltaWarps * 32, 0,
            stream>>>(p);

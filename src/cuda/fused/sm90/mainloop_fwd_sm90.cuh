@@ -15,34 +15,13 @@
 #include <cute/tensor.hpp>
 
 #include "cuda/fused/common/tile_geometry.cuh"
+#include "cuda/fused/sm90/gmma_sm90.cuh"
 #include "cuda/fused/sm90/mask_sm90.cuh"
 #include "cuda/fused/sm90/params_fwd_sm90.h"
 #include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
 #include "cuda/fused/sm90/softmax_sm90.cuh"
 
 namespace fna::cuda::fused {
-
-// acc (+)= A * B over every k block on one warpgroup; waits for the wgmma group to drain to at
-// most kWait groups in flight (kWait < 0: returns right after the commit). A is either shared
-// memory descriptors or, for P V, registers (kARegisters), which must stay untouched until the
-// wgmma completes.
-template <bool kZeroInit, int kWait, bool kARegisters, class Mma, class A, class B, class C>
-__device__ __forceinline__ void warpgroup_gemm(Mma& mma, const A& a, const B& b, C& acc) {
-  using namespace cute;
-  if constexpr (kARegisters) warpgroup_fence_operand(const_cast<A&>(a));
-  warpgroup_fence_operand(acc);
-  warpgroup_arrive();
-  if constexpr (kZeroInit) mma.accumulate_ = GMMA::ScaleOut::Zero;
-  CUTE_UNROLL
-  for (int k = 0; k < size<2>(a); ++k) {
-    cute::gemm(mma, a(_, _, k), b(_, _, k), acc);
-    mma.accumulate_ = GMMA::ScaleOut::One;
-  }
-  warpgroup_commit_batch();
-  if constexpr (kWait >= 0) warpgroup_wait<kWait>();
-  warpgroup_fence_operand(acc);
-  if constexpr (kARegisters) warpgroup_fence_operand(const_cast<A&>(a));
-}
 
 // Named barriers 1 and 2 order the two consumer warpgroups' GEMM issue (FlashAttention-3's warp
 // scheduler barriers): warpgroup w waits on barrier 1 + w before issuing a tile's GEMMs and then

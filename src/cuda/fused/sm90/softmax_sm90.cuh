@@ -16,30 +16,9 @@
 
 #include "cuda/fused/common/cute_utils.cuh"
 #include "cuda/fused/common/softmax.cuh"
+#include "cuda/fused/sm90/gmma_sm90.cuh"
 
 namespace fna::cuda::fused {
-
-// View a wgmma accumulator ((2, 2, N / 8), MMA_M, MMA_N) as (rows, cols) =
-// ((2, MMA_M), (2, N / 8, MMA_N)): row i of the view is one query row of this thread.
-template <class Layout>
-__device__ __forceinline__ auto gmma_acc_rowcol(Layout acc) {
-  using namespace cute;
-  static_assert(decltype(rank<0>(acc))::value == 3);
-  static_assert(decltype(rank(acc))::value == 3);
-  return make_layout(make_layout(get<0, 1>(acc), get<1>(acc)),
-                     make_layout(get<0, 0>(acc), get<0, 2>(acc), get<2>(acc)));
-}
-
-// View a 16-bit copy of a wgmma accumulator ((2, 2, N / 8), MMA_M, MMA_N) as the register A
-// operand of the next wgmma (k = the accumulator's columns): ((2, 2, 2), MMA_M, N / 16). Two
-// 8-column groups of the accumulator form one k16 slice.
-template <class Layout>
-__device__ __forceinline__ auto gmma_acc_as_a_operand(Layout acc) {
-  using namespace cute;
-  auto l = logical_divide(get<0, 2>(acc), Tile<_2>{});  // ((2, N / 16))
-  return make_layout(make_layout(get<0, 0>(acc), get<0, 1>(acc), get<0, 0>(l)), get<1>(acc),
-                     coalesce(make_layout(get<2>(acc), get<0, 1>(l))));
-}
 
 template <int kRows>
 struct SplitOnlineSoftmax {
