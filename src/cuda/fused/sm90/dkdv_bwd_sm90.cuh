@@ -106,12 +106,11 @@ struct BwdSmemSm90 {
 template <class Traits>
 inline constexpr int kBwdSmemBytesSm90 = int(sizeof(BwdSmemSm90<Traits>)) + 1024;
 
-// kEarlyLoads: the next Q tile's loads are issued while S^T and dP^T run (122 B of spills, the
-// walk cursor) instead of before them (28 B: two loop-invariant walk bounds and the mask flag,
-// ~4 L1-resident accesses per iteration, since dS^T is stored before dK's wgmma). Both are
-// compiled for one A/B on the device (launch_bwd_sm90.cuh, FNA_BWD_SM90_LATE_LOADS); the loser
-// is to be deleted after it.
-template <class Traits, bool kEarlyLoads>
+// The next Q tile's loads are issued before S^T and dP^T: issuing them between the two products
+// and the softmax (the other placement tried) kept the walk cursor live across the wgmmas, spilled
+// 122 B instead of 28 B and ran 1.04-1.05x slower on video-hunyuan-strided (run S6-B1,
+// bench/RESULTS.md).
+template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads, 2)
     dkdv_kernel_sm90(const __grid_constant__ BwdParams p) {
   using Element = typename Traits::Element;
@@ -211,21 +210,17 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
     cutlass::arch::fence_view_async_shared();
     __syncthreads();
     bool masked_next = false;
-    auto load_next = [&] {
-      if (it + 1 < iters) {
-        if (cursor.next(nb, walk, p.kv_qbox)) ++h;
-        masked_next = load_stage(s ^ 1);
-      }
-      cp_async_fence();
-    };
-    if constexpr (!kEarlyLoads) load_next();
+    if (it + 1 < iters) {
+      if (cursor.next(nb, walk, p.kv_qbox)) ++h;
+      masked_next = load_stage(s ^ 1);
+    }
+    cp_async_fence();
 
     Tensor acc_s =
         partition_fragment_C(mma_sdp, Shape<Int<kTile>, Int<kTile>>{});  // (MMA, MMA_M, MMA_N)
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kTile>, Int<kTile>>{});
     warpgroup_gemm<true, -1, false>(mma_sdp, tSrK, tSrQ(_, _, _, s), acc_s);
     warpgroup_gemm<true, -1, false>(mma_sdp, tdPrV, tdPrdO(_, _, _, s), acc_dp);
-    if constexpr (kEarlyLoads) load_next();
     warpgroup_wait<1>();  // S^T is done, dP^T may still run
     warpgroup_fence_operand(acc_s);
     CUTE_UNROLL

@@ -5,8 +5,6 @@
 
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-
 #include "cuda/cuda_check.h"
 #include "cuda/fused/backward_launch.h"
 #include "cuda/fused/common/plan_bwd.h"
@@ -20,14 +18,7 @@ void launch_dkdv_sm90(const BwdParams& p, cudaStream_t stream) {
   constexpr int kSmem = sm90::kBwdSmemBytesSm90<Traits>;
   // Two CTAs per SM (8 warps, as the mma.sync kernel): 2 x (smem + 1 KiB reserved) <= 228 KiB.
   static_assert(2 * (kSmem + 1024) <= 228 * 1024, "two CTAs per H100 SM");
-  // Temporary, for one A/B on the device (.notes/bwd128_run_ab.sh): FNA_BWD_SM90_LATE_LOADS=1
-  // runs the kernel that issues the next tile's loads before S^T / dP^T. Delete with the loser.
-  static const bool late = [] {
-    const char* e = std::getenv("FNA_BWD_SM90_LATE_LOADS");
-    return e != nullptr && e[0] == '1';
-  }();
-  auto* kernel =
-      late ? sm90::dkdv_kernel_sm90<Traits, false> : sm90::dkdv_kernel_sm90<Traits, true>;
+  auto* kernel = sm90::dkdv_kernel_sm90<Traits>;
   FNA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   // Two CTAs need the whole 228 KiB carveout; the default (no preference) leaves the split to the
   // driver, so ask for it rather than rely on the driver choosing it.
