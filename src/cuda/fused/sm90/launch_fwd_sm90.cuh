@@ -13,7 +13,8 @@ namespace fna::cuda::fused {
 template <class Element, int kHeadDim>
 void launch_fwd_sm90(const FwdParamsSm90& p, dim3 grid, cudaStream_t stream) {
   using Traits = FwdTraitsSm90<Element, kHeadDim>;
-  auto kernel = fwd_kernel_sm90<Traits>;
+  // Both mask variants are compiled; p.quad_masks (FNA_HOPPER_MASKS=quad) picks the unverified one.
+  auto kernel = p.quad_masks ? fwd_kernel_sm90<Traits, true> : fwd_kernel_sm90<Traits, false>;
   FNA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       Traits::kSmemBytes));
   kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(p);

@@ -32,6 +32,9 @@ struct FwdParamsSm90 {
   // neighbouring boxes of one head, so the blocks running at once share KV rows in L2.
   int boxes = 1;      // Q boxes per (batch, head), over all dilation groups
   int64_t items = 1;  // boxes * heads_q * batch
+  // The quad-split column masks (mask_sm90.cuh), chosen with FNA_HOPPER_MASKS=quad: compiled,
+  // checked by the host replay, NOT yet run on a GPU, hence off by default.
+  bool quad_masks = false;
 };
 
 }  // namespace fna::cuda::fused
