@@ -127,14 +127,24 @@ TEST(CudaHopperGeometry, ColumnMasksEqualTheWindows) {
   EXPECT_GT(masked_tiles, 1000);
 }
 
-// The quad-split words (kQuadMasks): word h of a row from its per-item window and the tile's
-// walk coordinates only, on every tile (the kernel masks whenever a warp's words are not all
-// ones), equal the windows bit for bit; the second word of a 64-row tile is 0.
+// The quad-split words (kMasksQuad, kMasksQuadTable): word h of a row from its per-item window
+// and the tile's walk coordinates only, on every tile (the kernel masks whenever a warp's words
+// are not all ones), with the axis patterns computed or read from the launch's table, equal the
+// windows bit for bit; the second word of a 64-row tile is 0.
 TEST(CudaHopperGeometry, QuadMaskWordsEqualTheWindows) {
   const int masked_tiles = for_each_tile_row(20261128, [](const TileRow& c) {
+    uint64_t table[kMaskTableWords];
+    const int entries = mask_table_entries(c.mask_shape);
+    ASSERT_LE(entries, kMaskTableWords);
+    for (int k = 0; k < entries; ++k) table[k] = mask_table_entry(c.mask_shape, k);
+    int offset[3];
+    mask_table_offsets(c.mask_shape, offset);
+    auto computed = [&](int r, int x) { return axis_prefix(c.mask_shape, r, x); };
+    auto from_table = [&](int r, int x) { return table[offset[r] + x]; };
     for (int h = 0; h < 2; ++h) {
       const RowMaskWindow rw = row_mask_window(c.mask_shape, c.box, c.w, h);
-      const uint64_t word = column_mask_word(c.mask_shape, c.ts, rw, c.br);
+      const uint64_t word = column_mask_word(c.mask_shape, c.ts, rw, c.br, computed);
+      ASSERT_EQ(column_mask_word(c.mask_shape, c.ts, rw, c.br, from_table), word);
       for (int k = 0; k < 64; ++k)
         ASSERT_EQ(((word >> k) & 1) != 0, c.attended(64 * h + k))
             << "word " << h << " bit " << k << " kv rows " << c.kv_rows;

@@ -54,10 +54,14 @@ __device__ __forceinline__ void scheduler_sync(int wg) {
 __device__ __forceinline__ void scheduler_arrive_other(int wg) {
   asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory");
 }
+// Named barrier 3: the consumer threads only (kMasksQuadTable's table is filled).
+__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 3, 256;\n" ::: "memory"); }
 
-// kQuadMasks: the quad-split column masks (mask_sm90.cuh; FNA_HOPPER_MASKS=quad, not yet run on
-// a GPU) instead of every lane building its 2 rows' masks after a per-tile straddle test.
-template <class Traits, bool kQuadMasks, class Storage>
+// kMasks != kMasksDefault: the quad-split column masks (mask_sm90.cuh; FNA_HOPPER_MASKS=quad or
+// table, not yet run on a GPU) instead of every lane building its 2 rows' masks after a per-tile
+// straddle test. kMasksQuadTable reads the word patterns from a per-launch table placed right
+// after the shared storage (launch_fwd_sm90.cuh sizes it).
+template <class Traits, MaskVariant kMasks, class Storage>
 __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st) {
   using namespace cute;
   using Element = typename Traits::Element;
@@ -117,6 +121,28 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   };
 
   const ColumnMaskShape mask_shape = column_mask_shape(ts);  // launch constant
+  constexpr bool kQuadMasks = kMasks != kMasksDefault;
+  uint64_t* mask_table = reinterpret_cast<uint64_t*>(&st + 1);  // kMasksQuadTable only
+  int table_offset[3];
+  if constexpr (kMasks == kMasksQuadTable) {
+    for (int k = tidx; k < mask_table_entries(mask_shape); k += Traits::kConsumerThreads)
+      mask_table[k] = mask_table_entry(mask_shape, k);
+    mask_table_offsets(mask_shape, table_offset);
+    consumer_sync();
+  }
+  // A shared-space address: through the generic pointer ptxas emits generic loads (LD, not LDS).
+  const uint32_t table_smem = static_cast<uint32_t>(__cvta_generic_to_shared(mask_table));
+  auto prefix = [&](int r, int x) {
+    if constexpr (kMasks == kMasksQuadTable) {
+      uint64_t v;
+      asm volatile("ld.shared.u64 %0, [%1];"
+                   : "=l"(v)
+                   : "r"(table_smem + 8 * (table_offset[r] + x)));
+      return v;
+    } else {
+      return axis_prefix(mask_shape, r, x);
+    }
+  };
   // Scores stay unscaled until the exponent (one FFMA there). A non-positive scale would flip or
   // flatten the max, so it is applied up front instead (rare: uniform over the launch).
   const bool prescale = !(fp.scale_log2 > 0.f);
@@ -147,8 +173,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     if (item_masked) {
       if constexpr (kQuadMasks) {
         const int row = (quad >> 1) ? get<0>(tScS_rc(1, 0)) : get<0>(tScS_rc(0, 0));
-        mask_window =
-            row_mask_window(mask_shape, box, row_window(fp.nb, ts, box, row), quad & 1);
+        mask_window = row_mask_window(mask_shape, box, row_window(fp.nb, ts, box, row), quad & 1);
       } else {
         CUTE_UNROLL
         for (int i = 0; i < kRows; ++i)
@@ -165,7 +190,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       }
       if (kQuadMasks && tile < num_spatial) {
         if (item_masked) {
-          const uint64_t word = column_mask_word(mask_shape, ts, mask_window, br);
+          const uint64_t word = column_mask_word(mask_shape, ts, mask_window, br, prefix);
           next_kv_tile(box, br);
           // A warp vote instead of the box-level straddle test: a warp whose 16 rows attend
           // the whole tile skips the mask.
