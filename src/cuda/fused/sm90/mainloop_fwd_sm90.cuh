@@ -180,6 +180,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
           windows[i] = row_window(fp.nb, ts, box, get<0>(tScS_rc(i, 0)));
       }
     }
+
     // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections. Tiles
     // come in walk order, so the spatial tile's coordinates advance in `br` (no index decode).
     int br[3] = {0, 0, 0};

@@ -146,7 +146,9 @@ FNA_DEVICE uint64_t column_mask_word(const ColumnMaskShape& m, const TileShape& 
 }
 
 // kMasksQuadTable: every axis_prefix of the launch in shared memory, axis r's at offset[r] + x.
-// The extents of one word multiply to <= 64, so there are at most 64 + 1 + 1 + 3 entries.
+// The extents of one word multiply to <= 64, so there are at most 64 + 1 + 1 + 3 = 69 entries
+// (72: a whole number of 64-byte lines; 576 bytes of the 1 KiB the 3-stage D = 128 storage
+// leaves free).
 inline constexpr int kMaskTableWords = 72;
 
 FNA_DEVICE void mask_table_offsets(const ColumnMaskShape& m, int* offset) {
