@@ -9,9 +9,10 @@
 #  2. CudaHopper* GPU tests with FNA_HOPPER_MASKS=quad and =table (the unverified kernels) while
 #     the overlays' hopper instances compile on the CPU (one object each, swapped into a copy of
 #     libfna.a and relinked: variants p1 / p2 / all, .notes/hopmask_prep.sh)
-#  3. A/B timing, one fna-bench process per (variant, case), bf16 D=128, 3 warm-ups + 20 iters:
-#     base = default kernel (SASS identical to main's), v1 = quad, v2 = table, with the tile
-#     shape probes; then CudaHopper* on `all` (table + both patches); p1, p2, all; round 2.
+#  3. CudaHopper* on `all` (table + both patches; sweep 60), then A/B timing, one fna-bench
+#     process per (variant, case), bf16 D=128, 3 warm-ups + 20 iters, variants alternating:
+#     base = default kernel (SASS identical to main's), v1 = quad, v2 = table, p1, p2, all,
+#     plus two tile-shape probes (base / v1 / v2); round 2 while time is left.
 #  4. $OUT/ab.txt (raw), $OUT/table.md (median ms per variant, speed vs base), $OUT/logs.tgz.
 # Stages stop being started past their time budget (see `left`), so a slow build costs round 2
 # first, never the test logs.
@@ -95,17 +96,20 @@ bench() {  # variant, case
        --dtype bf16 ${!2} 2>&1 | awk '/^cuda-hopper/{print $2, $3}')
   echo "AB $3 $2 $1 $ms" | tee -a $O/ab.txt
 }
-for c in C1 C2 C3 C4 C5 C6; do for v in base v1 v2; do bench $v $c r1; done; done
-log "round 1 base/v1/v2 done"
-while [ ! -f $S/ovl.done ] && left 240; do sleep 2; done
+# The patches have never run either: their test comes before any timing that uses them.
+while [ ! -f $S/ovl.done ] && left 200; do sleep 2; done
 cat $O/ovl.txt
-if [ -x $S/all/fna_gpu_tests ] && left 225; then
+if [ -x $S/all/fna_gpu_tests ] && left 200; then
   t=$SECONDS
-  FNA_HOPPER_MASKS=table timeout 70 $S/all/fna_gpu_tests --gtest_color=no \
+  FNA_TEST_COUNT=60 FNA_HOPPER_MASKS=table timeout 70 $S/all/fna_gpu_tests --gtest_color=no \
     --gtest_filter='CudaHopper*' > $O/tests-all.log 2>&1
-  log "CudaHopper* all (table + p1 + p2) rc $? ($((SECONDS - t)) s): $(grep -E '^\[  (PASSED|FAILED) ' $O/tests-all.log | tr '\n' ' ')"
+  log "CudaHopper* all (table + p1 + p2; sweep 60) rc $? ($((SECONDS - t)) s): $(grep -E '^\[  (PASSED|FAILED) ' $O/tests-all.log | tr '\n' ' ')"
 fi
-for c in C1 C2 C3 C4; do for v in p1 p2 all; do left 300 && bench $v $c r1; done; done
+for c in C1 C2 C3 C4 C5 C6; do for v in base v1 v2 p1 p2 all; do
+  case $c in C5 | C6) case $v in p1 | p2 | all) continue ;; esac ;; esac
+  left 300 && bench $v $c r1
+done; done
+log "round 1 done"
 for c in C1 C2 C5 C6 C3 C4; do for v in base v1 v2 p1 p2 all; do
   case $c in C5 | C6) case $v in p1 | p2 | all) continue ;; esac ;; esac
   left 315 && bench $v $c r2
