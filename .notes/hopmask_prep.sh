@@ -7,15 +7,16 @@
 # object into a copy of libfna.a, so a variant costs one instance compile, not a library build.
 #   p1  = .notes/hopper_s5_epilogue_8byte.patch   (8-byte epilogue stores)
 #   p2  = .notes/hopper_s5_max_chains.patch       (4-chain row max)
-#   all = p1 + p2 (timed with FNA_HOPPER_MASKS=quad: quad masks + both patches)
+#   p3  = .notes/hopper_s5_smem_lds.patch         (shared storage through LDS/STS, not generic)
+#   all = p1 + p2 + p3 (tested, then timed with FNA_HOPPER_MASKS=table)
 set -eu
 R=$(git rev-parse --show-toplevel)
 S=$R/.snap-hopmask
 rm -rf "$S"
 mkdir -p "$S"
 tmp=$(mktemp -d)
-for spec in p1:hopper_s5_epilogue_8byte p2:hopper_s5_max_chains \
-            all:hopper_s5_epilogue_8byte,hopper_s5_max_chains; do
+for spec in p1:hopper_s5_epilogue_8byte p2:hopper_s5_max_chains p3:hopper_s5_smem_lds \
+            all:hopper_s5_epilogue_8byte,hopper_s5_max_chains,hopper_s5_smem_lds; do
   name=${spec%%:*}
   mkdir -p "$tmp/$name/src/cuda/fused"
   cp -r "$R/src/cuda/fused/sm90" "$tmp/$name/src/cuda/fused/"

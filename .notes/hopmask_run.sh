@@ -8,10 +8,11 @@
 #     64;128 x fp16;bf16: fna-bench, GPU tests, geometry test (host replay)
 #  2. CudaHopper* GPU tests with FNA_HOPPER_MASKS=quad and =table (the unverified kernels) while
 #     the overlays' hopper instances compile on the CPU (one object each, swapped into a copy of
-#     libfna.a and relinked: variants p1 / p2 / all, .notes/hopmask_prep.sh)
-#  3. CudaHopper* on `all` (table + both patches; sweep 60), then A/B timing, one fna-bench
+#     libfna.a and relinked: variants p1 / p2 / p3 / all, .notes/hopmask_prep.sh)
+#  3. CudaHopper* on `all` (table + the three patches; sweep 60), then A/B timing, one fna-bench
 #     process per (variant, case), bf16 D=128, 3 warm-ups + 20 iters, variants alternating:
-#     base = default kernel (SASS identical to main's), v1 = quad, v2 = table, p1, p2, all,
+#     base = default kernel (SASS identical to main's), v1 = quad, v2 = table, p1, p2, p3 (p3
+#     alone is tested only inside all), all,
 #     plus two tile-shape probes (base / v1 / v2); round 2 while time is left.
 #  4. $OUT/ab.txt (raw), $OUT/table.md (median ms per variant, speed vs base), $OUT/logs.tgz.
 # Stages stop being started past their time budget (see `left`), so a slow build costs round 2
@@ -49,11 +50,11 @@ link_ovl() {  # overlay, target, output
 }
 (
   I128=fused_fwd_hdim128_bf16_sm90a
-  for v in p1 p2; do compile_ovl $v $I128 & done
+  for v in p1 p2 p3; do compile_ovl $v $I128 & done
   for i in $I128 fused_fwd_hdim128_fp16_sm90a fused_fwd_hdim64_bf16_sm90a \
            fused_fwd_hdim64_fp16_sm90a; do compile_ovl all $i & done
   wait
-  for v in p1 p2 all; do
+  for v in p1 p2 p3 all; do
     cp $B/libfna.a $S/$v/libfna.a && ar r $S/$v/libfna.a $S/$v/obj/*.o && ranlib $S/$v/libfna.a
     echo "$v: members $(ar t $B/libfna.a | wc -l) -> $(ar t $S/$v/libfna.a | wc -l) (replaced, not added)"
     link_ovl $v tools/fna-bench $S/$v/fna-bench
@@ -89,7 +90,7 @@ C6="$C2 --tiles-q 16,8 --tiles-kv 16,8"      # img-128, the planner's tie (fewer
 bench() {  # variant, case
   local bin=$B/tools/fna-bench env=""
   case $1 in v1) env=FNA_HOPPER_MASKS=quad ;; v2) env=FNA_HOPPER_MASKS=table ;;
-             p1 | p2) bin=$S/$1/fna-bench ;; all) bin=$S/all/fna-bench env=FNA_HOPPER_MASKS=table ;; esac
+             p1 | p2 | p3) bin=$S/$1/fna-bench ;; all) bin=$S/all/fna-bench env=FNA_HOPPER_MASKS=table ;; esac
   [ -x $bin ] || { echo "AB $1 $2 missing"; return; }
   local ms
   ms=$(env $env timeout 20 $bin --backend cuda-hopper --warmup 3 --iters 20 --head-dim 128 \
@@ -103,15 +104,15 @@ if [ -x $S/all/fna_gpu_tests ] && left 200; then
   t=$SECONDS
   FNA_TEST_COUNT=60 FNA_HOPPER_MASKS=table timeout 70 $S/all/fna_gpu_tests --gtest_color=no \
     --gtest_filter='CudaHopper*' > $O/tests-all.log 2>&1
-  log "CudaHopper* all (table + p1 + p2; sweep 60) rc $? ($((SECONDS - t)) s): $(grep -E '^\[  (PASSED|FAILED) ' $O/tests-all.log | tr '\n' ' ')"
+  log "CudaHopper* all (table + p1 + p2 + p3; sweep 60) rc $? ($((SECONDS - t)) s): $(grep -E '^\[  (PASSED|FAILED) ' $O/tests-all.log | tr '\n' ' ')"
 fi
-for c in C1 C2 C3 C4 C5 C6; do for v in base v1 v2 p1 p2 all; do
-  case $c in C5 | C6) case $v in p1 | p2 | all) continue ;; esac ;; esac
+for c in C1 C2 C3 C4 C5 C6; do for v in base v1 v2 p1 p2 p3 all; do
+  case $c in C5 | C6) case $v in p1 | p2 | p3 | all) continue ;; esac ;; esac
   left 300 && bench $v $c r1
 done; done
 log "round 1 done"
-for c in C1 C2 C5 C6 C3 C4; do for v in base v1 v2 p1 p2 all; do
-  case $c in C5 | C6) case $v in p1 | p2 | all) continue ;; esac ;; esac
+for c in C1 C2 C5 C6 C3 C4; do for v in base v1 v2 p1 p2 p3 all; do
+  case $c in C5 | C6) case $v in p1 | p2 | p3 | all) continue ;; esac ;; esac
   left 315 && bench $v $c r2
 done; done
 log "timing done"
@@ -127,7 +128,7 @@ for line in open(sys.argv[1]):
     if len(f) >= 5 and f[0] == "AB":
         try: ms[(f[2], f[3])].append(float(f[4]))
         except ValueError: pass
-vs = ["base", "v1", "v2", "p1", "p2", "all"]
+vs = ["base", "v1", "v2", "p1", "p2", "p3", "all"]
 print("| case | " + " | ".join(f"{v} ms (x base)" for v in vs) + " |")
 print("|---|" + "---:|" * len(vs))
 for c in names:
