@@ -1,5 +1,6 @@
 // Host replays of the Hopper forward's geometry (no GPU needed): the 128-column score masks built
-// from two 64-bit halves (mask_sm90.cuh) against a brute-force window test, and the persistent
+// from two 64-bit halves (mask_sm90.cuh; both the default kernel's and the quad-split variant's)
+// against a brute-force window test, and the persistent
 // schedule's empty-item test (scheduler_fwd_sm90.cuh) against the box geometry, on random
 // neighborhoods and random 128-row box shapes.
 #include <gtest/gtest.h>
@@ -42,60 +43,113 @@ int total_boxes(const Neighborhood& nb, const TileShape& t) {
   return n;
 }
 
-TEST(CudaHopperGeometry, ColumnMasksEqualTheWindows) {
-  std::mt19937_64 rng(20261125);
+// One (KV tile, query row) of a random Q box, as the consumers see it.
+struct TileRow {
+  TileShape ts;
+  ColumnMaskShape mask_shape;
+  QBox box;
+  int br[3];  // the tile's walk coordinates
+  KvTile kv;
+  RowWindow w;  // the row's window (rows past the group end: the last valid query's)
+  bool row_ok;  // a real query
+  int kv_rows;  // rows of the KV tile (64 or 128)
+
+  // Brute force: whether the row attends box row n of the tile.
+  bool attended(int n) const {
+    if (n >= kv_rows) return false;
+    int lk[3];
+    box_coords(n, ts.kv_shift, lk);
+    bool in = true;
+    for (int r = 0; r < 3; ++r) {
+      const int j = kv.base[r] + lk[r];
+      in = in && w.lo[r] <= j && j < w.hi[r];
+    }
+    return in;
+  }
+};
+
+// Calls fn(TileRow) for every (tile, row) of random Q boxes of random neighborhoods with 64- and
+// 128-row KV boxes, tiles in the consumers' walk order. Returns the number of masked tiles.
+template <class Fn>
+int for_each_tile_row(uint64_t seed, Fn&& fn) {
+  std::mt19937_64 rng(seed);
   int masked_tiles = 0;
   for (int iter = 0; iter < 300; ++iter) {
     const Neighborhood nb = fna_test::random_neighborhood(rng, 14);
-    const int kv_bits = rng() % 4 == 0 ? 6 : 7;  // 64- and 128-row KV tiles
-    const TileShape ts = random_shape(rng, nb, kv_bits);
-    const ColumnMaskShape mask_shape = column_mask_shape(ts);
-    const int boxes = total_boxes(nb, ts);
+    const int kv_bits = rng() % 4 == 0 ? 6 : 7;
+    TileRow c;
+    c.ts = random_shape(rng, nb, kv_bits);
+    c.mask_shape = column_mask_shape(c.ts);
+    c.kv_rows = 1 << kv_bits;
+    const int boxes = total_boxes(nb, c.ts);
     for (int probe = 0; probe < 4; ++probe) {
-      QBox box;
-      if (!make_q_box(nb, ts, static_cast<int>(rng() % boxes), &box)) continue;
-      int br[3] = {0, 0, 0};  // the consumers walk the tiles in order (next_kv_tile)
-      for (int tile = 0; tile < box.num_kv_tiles; ++tile, next_kv_tile(box, br)) {
-        const KvTile kv = kv_tile_at(ts, box, br);
+      if (!make_q_box(nb, c.ts, static_cast<int>(rng() % boxes), &c.box)) continue;
+      c.br[0] = c.br[1] = c.br[2] = 0;
+      for (int tile = 0; tile < c.box.num_kv_tiles; ++tile, next_kv_tile(c.box, c.br)) {
+        c.kv = kv_tile_at(c.ts, c.box, c.br);
         for (int row = 0; row < 128; ++row) {
           int lq[3];
-          box_coords(row, ts.q_shift, lq);
-          RowWindow w;
-          bool row_ok = true;
+          box_coords(row, c.ts.q_shift, lq);
+          c.row_ok = true;
           for (int r = 0; r < 3; ++r) {
-            row_ok = row_ok && lq[r] < box.count[r];
-            const int i = box.i0[r] + std::min(lq[r], box.count[r] - 1);
+            c.row_ok = c.row_ok && lq[r] < c.box.count[r];
+            const int i = c.box.i0[r] + std::min(lq[r], c.box.count[r] - 1);
             int64_t s, e;
-            window_in_group(nb.axis[r], box.lg[r], i, &s, &e);
-            w.lo[r] = static_cast<int>(s);
-            w.hi[r] = static_cast<int>(e);
+            window_in_group(nb.axis[r], c.box.lg[r], i, &s, &e);
+            c.w.lo[r] = static_cast<int>(s);
+            c.w.hi[r] = static_cast<int>(e);
           }
-          uint64_t words[2] = {0, 0};
-          if (kv.masked) window_column_mask_2x64(mask_shape, kv, w, words);
-          for (int n = 0; n < (1 << kv_bits); ++n) {
-            int lk[3];
-            box_coords(n, ts.kv_shift, lk);
-            bool attended = true;
-            for (int r = 0; r < 3; ++r) {
-              const int j = kv.base[r] + lk[r];
-              attended = attended && w.lo[r] <= j && j < w.hi[r];
-            }
-            if (!kv.masked) {
-              // An unmasked tile must be attended entirely by every real query of the box.
-              if (row_ok) {
-                ASSERT_TRUE(attended) << "iter " << iter << " tile " << tile << " row " << row;
-              }
-              continue;
-            }
-            const bool bit = (words[n / 64] >> (n % 64)) & 1;
-            ASSERT_EQ(bit, attended) << "iter " << iter << " tile " << tile << " row " << row
-                                     << " column " << n << " kv_bits " << kv_bits;
-          }
+          fn(c);
+          if (::testing::Test::HasFatalFailure()) return masked_tiles;
         }
-        masked_tiles += kv.masked;
+        masked_tiles += c.kv.masked;
       }
     }
   }
+  return masked_tiles;
+}
+
+TEST(CudaHopperGeometry, ColumnMasksEqualTheWindows) {
+  const int masked_tiles = for_each_tile_row(20261125, [](const TileRow& c) {
+    uint64_t words[2] = {0, 0};
+    if (c.kv.masked) window_column_mask_2x64(c.mask_shape, c.kv, c.w, words);
+    for (int n = 0; n < c.kv_rows; ++n) {
+      if (!c.kv.masked) {
+        // An unmasked tile must be attended entirely by every real query of the box.
+        if (c.row_ok) {
+          ASSERT_TRUE(c.attended(n)) << "column " << n;
+        }
+        continue;
+      }
+      ASSERT_EQ(((words[n / 64] >> (n % 64)) & 1) != 0, c.attended(n)) << "column " << n;
+    }
+  });
+  EXPECT_GT(masked_tiles, 1000);
+}
+
+// The quad-split words (kMasksQuad, kMasksQuadTable): word h of a row from its per-item window
+// and the tile's walk coordinates only, on every tile (the kernel masks whenever a warp's words
+// are not all ones), with the axis patterns computed or read from the launch's table, equal the
+// windows bit for bit; the second word of a 64-row tile is 0.
+TEST(CudaHopperGeometry, QuadMaskWordsEqualTheWindows) {
+  const int masked_tiles = for_each_tile_row(20261128, [](const TileRow& c) {
+    uint64_t table[kMaskTableWords];
+    const int entries = mask_table_entries(c.mask_shape);
+    ASSERT_LE(entries, kMaskTableWords);
+    for (int k = 0; k < entries; ++k) table[k] = mask_table_entry(c.mask_shape, k);
+    int offset[3];
+    mask_table_offsets(c.mask_shape, offset);
+    auto computed = [&](int r, int x) { return axis_prefix(c.mask_shape, r, x); };
+    auto from_table = [&](int r, int x) { return table[offset[r] + x]; };
+    for (int h = 0; h < 2; ++h) {
+      const RowMaskWindow rw = row_mask_window(c.mask_shape, c.box, c.w, h);
+      const uint64_t word = column_mask_word(c.mask_shape, c.ts, rw, c.br, computed);
+      ASSERT_EQ(column_mask_word(c.mask_shape, c.ts, rw, c.br, from_table), word);
+      for (int k = 0; k < 64; ++k)
+        ASSERT_EQ(((word >> k) & 1) != 0, c.attended(64 * h + k))
+            << "word " << h << " bit " << k << " kv rows " << c.kv_rows;
+    }
+  });
   EXPECT_GT(masked_tiles, 1000);
 }
 

@@ -22,7 +22,7 @@
 
 namespace fna::cuda::fused {
 
-template <class Traits>
+template <class Traits, MaskVariant kMasks>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     fwd_kernel_sm90(const __grid_constant__ FwdParamsSm90 p) {
   using Storage = typename Traits::SharedStorage;
@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     if (warp == 0 && cute::elect_one_sync()) produce_fwd<Traits>(p, st);
   } else {
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
-    consume_fwd<Traits>(p, st);
+    consume_fwd<Traits, kMasks>(p, st);
   }
 }
 

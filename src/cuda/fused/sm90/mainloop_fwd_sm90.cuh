@@ -33,8 +33,14 @@ __device__ __forceinline__ void scheduler_sync(int wg) {
 __device__ __forceinline__ void scheduler_arrive_other(int wg) {
   asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory");
 }
+// Named barrier 3: the consumer threads only (kMasksQuadTable's table is filled).
+__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 3, 256;\n" ::: "memory"); }
 
-template <class Traits, class Storage>
+// kMasks != kMasksDefault: the quad-split column masks (mask_sm90.cuh; FNA_HOPPER_MASKS=quad or
+// table, not yet run on a GPU) instead of every lane building its 2 rows' masks after a per-tile
+// straddle test. kMasksQuadTable reads the word patterns from a per-launch table placed right
+// after the shared storage (launch_fwd_sm90.cuh sizes it).
+template <class Traits, MaskVariant kMasks, class Storage>
 __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st) {
   using namespace cute;
   using Element = typename Traits::Element;
@@ -81,6 +87,8 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   constexpr int kRows = decltype(size<0>(tScS_rc))::value;
   constexpr int kCols = decltype(size<1>(tScS_rc))::value;
   const int n0 = get<1>(tScS_rc(0, 0));
+  const int lane = tidx % 32;
+  const int quad = lane % 4;  // the quad's lanes share rows (softmax_sm90.cuh)
 
   // One arrival per consumer warpgroup releases a ring slot (the empty barriers count them).
   auto release = [&](uint64_t* bar) {
@@ -92,6 +100,28 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   };
 
   const ColumnMaskShape mask_shape = column_mask_shape(ts);  // launch constant
+  constexpr bool kQuadMasks = kMasks != kMasksDefault;
+  uint64_t* mask_table = reinterpret_cast<uint64_t*>(&st + 1);  // kMasksQuadTable only
+  int table_offset[3];
+  if constexpr (kMasks == kMasksQuadTable) {
+    for (int k = tidx; k < mask_table_entries(mask_shape); k += Traits::kConsumerThreads)
+      mask_table[k] = mask_table_entry(mask_shape, k);
+    mask_table_offsets(mask_shape, table_offset);
+    consumer_sync();
+  }
+  // A shared-space address: through the generic pointer ptxas emits generic loads (LD, not LDS).
+  const uint32_t table_smem = static_cast<uint32_t>(__cvta_generic_to_shared(mask_table));
+  auto prefix = [&](int r, int x) {
+    if constexpr (kMasks == kMasksQuadTable) {
+      uint64_t v;
+      asm volatile("ld.shared.u64 %0, [%1];"
+                   : "=l"(v)
+                   : "r"(table_smem + 8 * (table_offset[r] + x)));
+      return v;
+    } else {
+      return axis_prefix(mask_shape, r, x);
+    }
+  };
   // Scores stay unscaled until the exponent (one FFMA there). A non-positive scale would flip or
   // flatten the max, so it is applied up front instead (rare: uniform over the launch).
   const bool prescale = !(fp.scale_log2 > 0.f);
@@ -118,10 +148,16 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       item_masked = item_masked || box.kv_lo[r] < box.full_lo[r] ||
                     box.kv_lo[r] + (box.kv_tiles[r] << ts.kv_shift[r]) > box.full_hi[r];
     RowWindow windows[kRows];
+    RowMaskWindow mask_window{};  // kQuadMasks: lane q builds word q % 2 of row q / 2
     if (item_masked) {
-      CUTE_UNROLL
-      for (int i = 0; i < kRows; ++i)
-        windows[i] = row_window(fp.nb, ts, box, get<0>(tScS_rc(i, 0)));
+      if constexpr (kQuadMasks) {
+        const int row = (quad >> 1) ? get<0>(tScS_rc(1, 0)) : get<0>(tScS_rc(0, 0));
+        mask_window = row_mask_window(mask_shape, box, row_window(fp.nb, ts, box, row), quad & 1);
+      } else {
+        CUTE_UNROLL
+        for (int i = 0; i < kRows; ++i)
+          windows[i] = row_window(fp.nb, ts, box, get<0>(tScS_rc(i, 0)));
+      }
     }
 
     // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections. Tiles
@@ -132,7 +168,29 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
         CUTE_UNROLL
         for (int e = 0; e < size(s_rc); ++e) s_rc(e) *= fp.scale_log2;
       }
-      if (tile < num_spatial) {
+      if (kQuadMasks && tile < num_spatial) {
+        if (item_masked) {
+          const uint64_t word = column_mask_word(mask_shape, ts, mask_window, br, prefix);
+          next_kv_tile(box, br);
+          // A warp vote instead of the box-level straddle test: a warp whose 16 rows attend
+          // the whole tile skips the mask.
+          const uint64_t all = mask_window.empty ? 0 : ~uint64_t{0};
+          if (__any_sync(0xffffffffu, word != all)) {
+            CUTE_UNROLL
+            for (int i = 0; i < kRows; ++i) {
+              const int src = (lane & ~3) | (2 * i);  // the lanes that built row i's words
+              const uint64_t lo = __shfl_sync(0xffffffffu, word, src) >> n0;
+              const uint64_t hi = __shfl_sync(0xffffffffu, word, src + 1) >> n0;
+              CUTE_UNROLL
+              for (int c = 0; c < kCols; ++c) {
+                const int k = get<1>(tScS_rc(i, c)) - n0;  // as below
+                const bool keep = k < 64 ? (lo >> k) & 1 : (hi >> (k - 64)) & 1;
+                if (!keep) s_rc(i, c) = -INFINITY;
+              }
+            }
+          }
+        }
+      } else if (tile < num_spatial) {
         // Items without a masked tile skip the per-tile test too: it reads the box from shared
         // memory in a chain of dependent loads and branches (ncu: 11% of the consumers' samples
         // on seq-32k-blocked, whose items have no masked tile).
