@@ -5,11 +5,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -55,6 +57,44 @@ std::array<int64_t, 3> per_axis(const std::string& flag, const std::string& text
   return out;
 }
 
+fna::TileBoxes tile_boxes(const std::string& flag, const std::string& q, const std::string& kv,
+                          int rank) {
+  const auto qa = per_axis(flag, q, rank), kva = per_axis(flag, kv, rank);
+  fna::TileBoxes t;
+  for (int r = 0; r < rank; ++r) {
+    t.q[r] = static_cast<int>(qa[r]);
+    t.kv[r] = static_cast<int>(kva[r]);
+  }
+  return t;
+}
+
+// --tile-list: one "Q_BOX KV_BOX" pair per line (e.g. "2,8,8 1,4,32"); blank lines and lines
+// starting with '#' are skipped.
+std::vector<fna::TileBoxes> read_tile_list(const std::string& path, int rank) {
+  std::ifstream in(path);
+  if (!in) throw CLI::ValidationError("--tile-list", "cannot open '" + path + "'");
+  std::vector<fna::TileBoxes> out;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    std::istringstream words(line);
+    std::string q, kv, extra;
+    if (!(words >> q) || q[0] == '#') continue;
+    if (!(words >> kv) || (words >> extra))
+      throw CLI::ValidationError("--tile-list", path + ":" + std::to_string(n) +
+                                                    ": expected 'Q_BOX KV_BOX', got '" + line +
+                                                    "'");
+    out.push_back(tile_boxes("--tile-list " + path + ":" + std::to_string(n), q, kv, rank));
+  }
+  if (out.empty()) throw CLI::ValidationError("--tile-list", "'" + path + "' lists no tiles");
+  return out;
+}
+
+std::string box_name(const std::array<int, 3>& v, int rank) {
+  std::string t;
+  for (int r = 0; r < rank; ++r) t += (r ? "x" : "") + std::to_string(v[r]);
+  return t;
+}
+
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -72,6 +112,7 @@ double tolerance(DType dtype, Backend b, bool gradient) {
 
 struct Result {
   Backend backend;
+  std::optional<fna::TileBoxes> tiles;
   double fwd_ms = 0, bwd_ms = 0, max_error = 0;
   bool ran = true, passed = true, verified = false;
   std::string note;
@@ -90,7 +131,7 @@ int main(int argc, char** argv) {
   int warmup = 2, iters = 10;
   uint64_t seed = 0;
   bool backward = false, verify = false, json = false, show_plan = false, deterministic = false;
-  std::string tiles_q, tiles_kv;
+  std::string tiles_q, tiles_kv, tile_list;
   double scale = 0;
   app.add_option("--extent", extent, "grid extents, comma-separated; rank from the count")
       ->capture_default_str();
@@ -132,6 +173,9 @@ int main(int argc, char** argv) {
       "or of cuda-hopper with --backend cuda-hopper, and exit");
   app.add_option("--tiles-q", tiles_q, "Q tile box per axis, e.g. 2,8,8 (overrides the planner)");
   app.add_option("--tiles-kv", tiles_kv, "KV tile box per axis (with --tiles-q)");
+  app.add_option("--tile-list", tile_list,
+                 "file of 'Q_BOX KV_BOX' lines: plan (--plan) or time every listed tile shape "
+                 "on the same inputs, one result per shape (bench/plan_sweep.py)");
   if (argc == 1) {  // the built-in default problem
     verify = true;
     backward = true;
@@ -141,7 +185,7 @@ int main(int argc, char** argv) {
   Problem p;
   std::vector<Backend> backends;
   DType dtype;
-  std::optional<fna::TileBoxes> tiles;
+  std::vector<std::optional<fna::TileBoxes>> shapes{std::nullopt};  // nullopt: the planner's
   try {
     const std::vector<int64_t> ext = parse_list("--extent", extent);
     if (ext.empty() || ext.size() > 3)
@@ -169,31 +213,27 @@ int main(int argc, char** argv) {
     if (!tiles_q.empty() || !tiles_kv.empty()) {
       if (tiles_q.empty() || tiles_kv.empty())
         throw CLI::ValidationError("--tiles-q/--tiles-kv", "give both or neither");
-      const auto q = per_axis("--tiles-q", tiles_q, p.rank);
-      const auto kv = per_axis("--tiles-kv", tiles_kv, p.rank);
-      tiles.emplace();
-      for (int r = 0; r < p.rank; ++r) {
-        tiles->q[r] = static_cast<int>(q[r]);
-        tiles->kv[r] = static_cast<int>(kv[r]);
-      }
+      if (!tile_list.empty())
+        throw CLI::ValidationError("--tile-list", "give it or --tiles-q/--tiles-kv, not both");
+      shapes = {tile_boxes("--tiles-q/--tiles-kv", tiles_q, tiles_kv, p.rank)};
     }
-    if (show_plan) {
+    if (!tile_list.empty()) {
+      shapes.clear();
+      for (const fna::TileBoxes& t : read_tile_list(tile_list, p.rank)) shapes.emplace_back(t);
+    }
+    for (const auto& tiles : shapes) {
+      if (!show_plan) break;
       fna::Options o;
       o.tiles = tiles;
       if (backends_s != "all" && backends_s.find(',') == std::string::npos)
         o.backend = fna::parse_backend(backends_s);  // e.g. --backend cuda-hopper --plan
       const fna::Plan pl = fna::plan(p, dtype, o);
-      auto box = [](const std::array<int, 3>& v, int rank) {
-        std::string t;
-        for (int r = 0; r < rank; ++r) t += (r ? "x" : "") + std::to_string(v[r]);
-        return t;
-      };
       if (json) {
         nlohmann::json j;
         j["problem"] = p.to_string();
         j["backend"] = fna::backend_name(pl.backend);
-        j["q_box"] = box(pl.tiles.q, p.rank);
-        j["kv_box"] = box(pl.tiles.kv, p.rank);
+        j["q_box"] = box_name(pl.tiles.q, p.rank);
+        j["kv_box"] = box_name(pl.tiles.kv, p.rank);
         j["overridden"] = pl.overridden;
         j["blocks"] = pl.q_tiles;
         j["computed_pairs"] = pl.computed_pairs;
@@ -205,15 +245,15 @@ int main(int argc, char** argv) {
         std::printf("problem: %s dtype=%s\n", p.to_string().c_str(), fna::dtype_name(dtype));
         std::printf("%s forward plan%s: Q box %s (%d rows), KV box %s (%d rows), %.0f blocks\n",
                     fna::backend_name(pl.backend), pl.overridden ? " (override)" : "",
-                    box(pl.tiles.q, p.rank).c_str(), pl.q_tile_rows,
-                    box(pl.tiles.kv, p.rank).c_str(), pl.kv_tile_rows, pl.q_tiles);
+                    box_name(pl.tiles.q, p.rank).c_str(), pl.q_tile_rows,
+                    box_name(pl.tiles.kv, p.rank).c_str(), pl.kv_tile_rows, pl.q_tiles);
         std::printf("useful fraction of tensor-core work: %.3f (masked tiles: %.3f of it)\n",
                     pl.useful_fraction, pl.masked_fraction);
         std::printf("predicted forward time: %.3f ms (model: %s)\n", pl.predicted_ms,
                     pl.model.c_str());
       }
-      return 0;
     }
+    if (show_plan) return 0;
     if (backends_s == "all") {
       backends = fna::compiled_backends();
     } else {
@@ -233,25 +273,26 @@ int main(int argc, char** argv) {
   const double ffl = fna::forward_flops(p), bfl = fna::backward_flops(p);
   if (verify) io.run_reference(backward);
 
-  for (Backend b : backends) {
-    Result r;
-    r.backend = b;
+  // Runs r.backend on r.tiles (nullopt: the planner's); false when the backend is skipped
+  // (then the skipped row is already in results).
+  auto run_backend = [&](Result& r) {
+    const Backend b = r.backend;
     const bool cuda = b != Backend::kReference && b != Backend::kCpu;
     const fna::Device dev = cuda ? fna::Device{fna::DeviceType::kCUDA, 0} : fna::Device{};
-    if (device_s != "auto" && (device_s == "cuda") != cuda) continue;
+    if (device_s != "auto" && (device_s == "cuda") != cuda) return false;
     const std::string why = fna::backend_unavailable_reason(b, p, dtype, dev);
     if (!why.empty()) {
       r.ran = false;
       r.note = why;
       if (backends_s != "all") any_fail = true;
       results.push_back(r);
-      continue;
+      return false;
     }
     try {
       fna::bench::Run run(io, dev);
       fna::Options opt;
       opt.backend = b;
-      opt.tiles = tiles;
+      opt.tiles = r.tiles;
       opt.deterministic = deterministic;
       std::vector<double> fwd, bwd;
       for (int i = 0; i < warmup + iters; ++i) {
@@ -288,13 +329,26 @@ int main(int argc, char** argv) {
       r.note = e.what();
       any_fail = true;
     }
-    results.push_back(r);
+    return true;
+  };
+  for (Backend b : backends) {
+    for (const auto& tiles : shapes) {
+      Result r;
+      r.backend = b;
+      r.tiles = tiles;
+      if (!run_backend(r)) break;  // not available: one skipped row, not one per shape
+      results.push_back(r);
+    }
   }
 
   if (json) {
     for (const Result& r : results) {
       nlohmann::json j;
       j["backend"] = fna::backend_name(r.backend);
+      if (r.tiles) {
+        j["q_box"] = box_name(r.tiles->q, p.rank);
+        j["kv_box"] = box_name(r.tiles->kv, p.rank);
+      }
       j["problem"] = p.to_string();
       j["dtype"] = fna::dtype_name(dtype);
       j["ran"] = r.ran;
@@ -315,14 +369,16 @@ int main(int argc, char** argv) {
     std::printf("%-12s %10s %10s %10s %10s %10s  %s\n", "backend", "fwd_ms", "fwd_GF/s", "bwd_ms",
                 "bwd_GF/s", "error", "status");
     for (const Result& r : results) {
+      std::string name = fna::backend_name(r.backend);  // + the tile shape when one was given
+      if (r.tiles) name += " " + box_name(r.tiles->q, p.rank) + "/" + box_name(r.tiles->kv, p.rank);
       if (!r.ran) {
-        std::printf("%-12s %10s %10s %10s %10s %10s  %s\n", fna::backend_name(r.backend), "-", "-",
+        std::printf("%-12s %10s %10s %10s %10s %10s  %s\n", name.c_str(), "-", "-",
                     "-", "-", "-", ("skipped: " + r.note).c_str());
         continue;
       }
       char err[32] = "-";
       if (r.verified) std::snprintf(err, sizeof err, "%.2e", r.max_error);
-      std::printf("%-12s %10.3f %10.2f ", fna::backend_name(r.backend), r.fwd_ms,
+      std::printf("%-12s %10.3f %10.2f ", name.c_str(), r.fwd_ms,
                   ffl / (r.fwd_ms * 1e6));
       if (backward)
         std::printf("%10.3f %10.2f ", r.bwd_ms, bfl / (r.bwd_ms * 1e6));
