@@ -286,23 +286,34 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     float lse[kRows];
     softmax.finalize(o_rc, lse);
     Element* out = static_cast<Element*>(fp.out);
+    const bool odd = tidx & 1;
     CUTE_UNROLL
     for (int i = 0; i < kRows; ++i) {
       int qi[3];
-      if (!row_valid(ts, box, get<0>(tOcO_rc(i, 0)), qi)) continue;
+      // Uniform over the quad that shares the row (the shuffles below need all 32 lanes).
+      const bool valid = row_valid(ts, box, get<0>(tOcO_rc(i, 0)), qi);
       int x[3];
       CUTE_UNROLL
       for (int r = 0; r < 3; ++r) x[r] = box.coord(fp.nb, r, qi[r]);
       Element* row = out + token_offset(fp.out_stride, slot.b, x, slot.h);
       CUTE_UNROLL
-      for (int c = 0; c < size<1>(o_rc); c += 2) {
-        // Columns c, c + 1 are adjacent dims; rows are 16-byte aligned (host check): 4 bytes.
-        cutlass::Array<Element, 2> v;
+      for (int c = 0; c < size<1>(o_rc); c += 4) {
+        // Columns (c, c + 1) and (c + 2, c + 3) are 2 dims in each of two adjacent 8-dim groups;
+        // an even and an odd thread of the quad swap one pair, so each holds 4 adjacent dims:
+        // 8-byte stores whose quad covers 32 contiguous bytes (4-byte stores wrote half sectors:
+        // ncu counted 52% excess store sectors, run S5-P1). Rows are 16-byte aligned (host check).
+        cutlass::Array<Element, 4> v;
         v[0] = static_cast<Element>(o_rc(i, c));
         v[1] = static_cast<Element>(o_rc(i, c + 1));
-        *reinterpret_cast<cutlass::Array<Element, 2>*>(row + get<1>(tOcO_rc(i, c))) = v;
+        v[2] = static_cast<Element>(o_rc(i, c + 2));
+        v[3] = static_cast<Element>(o_rc(i, c + 3));
+        uint32_t (&w)[2] = *reinterpret_cast<uint32_t(*)[2]>(&v);
+        const uint32_t got = __shfl_xor_sync(0xffffffffu, odd ? w[0] : w[1], 1);
+        const uint2 packed = odd ? make_uint2(got, w[1]) : make_uint2(w[0], got);
+        const int dim = odd ? get<1>(tOcO_rc(i, c + 2)) - 2 : get<1>(tOcO_rc(i, c));
+        if (valid) *reinterpret_cast<uint2*>(row + dim) = packed;
       }
-      if (fp.lse != nullptr && tidx % 4 == 0)
+      if (valid && fp.lse != nullptr && tidx % 4 == 0)
         fp.lse[token_offset(fp.lse_stride, slot.b, x, slot.h)] = lse[i];
     }
     cutlass::arch::ClusterBarrier::arrive(&st.item_empty[j % Traits::kItemSlots]);
