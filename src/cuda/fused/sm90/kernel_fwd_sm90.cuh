@@ -22,7 +22,7 @@
 
 namespace fna::cuda::fused {
 
-template <class Traits, MaskVariant kMasks>
+template <class Traits>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     fwd_kernel_sm90(const __grid_constant__ FwdParamsSm90 p) {
   using Storage = typename Traits::SharedStorage;
@@ -57,7 +57,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     if (warp == 0 && cute::elect_one_sync()) produce_fwd<Traits>(p, st);
   } else {
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
-    consume_fwd<Traits, kMasks>(p, st);
+    consume_fwd<Traits>(p, st);
   }
 }
 
