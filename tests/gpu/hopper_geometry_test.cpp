@@ -1,8 +1,7 @@
 // Host replays of the Hopper forward's geometry (no GPU needed): the 128-column score masks built
-// from two 64-bit halves (mask_sm90.cuh; both the default kernel's and the quad-split variant's)
-// against a brute-force window test, and the persistent
-// schedule's empty-item test (scheduler_fwd_sm90.cuh) against the box geometry, on random
-// neighborhoods and random 128-row box shapes.
+// from two 64-bit quad-split words (mask_sm90.cuh) against a brute-force window test, and the
+// persistent schedule's empty-item test (scheduler_fwd_sm90.cuh) against the box geometry, on
+// random neighborhoods and random 128-row box shapes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -68,14 +67,35 @@ struct TileRow {
   }
 };
 
-// Calls fn(TileRow) for every (tile, row) of random Q boxes of random neighborhoods with 64- and
-// 128-row KV boxes, tiles in the consumers' walk order. Returns the number of masked tiles.
+// Block-sparse neighborhoods (stride = window, the window a power of two that the random box
+// extents of its rank mostly divide): the queries of an aligned Q box share one window, so most
+// items have no masked tile (random neighborhoods: hardly any).
+Neighborhood block_sparse_neighborhood(std::mt19937_64& rng) {
+  Neighborhood nb;
+  nb.rank = 1 + static_cast<int>(rng() % 3);
+  const int64_t window = nb.rank == 1 ? 256 : nb.rank == 2 ? 32 : 16;
+  for (int r = 0; r < 3; ++r) {
+    nb.axis[r] = Axis{1, 1, 1, 1, false};
+    if (r >= nb.rank) continue;
+    const int64_t dilation = 1 + static_cast<int64_t>(rng() % 2);
+    // 1-3 whole blocks and sometimes a partial one (a shorter last block: masked items).
+    const int64_t extent = window * (1 + static_cast<int64_t>(rng() % 3)) +
+                           (rng() % 2 == 0 ? 0 : static_cast<int64_t>(rng() % window));
+    nb.axis[r] = Axis{extent * dilation, window, window, dilation, false};
+  }
+  return nb;
+}
+
+// Calls fn(TileRow) for every (tile, row) of random Q boxes of random (or block-sparse)
+// neighborhoods with 64- and 128-row KV boxes, tiles in the consumers' walk order. Returns the
+// number of masked tiles.
 template <class Fn>
-int for_each_tile_row(uint64_t seed, Fn&& fn) {
+int for_each_tile_row(uint64_t seed, Fn&& fn, bool block_sparse = false) {
   std::mt19937_64 rng(seed);
   int masked_tiles = 0;
   for (int iter = 0; iter < 300; ++iter) {
-    const Neighborhood nb = fna_test::random_neighborhood(rng, 14);
+    const Neighborhood nb =
+        block_sparse ? block_sparse_neighborhood(rng) : fna_test::random_neighborhood(rng, 14);
     const int kv_bits = rng() % 4 == 0 ? 6 : 7;
     TileRow c;
     c.ts = random_shape(rng, nb, kv_bits);
@@ -109,28 +129,36 @@ int for_each_tile_row(uint64_t seed, Fn&& fn) {
   return masked_tiles;
 }
 
-TEST(CudaHopperGeometry, ColumnMasksEqualTheWindows) {
-  const int masked_tiles = for_each_tile_row(20261125, [](const TileRow& c) {
-    uint64_t words[2] = {0, 0};
-    if (c.kv.masked) window_column_mask_2x64(c.mask_shape, c.kv, c.w, words);
-    for (int n = 0; n < c.kv_rows; ++n) {
-      if (!c.kv.masked) {
-        // An unmasked tile must be attended entirely by every real query of the box.
-        if (c.row_ok) {
-          ASSERT_TRUE(c.attended(n)) << "column " << n;
-        }
-        continue;
-      }
-      ASSERT_EQ(((words[n / 64] >> (n % 64)) & 1) != 0, c.attended(n)) << "column " << n;
+// The kernel skips every mask of an item without a masked tile (item_has_masked_tile): each tile
+// of such an item is attended entirely by every real query of the box, and a masked tile makes
+// its item masked.
+TEST(CudaHopperGeometry, UnmaskedItemsAttendEveryColumn) {
+  for (const bool block_sparse : {false, true}) {
+    int masked_tiles = 0, unmasked_item_rows = 0;
+    masked_tiles = for_each_tile_row(
+        20261125,
+        [&](const TileRow& c) {
+          const bool item_masked = item_has_masked_tile(c.ts, c.box);
+          if (c.kv.masked) {
+            ASSERT_TRUE(item_masked);
+          }
+          if (item_masked || !c.row_ok) return;
+          ++unmasked_item_rows;
+          for (int n = 0; n < c.kv_rows; ++n) ASSERT_TRUE(c.attended(n)) << "column " << n;
+        },
+        block_sparse);
+    if (::testing::Test::HasFatalFailure()) return;
+    EXPECT_GT(masked_tiles, 1000) << "block sparse " << block_sparse;
+    if (block_sparse) {
+      EXPECT_GT(unmasked_item_rows, 10000);
     }
-  });
-  EXPECT_GT(masked_tiles, 1000);
+  }
 }
 
-// The quad-split words (kMasksQuad, kMasksQuadTable): word h of a row from its per-item window
-// and the tile's walk coordinates only, on every tile (the kernel masks whenever a warp's words
-// are not all ones), with the axis patterns computed or read from the launch's table, equal the
-// windows bit for bit; the second word of a 64-row tile is 0.
+// The quad-split words: word h of a row from its per-item window and the tile's walk coordinates
+// only, on every tile (the kernel masks whenever a warp's words are not all ones), with the axis
+// patterns computed or read from the launch's table (the kernel's), equal the windows bit for
+// bit; the second word of a 64-row tile is 0.
 TEST(CudaHopperGeometry, QuadMaskWordsEqualTheWindows) {
   const int masked_tiles = for_each_tile_row(20261128, [](const TileRow& c) {
     uint64_t table[kMaskTableWords];

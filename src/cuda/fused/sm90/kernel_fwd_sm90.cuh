@@ -22,14 +22,17 @@
 
 namespace fna::cuda::fused {
 
-template <class Traits, MaskVariant kMasks>
+template <class Traits>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     fwd_kernel_sm90(const __grid_constant__ FwdParamsSm90 p) {
   using Storage = typename Traits::SharedStorage;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   extern __shared__ char smem_raw[];
-  Storage& st = *reinterpret_cast<Storage*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
-                                            ~uintptr_t{1023});
+  // Rounded up to 1024 bytes by an offset from smem_raw, not through an integer: the compiler then
+  // still knows the state space, so the item slots, barriers and row data are read with LDS / STS
+  // instead of generic loads and stores (an integer round trip made every one of them generic).
+  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  Storage& st = *reinterpret_cast<Storage*>(smem_raw + ((1024u - (raw & 1023u)) & 1023u));
 
   const int warp = int(threadIdx.x) / 32;
   if (warp == 0 && cute::elect_one_sync()) {
@@ -54,7 +57,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     if (warp == 0 && cute::elect_one_sync()) produce_fwd<Traits>(p, st);
   } else {
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
-    consume_fwd<Traits, kMasks>(p, st);
+    consume_fwd<Traits>(p, st);
   }
 }
 

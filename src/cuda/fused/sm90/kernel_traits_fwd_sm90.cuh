@@ -11,6 +11,7 @@
 
 #include "cuda/fused/common/tile_geometry.cuh"
 #include "cuda/fused/sm90/launch_fwd_sm90.h"
+#include "cuda/fused/sm90/mask_sm90.cuh"
 
 namespace fna::cuda::fused {
 
@@ -95,8 +96,10 @@ struct FwdTraitsSm90 {
     uint64_t k_full[kStages], k_empty[kStages], v_full[kStages], v_empty[kStages];
     ItemSlot item[kItemSlots];
   };
-  // +1 KiB: the dynamic shared-memory base is rounded up to 1024 bytes inside the kernel.
-  static constexpr int kSmemBytes = int(sizeof(SharedStorage)) + 1024;
+  // +1 KiB: the dynamic shared-memory base is rounded up to 1024 bytes inside the kernel. The
+  // consumers' mask table (mask_sm90.cuh) lies right after the storage.
+  static constexpr int kSmemBytes =
+      int(sizeof(SharedStorage)) + 1024 + kMaskTableWords * int(sizeof(uint64_t));
   static_assert(kSmemBytes <= 227 * 1024, "shared memory of one sm_90 block");
 };
 

@@ -13,14 +13,8 @@ namespace fna::cuda::fused {
 template <class Element, int kHeadDim>
 void launch_fwd_sm90(const FwdParamsSm90& p, dim3 grid, cudaStream_t stream) {
   using Traits = FwdTraitsSm90<Element, kHeadDim>;
-  // Every mask variant is compiled; p.mask_variant (FNA_HOPPER_MASKS) picks one. The table
-  // variant's table lies past the shared storage, so only that kernel asks for its bytes.
-  constexpr int kTableBytes = kMaskTableWords * int(sizeof(uint64_t));
-  static_assert(Traits::kSmemBytes + kTableBytes <= 227 * 1024, "shared memory of one block");
-  auto kernel = p.mask_variant == kMasksQuadTable ? fwd_kernel_sm90<Traits, kMasksQuadTable>
-                : p.mask_variant == kMasksQuad    ? fwd_kernel_sm90<Traits, kMasksQuad>
-                                                  : fwd_kernel_sm90<Traits, kMasksDefault>;
-  const int smem = Traits::kSmemBytes + (p.mask_variant == kMasksQuadTable ? kTableBytes : 0);
+  auto kernel = fwd_kernel_sm90<Traits>;
+  constexpr int smem = Traits::kSmemBytes;  // storage, alignment slack and mask table
   FNA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   kernel<<<grid, Traits::kNThreads, smem, stream>>>(p);
   FNA_CUDA_CHECK(cudaGetLastError());

@@ -33,14 +33,13 @@ __device__ __forceinline__ void scheduler_sync(int wg) {
 __device__ __forceinline__ void scheduler_arrive_other(int wg) {
   asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory");
 }
-// Named barrier 3: the consumer threads only (kMasksQuadTable's table is filled).
+// Named barrier 3: the consumer threads only (the mask table is filled).
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 3, 256;\n" ::: "memory"); }
 
-// kMasks != kMasksDefault: the quad-split column masks (mask_sm90.cuh; FNA_HOPPER_MASKS=quad or
-// table, not yet run on a GPU) instead of every lane building its 2 rows' masks after a per-tile
-// straddle test. kMasksQuadTable reads the word patterns from a per-launch table placed right
-// after the shared storage (launch_fwd_sm90.cuh sizes it).
-template <class Traits, MaskVariant kMasks, class Storage>
+// Column masks: quad-split words (mask_sm90.cuh), each lane of a quad builds one of the quad's
+// 2 rows x 2 words from a per-item window, the axis patterns read from a per-launch table placed
+// right after the shared storage (Traits::kSmemBytes counts it).
+template <class Traits, class Storage>
 __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st) {
   using namespace cute;
   using Element = typename Traits::Element;
@@ -100,27 +99,18 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   };
 
   const ColumnMaskShape mask_shape = column_mask_shape(ts);  // launch constant
-  constexpr bool kQuadMasks = kMasks != kMasksDefault;
-  uint64_t* mask_table = reinterpret_cast<uint64_t*>(&st + 1);  // kMasksQuadTable only
+  uint64_t* mask_table = reinterpret_cast<uint64_t*>(&st + 1);  // mask_table_entries words
+  for (int k = tidx; k < mask_table_entries(mask_shape); k += Traits::kConsumerThreads)
+    mask_table[k] = mask_table_entry(mask_shape, k);
   int table_offset[3];
-  if constexpr (kMasks == kMasksQuadTable) {
-    for (int k = tidx; k < mask_table_entries(mask_shape); k += Traits::kConsumerThreads)
-      mask_table[k] = mask_table_entry(mask_shape, k);
-    mask_table_offsets(mask_shape, table_offset);
-    consumer_sync();
-  }
+  mask_table_offsets(mask_shape, table_offset);
+  consumer_sync();
   // A shared-space address: through the generic pointer ptxas emits generic loads (LD, not LDS).
   const uint32_t table_smem = static_cast<uint32_t>(__cvta_generic_to_shared(mask_table));
   auto prefix = [&](int r, int x) {
-    if constexpr (kMasks == kMasksQuadTable) {
-      uint64_t v;
-      asm volatile("ld.shared.u64 %0, [%1];"
-                   : "=l"(v)
-                   : "r"(table_smem + 8 * (table_offset[r] + x)));
-      return v;
-    } else {
-      return axis_prefix(mask_shape, r, x);
-    }
+    uint64_t v;
+    asm volatile("ld.shared.u64 %0, [%1];" : "=l"(v) : "r"(table_smem + 8 * (table_offset[r] + x)));
+    return v;
   };
   // Scores stay unscaled until the exponent (one FFMA there). A non-positive scale would flip or
   // flatten the max, so it is applied up front instead (rare: uniform over the launch).
@@ -139,25 +129,14 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     const int num_spatial = box.num_kv_tiles;
     const int num_tiles = num_spatial + (fp.additional_kv + kBlockN - 1) / kBlockN;
 
-    // This thread's rows' windows (kRows = 2): read on masked tiles only, so computed only when
-    // the item has one (a tile is masked iff it leaves [full_lo, full_hi) on some axis; the
-    // block-sparse cases have none and skip this per-item arithmetic).
-    bool item_masked = false;
-    CUTE_UNROLL
-    for (int r = 0; r < 3; ++r)
-      item_masked = item_masked || box.kv_lo[r] < box.full_lo[r] ||
-                    box.kv_lo[r] + (box.kv_tiles[r] << ts.kv_shift[r]) > box.full_hi[r];
-    RowWindow windows[kRows];
-    RowMaskWindow mask_window{};  // kQuadMasks: lane q builds word q % 2 of row q / 2
+    // This lane's row window (lane q of a quad builds word q % 2 of row q / 2; kRows = 2): read
+    // on masked items only, so computed only for those (the block-sparse cases have none and
+    // skip this per-item arithmetic).
+    const bool item_masked = item_has_masked_tile(ts, box);
+    RowMaskWindow mask_window{};
     if (item_masked) {
-      if constexpr (kQuadMasks) {
-        const int row = (quad >> 1) ? get<0>(tScS_rc(1, 0)) : get<0>(tScS_rc(0, 0));
-        mask_window = row_mask_window(mask_shape, box, row_window(fp.nb, ts, box, row), quad & 1);
-      } else {
-        CUTE_UNROLL
-        for (int i = 0; i < kRows; ++i)
-          windows[i] = row_window(fp.nb, ts, box, get<0>(tScS_rc(i, 0)));
-      }
+      const int row = (quad >> 1) ? get<0>(tScS_rc(1, 0)) : get<0>(tScS_rc(0, 0));
+      mask_window = row_mask_window(mask_shape, box, row_window(fp.nb, ts, box, row), quad & 1);
     }
 
     // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections. Tiles
@@ -168,7 +147,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
         CUTE_UNROLL
         for (int e = 0; e < size(s_rc); ++e) s_rc(e) *= fp.scale_log2;
       }
-      if (kQuadMasks && tile < num_spatial) {
+      if (tile < num_spatial) {
         if (item_masked) {
           const uint64_t word = column_mask_word(mask_shape, ts, mask_window, br, prefix);
           next_kv_tile(box, br);
@@ -183,32 +162,12 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
               const uint64_t hi = __shfl_sync(0xffffffffu, word, src + 1) >> n0;
               CUTE_UNROLL
               for (int c = 0; c < kCols; ++c) {
-                const int k = get<1>(tScS_rc(i, c)) - n0;  // as below
+                // Column n0 + k of this thread: bit k of the shifted words (k < 64 exactly for
+                // the columns below 64, since n0 + (k mod 8) < 8).
+                const int k = get<1>(tScS_rc(i, c)) - n0;
                 const bool keep = k < 64 ? (lo >> k) & 1 : (hi >> (k - 64)) & 1;
                 if (!keep) s_rc(i, c) = -INFINITY;
               }
-            }
-          }
-        }
-      } else if (tile < num_spatial) {
-        // Items without a masked tile skip the per-tile test too: it reads the box from shared
-        // memory in a chain of dependent loads and branches (ncu: 11% of the consumers' samples
-        // on seq-32k-blocked, whose items have no masked tile).
-        const KvTile kv = item_masked ? kv_tile_at(ts, box, br) : KvTile{};
-        if (item_masked) next_kv_tile(box, br);
-        if (item_masked && kv.masked) {
-          CUTE_UNROLL
-          for (int i = 0; i < kRows; ++i) {
-            uint64_t words[2];
-            window_column_mask_2x64(mask_shape, kv, windows[i], words);
-            const uint64_t lo = words[0] >> n0, hi = words[1] >> n0;
-            CUTE_UNROLL
-            for (int c = 0; c < kCols; ++c) {
-              // Column n0 + k of this thread: bit k of the shifted words (k < 64 exactly for
-              // the columns below 64, since n0 + (k mod 8) < 8).
-              const int k = get<1>(tScS_rc(i, c)) - n0;
-              const bool keep = k < 64 ? (lo >> k) & 1 : (hi >> (k - 64)) & 1;
-              if (!keep) s_rc(i, c) = -INFINITY;
             }
           }
         }
@@ -286,23 +245,34 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     float lse[kRows];
     softmax.finalize(o_rc, lse);
     Element* out = static_cast<Element*>(fp.out);
+    const bool odd = tidx & 1;
     CUTE_UNROLL
     for (int i = 0; i < kRows; ++i) {
       int qi[3];
-      if (!row_valid(ts, box, get<0>(tOcO_rc(i, 0)), qi)) continue;
+      // Uniform over the quad that shares the row (the shuffles below need all 32 lanes).
+      const bool valid = row_valid(ts, box, get<0>(tOcO_rc(i, 0)), qi);
       int x[3];
       CUTE_UNROLL
       for (int r = 0; r < 3; ++r) x[r] = box.coord(fp.nb, r, qi[r]);
       Element* row = out + token_offset(fp.out_stride, slot.b, x, slot.h);
       CUTE_UNROLL
-      for (int c = 0; c < size<1>(o_rc); c += 2) {
-        // Columns c, c + 1 are adjacent dims; rows are 16-byte aligned (host check): 4 bytes.
-        cutlass::Array<Element, 2> v;
+      for (int c = 0; c < size<1>(o_rc); c += 4) {
+        // Columns (c, c + 1) and (c + 2, c + 3) are 2 dims in each of two adjacent 8-dim groups;
+        // an even and an odd thread of the quad swap one pair, so each holds 4 adjacent dims:
+        // 8-byte stores whose quad covers 32 contiguous bytes (4-byte stores wrote half sectors:
+        // ncu counted 52% excess store sectors, run S5-P1). Rows are 16-byte aligned (host check).
+        cutlass::Array<Element, 4> v;
         v[0] = static_cast<Element>(o_rc(i, c));
         v[1] = static_cast<Element>(o_rc(i, c + 1));
-        *reinterpret_cast<cutlass::Array<Element, 2>*>(row + get<1>(tOcO_rc(i, c))) = v;
+        v[2] = static_cast<Element>(o_rc(i, c + 2));
+        v[3] = static_cast<Element>(o_rc(i, c + 3));
+        uint32_t (&w)[2] = *reinterpret_cast<uint32_t(*)[2]>(&v);
+        const uint32_t got = __shfl_xor_sync(0xffffffffu, odd ? w[0] : w[1], 1);
+        const uint2 packed = odd ? make_uint2(got, w[1]) : make_uint2(w[0], got);
+        const int dim = odd ? get<1>(tOcO_rc(i, c + 2)) - 2 : get<1>(tOcO_rc(i, c));
+        if (valid) *reinterpret_cast<uint2*>(row + dim) = packed;
       }
-      if (fp.lse != nullptr && tidx % 4 == 0)
+      if (valid && fp.lse != nullptr && tidx % 4 == 0)
         fp.lse[token_offset(fp.lse_stride, slot.b, x, slot.h)] = lse[i];
     }
     cutlass::arch::ClusterBarrier::arrive(&st.item_empty[j % Traits::kItemSlots]);

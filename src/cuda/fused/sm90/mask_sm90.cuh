@@ -4,9 +4,9 @@
 // above 1, so each half is a box with that extent halved and its first key moved by the half.
 //
 // Everything that depends only on the tile shape (each axis' bit field and the multiplier that
-// replicates a pattern over a word) is computed once per launch (ColumnMaskShape); per tile and
-// row only the window bounds relative to the tile change. The two halves share every axis but
-// the split one, so those patterns are built once for both words.
+// replicates a pattern over a word) is computed once per launch (ColumnMaskShape), and so is a
+// table of every axis pattern a word can need; per item each lane computes one row's window
+// relative to the KV range, per tile only the tile's offset in the range changes.
 #pragma once
 
 #include <algorithm>
@@ -45,37 +45,16 @@ FNA_DEVICE ColumnMaskShape column_mask_shape(const TileShape& t) {
   return m;
 }
 
-// Bits [lo << inner_shift, hi << inner_shift) of a word (0 <= lo; hi <= extent, possibly < lo:
-// no bits), replicated over the word.
-FNA_DEVICE uint64_t axis_column_pattern(const ColumnMaskShape& m, int r, int lo, int hi) {
-  const uint64_t pattern = low_bits(std::max(hi, 0) << m.inner_shift[r]) &
-                           ~low_bits(std::min(lo, 64) << m.inner_shift[r]);
-  return pattern * m.repeat[r];
-}
-
-// Column masks of a KV tile for a row with window `w`: bit n of words[n / 64] is set when the
-// row attends box row n (words[1] = 0 for tiles of <= 64 rows). Axes on which the tile lies
-// inside every query's window (kv.straddle bit clear) contribute all ones and are skipped.
-FNA_DEVICE void window_column_mask_2x64(const ColumnMaskShape& m, const KvTile& kv,
-                                        const RowWindow& w, uint64_t* words) {
-  uint64_t shared = ~uint64_t{0}, half0 = ~uint64_t{0}, half1 = ~uint64_t{0};
+// Whether some spatial KV tile of the item is not attended entirely by every query of its box:
+// a tile is masked iff it leaves [full_lo, full_hi) on some axis, so the item has one iff its KV
+// range does. Items without one skip every mask (block-sparse cases: all of them).
+FNA_DEVICE bool item_has_masked_tile(const TileShape& t, const QBox& box) {
+  bool masked = false;
   FNA_UNROLL
-  for (int r = 2; r >= 0; --r) {
-    if ((kv.straddle >> r) & 1) {
-      const int lo = w.lo[r] - kv.base[r], hi = w.hi[r] - kv.base[r];
-      const int e = m.extent[r];
-      const uint64_t first = axis_column_pattern(m, r, std::max(lo, 0), std::min(hi, e));
-      if ((m.split >> r) & 1) {
-        // The second half starts `e` keys further on the split axis.
-        half0 = first;
-        half1 = axis_column_pattern(m, r, std::max(lo - e, 0), std::min(hi - e, e));
-      } else {
-        shared &= first;
-      }
-    }
-  }
-  words[0] = shared & half0;
-  words[1] = m.split == 0 ? 0 : shared & half1;
+  for (int r = 0; r < 3; ++r)
+    masked = masked || box.kv_lo[r] < box.full_lo[r] ||
+             box.kv_lo[r] + (box.kv_tiles[r] << t.kv_shift[r]) > box.full_hi[r];
+  return masked;
 }
 
 // x << s for s in [0, 64], 0 for s = 64 (C++ leaves that shift undefined; PTX shl clamps).
@@ -89,10 +68,9 @@ FNA_DEVICE uint64_t shl64_clamped(uint64_t x, int s) {
 #endif
 }
 
-// ---- Quad-split words (kernel variants kMasksQuad / kMasksQuadTable, FNA_HOPPER_MASKS=quad /
-// table; not yet run on a GPU): the 4 lanes of a quad hold the same 2 rows, so each lane builds
-// one of the quad's 2 rows x 2 words, from a per-item window, with no per-tile straddle test, and
-// the quad swaps them.
+// ---- Quad-split words: the 4 lanes of a quad hold the same 2 rows, so each lane builds one of
+// the quad's 2 rows x 2 words, from a per-item window, with no per-tile straddle test, and the
+// quad swaps them.
 
 // One row's window as one 64-bit mask word needs it: per axis, relative to the item's KV range
 // start (QBox::kv_lo) and, on the split axis, to the first key of the word's half. Per item; per
@@ -127,10 +105,10 @@ FNA_DEVICE uint64_t axis_prefix(const ColumnMaskShape& m, int r, int x) {
 // Word `half` of the column mask of spatial KV tile br (walk coordinates) for a row: bit n is set
 // when the row attends box row 64 * half + n. The product of one pattern per axis, "bits
 // [a << inner_shift, b << inner_shift) of every period" = prefix(r, b) & ~prefix(r, a) with
-// [a, b) the window clamped to the tile; prefix(r, x) = axis_prefix(m, r, x), computed (~15
-// instructions per axis) or read from the launch's table (kMasksQuadTable). Every axis is
-// evaluated, straddling or not (a tile inside the window on an axis gives all ones there): no
-// per-tile straddle test, no branches.
+// [a, b) the window clamped to the tile; prefix(r, x) = axis_prefix(m, r, x), read from the
+// launch's table by the kernel (computing it costs ~15 instructions per axis; the host replay
+// checks both). Every axis is evaluated, straddling or not (a tile inside the window on an axis
+// gives all ones there): no per-tile straddle test, no branches.
 template <class Prefix>
 FNA_DEVICE uint64_t column_mask_word(const ColumnMaskShape& m, const TileShape& t,
                                      const RowMaskWindow& rw, const int* br, Prefix&& prefix) {
@@ -145,7 +123,7 @@ FNA_DEVICE uint64_t column_mask_word(const ColumnMaskShape& m, const TileShape& 
   return word;
 }
 
-// kMasksQuadTable: every axis_prefix of the launch in shared memory, axis r's at offset[r] + x.
+// The table: every axis_prefix of the launch in shared memory, axis r's at offset[r] + x.
 // The extents of one word multiply to <= 64, so there are at most 64 + 1 + 1 + 3 = 69 entries
 // (72: a whole number of 64-byte lines; 576 bytes of the 1 KiB the 3-stage D = 128 storage
 // leaves free).

@@ -22,10 +22,6 @@ enum TmaExtraSlot : int { kMapAddK = 0, kMapAddV = 1, kMapsPerBatchExtra = 2 };
 // without dilation. Larger sets go through a device array.
 inline constexpr int kInlineMaps = 32;
 
-// Column masks of the forward kernel (mask_sm90.cuh): the verified per-lane masks, or the
-// quad-split words, computed or read from a per-launch table (not yet run on a GPU).
-enum MaskVariant : int { kMasksDefault = 0, kMasksQuad = 1, kMasksQuadTable = 2 };
-
 struct FwdParamsSm90 {
   FwdParams base;
   const void* maps = nullptr;  // CUtensorMap[] in device memory, or null: inline_maps
@@ -36,9 +32,6 @@ struct FwdParamsSm90 {
   // neighbouring boxes of one head, so the blocks running at once share KV rows in L2.
   int boxes = 1;      // Q boxes per (batch, head), over all dilation groups
   int64_t items = 1;  // boxes * heads_q * batch
-  // Chosen with FNA_HOPPER_MASKS=quad|table: the quad-split ones are compiled and checked by the
-  // host replay but NOT yet run on a GPU, hence the verified kernel by default.
-  MaskVariant mask_variant = kMasksDefault;
 };
 
 }  // namespace fna::cuda::fused

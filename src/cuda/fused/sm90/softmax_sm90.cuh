@@ -41,9 +41,17 @@ struct SplitOnlineSoftmax {
     static_assert(decltype(size<0>(s))::value == kRows);
     CUTE_UNROLL
     for (int i = 0; i < kRows; ++i) {
-      float m = s(i, 0);
+      // 4 partial maxima: one chain of 31 dependent FMNMX per row sat on the softmax's critical
+      // path before the first exponent (ncu run S5-P1: stall_wait). The max is exact in any order.
+      constexpr int kChains = 4;
+      static_assert(decltype(size<1>(s))::value % kChains == 0);
+      float part[kChains];
       CUTE_UNROLL
-      for (int j = 1; j < size<1>(s); ++j) m = fmaxf(m, s(i, j));
+      for (int k = 0; k < kChains; ++k) part[k] = s(i, k);
+      CUTE_UNROLL
+      for (int j = kChains; j < size<1>(s); ++j)
+        part[j % kChains] = fmaxf(part[j % kChains], s(i, j));
+      float m = fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3]));
       // c > 0, so the max commutes with the scaling (rounding included).
       m = fmaxf(quad_max(m) * c, row_max[i]);
       const float m_ref = m == -INFINITY ? 0.f : m;  // all masked so far: every p is 0
