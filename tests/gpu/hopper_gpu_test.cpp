@@ -18,6 +18,7 @@
 #include "device_sweeps.h"
 #include "harness.h"
 #include "index64_case.h"
+#include "pattern_fill.h"
 #include "shape_grid.h"
 
 namespace {
@@ -129,6 +130,58 @@ TEST(CudaHopperForward, Index64) {
   if (!r.skip.empty()) GTEST_SKIP() << r.skip;
   ASSERT_TRUE(r.failure.empty()) << r.failure;
   EXPECT_LE(r.worst, fna_gpu_test::forward_tolerance(DType::kBFloat16, kBackend));
+}
+
+// Uploaded tensor maps (more than the kernel parameters hold) land at the same device address call
+// after call (stream-ordered allocation); each call's maps describe other tensors here (three
+// input sets, used in turn), so a descriptor the TMA unit kept from an earlier call would load
+// the wrong tensors. Every call must match cuda-fused on the same inputs.
+TEST(CudaHopperForward, UploadedMapsFollowEachCall) {
+  SKIP_WITHOUT_HOPPER();
+  Problem p = fna_test::grid_problem(1, {64}, {7});
+  p.batch = 12;  // 12 x 3 = 36 maps > 32: uploaded
+  for (int d : kHeadDims) {
+    p.head_dim = p.head_dim_v = d;
+    if (unavailable(p, DType::kBFloat16).empty()) break;
+  }
+  const int64_t n = p.batch * p.extent[0] * p.head_dim;
+  constexpr int kSets = 3;
+  void* mem = nullptr;
+  ASSERT_EQ(cudaMalloc(&mem, (3 * kSets + 2) * n * 2), cudaSuccess);
+  char* base = static_cast<char*>(mem);
+  for (int t = 0; t < 3 * kSets; ++t)
+    fna_gpu_test::fill_pattern(base + t * n * 2, DType::kBFloat16, n, 1000 + t);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<int64_t> shape{p.batch, p.extent[0], 1, p.head_dim};
+  auto view = [&](int i) {
+    return fna::TensorView::contiguous(base + i * n * 2, DType::kBFloat16, shape, kCuda0);
+  };
+  std::vector<uint16_t> a(n), b(n);
+  for (int call = 0; call < 4 * kSets; ++call) {
+    const int s = call % kSets;
+    fna::ForwardArgs args{view(3 * s),  view(3 * s + 1), view(3 * s + 2), view(3 * kSets),
+                          std::nullopt, std::nullopt,    std::nullopt};
+    fna::Options options;
+    options.backend = kBackend;
+    fna::forward(p, args, options);
+    args.out = view(3 * kSets + 1);
+    options.backend = Backend::kCudaFused;
+    fna::forward(p, args, options);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(a.data(), base + 3 * kSets * n * 2, n * 2, cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(b.data(), base + (3 * kSets + 1) * n * 2, n * 2, cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    double worst = 0;
+    for (int64_t i = 0; i < n; ++i)
+      worst = std::max(
+          worst, std::fabs(fna_test::load_element(reinterpret_cast<const std::byte*>(&a[i]),
+                                                  DType::kBFloat16) -
+                           fna_test::load_element(reinterpret_cast<const std::byte*>(&b[i]),
+                                                  DType::kBFloat16)));
+    EXPECT_LE(worst, 3e-2) << "call " << call << " (input set " << s << ")";
+  }
+  cudaFree(mem);
 }
 
 // More tensor maps than the kernel parameters hold need an upload, which graph capture forbids:

@@ -166,6 +166,7 @@ void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& o
     FNA_CUDA_CHECK(cudaMallocAsync(&dmaps, bytes, stream));
     FNA_CUDA_CHECK(cudaMemcpyAsync(dmaps, maps.data(), bytes, cudaMemcpyHostToDevice, stream));
     p.maps = dmaps;
+    p.map_count = static_cast<int>(maps.size());
   }
   p.boxes = static_cast<int>(boxes);
   p.items = boxes * pr.heads_q * pr.batch;

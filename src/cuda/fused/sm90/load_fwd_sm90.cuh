@@ -43,6 +43,16 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
   const TileShape& ts = p.base.tile;
   const CUtensorMap* maps =
       p.maps != nullptr ? static_cast<const CUtensorMap*>(p.maps) : p.inline_maps;
+  // An uploaded array was written by a copy, which the tensor-map proxy does not observe: the TMA
+  // unit may still hold descriptors it cached for the same addresses in an earlier call (the
+  // stream-ordered allocation hands the same bytes back call after call), and then loads from the
+  // previous call's tensors. The CUDA programming guide asks every thread that uses a map written
+  // that way for a tensormap-proxy acquire fence first (.sys: the copy came from the host). This
+  // thread issues every TMA load of the block. (Seen once: CudaHopperForward.GraphCapture-
+  // WithManyMaps compared 0.057 apart in run S6-H2; UploadedMapsFollowEachCall provokes it.)
+  for (int m = 0; m < p.map_count; ++m)
+    asm volatile("fence.proxy.tensormap::generic.acquire.sys [%0], 128;" ::"l"(maps + m)
+                 : "memory");
 
   // Writes item w (or, for w >= p.items, the end marker) into slot j % kSlots once the consumers
   // are done with the slot's previous item (j - kSlots). A fresh barrier counts as having

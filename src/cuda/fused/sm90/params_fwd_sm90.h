@@ -25,6 +25,7 @@ inline constexpr int kInlineMaps = 32;
 struct FwdParamsSm90 {
   FwdParams base;
   const void* maps = nullptr;  // CUtensorMap[] in device memory, or null: inline_maps
+  int map_count = 0;           // entries of `maps` (0 with inline_maps)
   CUtensorMap inline_maps[kInlineMaps];
   int groups = 1;  // dilation groups per batch: d0 * d1 * d2
   // Persistent schedule: work item w = (Q box w % boxes, head (w / boxes) % heads_q, batch
