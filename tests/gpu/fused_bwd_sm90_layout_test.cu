@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/fused/sm90/dkdv_bwd_sm90.cuh"
@@ -177,8 +178,9 @@ void check_gmma_descriptors() {
 
 // Register mappings, per thread of the warpgroup: P^T / dS^T (the S^T / dP^T accumulators, 16-bit)
 // viewed by gmma_acc_as_a_operand must hold the (key, query) elements the RS wgmma of dV / dK
-// expects in each A register; the dS^T pair stores and the dQ float2 atomics take two adjacent
-// queries of one key / two adjacent columns of one query row; every dQ element is added once.
+// expects in each A register; the dS^T pair stores take two adjacent queries of one key, the dQ
+// reductions (after the lane-pair exchange) four adjacent columns of one query row; every dQ
+// element is added once.
 template <class Element>
 void check_register_mappings() {
   using Traits = fna::cuda::fused::sm90::BwdTraitsSm90<Element, 128>;
@@ -193,6 +195,11 @@ void check_register_mappings() {
   for (int i = 0; i < size(acc); ++i) element_of[acc.layout()(i)] = i;
   int bad_a = 0, bad_pairs = 0, bad_dq = 0;
   std::vector<int> dq_hits(kTile * kCols, 0);
+  auto dq_coords = [&](int t) {  // (query, column) of each dQ element of thread t, as (rows, cols)
+    auto c_dq = mma_dq.get_thread_slice(t).partition_C(
+        make_identity_tensor(Shape<Int<kTile>, Int<kCols>>{}));
+    return make_tensor(c_dq.data(), fna::cuda::fused::gmma_acc_rowcol(c_dq.layout()));
+  };
   for (int t = 0; t < 128; ++t) {
     auto c_s = mma_sdp.get_thread_slice(t).partition_C(
         make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));  // (key, query) per element
@@ -207,17 +214,26 @@ void check_register_mappings() {
       bad_pairs += get<0>(c_s(i + 1)) != key || get<1>(c_s(i + 1)) != q + 1 || q % 2 != 0 ||
                    int(ds_layout(key, q + 1)) != int(ds_layout(key, q)) + 1;
     }
-    auto c_dq = mma_dq.get_thread_slice(t).partition_C(
-        make_identity_tensor(Shape<Int<kTile>, Int<kCols>>{}));
-    auto rc = make_tensor(c_dq.data(), fna::cuda::fused::gmma_acc_rowcol(c_dq.layout()));
-    for (int r = 0; r < size<0>(rc); ++r)
-      for (int c = 0; c < size<1>(rc); c += 2) {
-        const int q = get<0>(rc(r, 0)), col = get<1>(rc(r, c));
-        bad_dq += get<0>(rc(r, c)) != q || get<0>(rc(r, c + 1)) != q ||
-                  get<1>(rc(r, c + 1)) != col + 1 || col % 2 != 0;
-        ++dq_hits[q * kCols + col];
-        ++dq_hits[q * kCols + col + 1];
+    // dQ's 16-byte reductions after the kernel's lane-pair exchange: the quad of pair c holds,
+    // in order, (own(0, c), own(0, c + 1), partner(0, c), partner(0, c + 1)) on an even lane and
+    // (partner(1, c), partner(1, c + 1), own(1, c), own(1, c + 1)) on an odd one.
+    const bool odd = t & 1;
+    const auto own = dq_coords(t), partner = dq_coords(t ^ 1);
+    bad_dq += size<0>(own) != 2;
+    const int r = fna::cuda::fused::sm90::dq_quad_row(odd);
+    const int q = get<0>(own(r, 0));
+    const int col0 = fna::cuda::fused::sm90::dq_quad_col(get<1>(own(0, 0)), odd);
+    for (int c = 0; c < size<1>(own); c += 2) {
+      const std::decay_t<decltype(own(0, 0))> quad[4] = {
+          odd ? partner(1, c) : own(0, c), odd ? partner(1, c + 1) : own(0, c + 1),
+          odd ? own(1, c) : partner(0, c), odd ? own(1, c + 1) : partner(0, c + 1)};
+      const int col = col0 + (get<1>(own(0, c)) - get<1>(own(0, 0)));
+      bad_dq += col % 4 != 0;  // 16-byte aligned
+      for (int e = 0; e < 4; ++e) {
+        bad_dq += get<0>(quad[e]) != q || get<1>(quad[e]) != col + e;
+        ++dq_hits[q * kCols + col + e];
       }
+    }
   }
   for (int h : dq_hits) bad_dq += h != 1;
   EXPECT_EQ(bad_a, 0) << "P^T / dS^T registers are not the RS wgmma's A operand";

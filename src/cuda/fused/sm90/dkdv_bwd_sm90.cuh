@@ -13,7 +13,7 @@
 //   dS^T = P^T (dP^T - delta)              while dV runs; to registers (A of dK) and to smem
 //   dK += dS^T Q                           RS, Q as MN-major B
 //   dQ_share = dS K                        SS, (64 queries x D x 64 keys), both MN-major
-//   ws_dq += dQ_share                      float2 atomics from registers
+//   ws_dq += dQ_share                      float4 reductions from registers (lane-pair exchange)
 #pragma once
 
 #include <cutlass/arch/barrier.h>
@@ -80,6 +80,19 @@ struct BwdTraitsSm90 {
       GMMA::ss_op_selector<Element, Element, float, Shape<Int<kTile>, Int<kDqCols>, Int<kTile>>,
                            GMMA::Major::MN, GMMA::Major::MN>()));
 };
+
+// dQ's share leaves in 16-byte reductions after a lane-pair exchange (the kernel's atomics loop):
+// the wgmma accumulator gives lane 2i and lane 2i + 1 (the partner, tid ^ 1) two rows each (r = 0,
+// 1; the same rows for both) and, per column pair c, columns col, col + 1 and col + 2, col + 3.
+// The even lane keeps row 0 (its pair first), the odd lane row 1 (the partner's pair first).
+CUTE_HOST_DEVICE int dq_quad_row(bool odd) { return odd ? 1 : 0; }
+// The first column of the lane's four, from its own first column.
+CUTE_HOST_DEVICE int dq_quad_col(int own_col, bool odd) { return odd ? own_col - 2 : own_col; }
+
+// dst[0..3] += a, b, c, d in global memory (16-byte aligned): one vector reduction (sm_90).
+__device__ __forceinline__ void atomic_add4(float* dst, float a, float b, float c, float d) {
+  atomicAdd(reinterpret_cast<float4*>(dst), make_float4(a, b, c, d));
+}
 
 // Shared memory: the sm_80 kernel's members (the loaders use the names), with every wgmma operand
 // on a 1024-byte boundary (the 128-byte swizzle repeats every 8 rows; descriptors assume tiles
@@ -195,7 +208,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
   Tensor tScS = thr_sdp.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
   Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kDqCols>>{}));
   Tensor cdQ = make_tensor(tdQcdQ.data(), gmma_acc_rowcol(tdQcdQ.layout()));  // (rows, cols)
-  constexpr int kDqRows = decltype(size<0>(cdQ))::value;
+  static_assert(decltype(size<0>(cdQ))::value == 2, "the lane-pair exchange swaps two rows");
   const typename Traits::SmemLayoutPair ds_layout{};
 
   bool masked = iters > 0 && load_stage(0);
@@ -268,14 +281,33 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
       // The first block's wait also completes dV and dK.
       warpgroup_gemm<true, 0, false>(mma_dq, tdQrdS, tdQrKt(_, _, _, part), acc_dq);
       Tensor dq = make_tensor(acc_dq.data(), gmma_acc_rowcol(acc_dq.layout()));  // (rows, cols)
+      // 16-byte reductions (half the L2 operations of float2 ones): lanes 2i and 2i + 1 hold
+      // adjacent column pairs of the same two rows; each sends the partner the pair of the row it
+      // does not keep, so the even lane then holds four consecutive columns of its row 0, the odd
+      // lane of its row 1 (dq_quad_row / dq_quad_col; the layout test replays the exchange). In
+      // place: the quad of pair c is (dq(0, c), dq(0, c + 1), dq(1, c), dq(1, c + 1)), four
+      // consecutive accumulator registers, the vector operand as it is.
+      const bool odd = tid & 1;
       CUTE_UNROLL
-      for (int r = 0; r < kDqRows; ++r) {
-        const int64_t row = sm.qrow[s][get<0>(cdQ(r, 0))];
-        if (row < 0) continue;  // no query
-        float* dst = p.ws_dq + row * kHeadDim + part * kDqCols;
+      for (int c = 0; c < size<1>(dq); c += 2) {
+        const float a0 = dq(0, c), a1 = dq(0, c + 1), b0 = dq(1, c), b1 = dq(1, c + 1);
+        const float keep0 = odd ? b0 : a0, keep1 = odd ? b1 : a1;
+        const float got0 = __shfl_xor_sync(0xffffffffu, odd ? a0 : b0, 1);
+        const float got1 = __shfl_xor_sync(0xffffffffu, odd ? a1 : b1, 1);
+        dq(0, c) = odd ? got0 : keep0;
+        dq(0, c + 1) = odd ? got1 : keep1;
+        dq(1, c) = odd ? keep0 : got0;
+        dq(1, c + 1) = odd ? keep1 : got1;
+      }
+      const int64_t row = sm.qrow[s][get<0>(cdQ(dq_quad_row(odd), 0))];
+      if (row >= 0) {  // else no query
+        float* dst =
+            p.ws_dq + row * kHeadDim + part * kDqCols + dq_quad_col(get<1>(cdQ(0, 0)), odd);
+        // The column step between pairs c is a constant: an immediate offset of one pointer.
         CUTE_UNROLL
         for (int c = 0; c < size<1>(dq); c += 2)
-          atomic_add2(dst + get<1>(cdQ(r, c)), dq(r, c), dq(r, c + 1));
+          atomic_add4(dst + (get<1>(cdQ(0, c)) - get<1>(cdQ(0, 0))), dq(0, c), dq(0, c + 1),
+                      dq(1, c), dq(1, c + 1));
       }
     }
     // dV and dK read P^T and dS^T from these registers until the wait above: the fences keep
