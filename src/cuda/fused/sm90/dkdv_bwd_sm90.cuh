@@ -14,7 +14,7 @@
 //   dK += dS^T Q                           RS, Q as MN-major B
 //   dQ_share = dS K                        SS, (64 queries x D x 64 keys), both MN-major, in two
 //                                          column blocks: block 1 runs while block 0 is added
-//   ws_dq += dQ_share                      float4 reductions from registers (lane-pair exchange)
+//   ws_dq += dQ_share                      float4 reductions from registers (ws_dq_gmma_col order)
 #pragma once
 
 #include <cutlass/arch/barrier.h>
@@ -81,14 +81,6 @@ struct BwdTraitsSm90 {
       GMMA::ss_op_selector<Element, Element, float, Shape<Int<kTile>, Int<kDqCols>, Int<kTile>>,
                            GMMA::Major::MN, GMMA::Major::MN>()));
 };
-
-// dQ's share leaves in 16-byte reductions after a lane-pair exchange (the kernel's atomics loop):
-// the wgmma accumulator gives lane 2i and lane 2i + 1 (the partner, tid ^ 1) two rows each (r = 0,
-// 1; the same rows for both) and, per column pair c, columns col, col + 1 and col + 2, col + 3.
-// The even lane keeps row 0 (its pair first), the odd lane row 1 (the partner's pair first).
-CUTE_HOST_DEVICE int dq_quad_row(bool odd) { return odd ? 1 : 0; }
-// The first column of the lane's four, from its own first column.
-CUTE_HOST_DEVICE int dq_quad_col(int own_col, bool odd) { return odd ? own_col - 2 : own_col; }
 
 // dst[0..3] += a, b, c, d in global memory (16-byte aligned): one vector reduction (sm_90).
 __device__ __forceinline__ void atomic_add4(float* dst, float a, float b, float c, float d) {
@@ -209,7 +201,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
   Tensor tScS = thr_sdp.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
   Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kDqCols>>{}));
   Tensor cdQ = make_tensor(tdQcdQ.data(), gmma_acc_rowcol(tdQcdQ.layout()));  // (rows, cols)
-  static_assert(decltype(size<0>(cdQ))::value == 2, "the lane-pair exchange swaps two rows");
   const typename Traits::SmemLayoutPair ds_layout{};
 
   bool masked = iters > 0 && load_stage(0);
@@ -280,33 +271,21 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
     static_assert(kHeadDim / kDqCols == 2, "two column blocks");
     auto add_dq_share = [&](auto& acc_dq, int part) {
       Tensor dq = make_tensor(acc_dq.data(), gmma_acc_rowcol(acc_dq.layout()));  // (rows, cols)
-      // 16-byte reductions (half the L2 operations of float2 ones): lanes 2i and 2i + 1 hold
-      // adjacent column pairs of the same two rows; each sends the partner the pair of the row it
-      // does not keep, so the even lane then holds four consecutive columns of its row 0, the odd
-      // lane of its row 1 (dq_quad_row / dq_quad_col; the layout test replays the exchange). In
-      // place: the quad of pair c is (dq(0, c), dq(0, c + 1), dq(1, c), dq(1, c + 1)), four
-      // consecutive accumulator registers, the vector operand as it is.
-      const bool odd = tid & 1;
+      // ws_dq rows are in ws_dq_gmma_col order: this lane's columns c .. c + 3 of a row (two
+      // adjacent column groups) are one 16-byte vector, next to the vectors of the other three
+      // lanes of the row's quad. The lane's first column is below 16, and 16 columns further on
+      // (c + 4) are 16 positions further on: one pointer, immediate offsets (the layout test
+      // checks every element's position).
+      const int pos0 = ws_dq_gmma_col(get<1>(cdQ(0, 0)));
       CUTE_UNROLL
-      for (int c = 0; c < size<1>(dq); c += 2) {
-        const float a0 = dq(0, c), a1 = dq(0, c + 1), b0 = dq(1, c), b1 = dq(1, c + 1);
-        const float keep0 = odd ? b0 : a0, keep1 = odd ? b1 : a1;
-        const float got0 = __shfl_xor_sync(0xffffffffu, odd ? a0 : b0, 1);
-        const float got1 = __shfl_xor_sync(0xffffffffu, odd ? a1 : b1, 1);
-        dq(0, c) = odd ? got0 : keep0;
-        dq(0, c + 1) = odd ? got1 : keep1;
-        dq(1, c) = odd ? keep0 : got0;
-        dq(1, c + 1) = odd ? keep1 : got1;
-      }
-      const int64_t row = sm.qrow[s][get<0>(cdQ(dq_quad_row(odd), 0))];
-      if (row >= 0) {  // else no query
-        float* dst =
-            p.ws_dq + row * kHeadDim + part * kDqCols + dq_quad_col(get<1>(cdQ(0, 0)), odd);
-        // The column step between pairs c is a constant: an immediate offset of one pointer.
+      for (int r = 0; r < size<0>(dq); ++r) {
+        const int64_t row = sm.qrow[s][get<0>(cdQ(r, 0))];
+        if (row < 0) continue;  // no query
+        float* dst = p.ws_dq + row * kHeadDim + part * kDqCols + pos0;
         CUTE_UNROLL
-        for (int c = 0; c < size<1>(dq); c += 2)
-          atomic_add4(dst + (get<1>(cdQ(0, c)) - get<1>(cdQ(0, 0))), dq(0, c), dq(0, c + 1),
-                      dq(1, c), dq(1, c + 1));
+        for (int c = 0; c < size<1>(dq); c += 4)
+          atomic_add4(dst + (get<1>(cdQ(r, c)) - get<1>(cdQ(r, 0))), dq(r, c), dq(r, c + 1),
+                      dq(r, c + 2), dq(r, c + 3));
       }
     };
     Tensor acc_dq0 =
