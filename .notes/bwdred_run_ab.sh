@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Device call for branch s6-bwdred (sm_90a dK/dV kernel, dQ reductions), one `run`, ~250 s wall
-# from a cold machine. From the main checkout (/work/main), with V2, V3B the commits named in
-# the report (v2 = 16-byte reductions after a lane-pair exchange + dQ block 1 overlapped;
-# v3 = the branch tip: ws_dq in wgmma column order, no exchange, + the overlap; v3b = v3 without
-# the overlap):
+# from a cold machine. Builds: base = main 9bd6f8c; v2 = 0ff794d (16-byte reductions after a
+# lane-pair exchange + dQ block 1's wgmma overlapped with block 0's reductions); v3 = the branch
+# tip (ws_dq rows in wgmma column order: 8 rows x 64 B per reduction, no exchange; + the overlap);
+# v3b = branch s6-bwdred-v3b (v3 without the overlap: 0 spills instead of 56 B). From the main
+# checkout (/work/main):
 #   rm -rf .snap-bwdred && mkdir -p .snap-bwdred/base .snap-bwdred/v2 .snap-bwdred/v3 .snap-bwdred/v3b
-#   git archive 9bd6f8c | tar -x -C .snap-bwdred/base     # main (the base)
-#   git archive $V2 | tar -x -C .snap-bwdred/v2
-#   git archive s6-bwdred | tar -x -C .snap-bwdred/v3      # the tip: built in full, GPU tests
-#   git archive $V3B | tar -x -C .snap-bwdred/v3b
+#   git archive 9bd6f8c | tar -x -C .snap-bwdred/base
+#   git archive 0ff794d | tar -x -C .snap-bwdred/v2
+#   git archive s6-bwdred | tar -x -C .snap-bwdred/v3
+#   git archive s6-bwdred-v3b | tar -x -C .snap-bwdred/v3b
 #   cp .snap-bwdred/v3/.notes/bwdred_run_ab.sh .snap-bwdred/run_ab.sh
 # then run(command='R=$PWD; bash .snap-bwdred/run_ab.sh $R', carry=[".cutlass", ".snap-bwdred"]).
 #
@@ -75,6 +76,16 @@ for round in 1 2 3; do for v in $ALL; do
   ms=$(timeout 40 $BIN/$v --backend cuda-fused --backward --warmup 2 --iters 10 $C 2>&1 | awk '/^cuda-fused/{print $4, $5}')
   echo "AB r$round $v bwd_ms,GF/s: $ms"
 done; done | tee $O/ab.txt
+# 3. If time is left: where the tip's warps stall and what the dQ reductions cost L2 (requests vs
+# sectors: v3 should need half the requests per sector of the base), H = 1.
+if [ $((SECONDS-t0)) -lt 205 ]; then
+  timeout 40 ncu -k regex:dkdv_kernel_sm90 --launch-count 1 --section SpeedOfLight \
+    --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,lts__t_requests_srcunit_tex_op_red.sum,lts__t_sectors_srcunit_tex_op_red.sum' \
+    $BIN/$TIP --backend cuda-fused --backward --warmup 0 --iters 1 ${C/--heads 4/--heads 1} > $O/ncu.log 2>&1
+  echo "ncu rc $?"
+  grep -E "Duration|SM Throughput|L2 Cache Throughput|op_red" $O/ncu.log | head -6
+  grep "issue_stalled" $O/ncu.log | sort -k3 -g -r | head -6 | awk '{print "stall", $1, $3}'
+fi
 echo "total $((SECONDS-t0)) s"
 # The table: backward ms per round, the best round's effective TF/s, speed-up over the base (best
 # rounds) and the share of run V4's flash backward rate (321.8 TF/s; not this run).
