@@ -70,9 +70,11 @@ timeout 40 $BIN/$TIP --backend cuda-fused --backward --verify --warmup 0 --iters
 t=$SECONDS
 timeout 75 $B/tests/gpu/fna_gpu_tests --gtest_color=no --gtest_filter='CudaFusedBackward.*:FusedBackward.*' > $O/tests-tip.log 2>&1
 echo "tests ($TIP) rc $? $((SECONDS-t)) s"; grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|tests ran" $O/tests-tip.log | head -12
-# 2. A/B on video-hunyuan-strided, bf16, H = 4: every build once per round, 3 rounds.
+# 2. A/B on video-hunyuan-strided, bf16, H = 4: every build once per round, 3 rounds, the order
+# reversed in round 2 (no build always first).
 C="--extent 30,48,80 --window 18,24,24 --stride 16,8,8 --head-dim 128 --dtype bf16 --heads 4"
-for round in 1 2 3; do for v in $ALL; do
+REV=$(echo $ALL | tr ' ' '\n' | tac | tr '\n' ' ')
+for round in 1 2 3; do order=$ALL; [ $round = 2 ] && order=$REV; for v in $order; do
   ms=$(timeout 40 $BIN/$v --backend cuda-fused --backward --warmup 2 --iters 10 $C 2>&1 | awk '/^cuda-fused/{print $4, $5}')
   echo "AB r$round $v bwd_ms,GF/s: $ms"
 done; done | tee $O/ab.txt
