@@ -13,7 +13,7 @@
 //   dS^T = P^T (dP^T - delta)              while dV runs; to registers (A of dK) and to smem
 //   dK += dS^T Q                           RS, Q as MN-major B
 //   dQ_share = dS K                        SS, (64 queries x D x 64 keys), both MN-major, in two
-//                                          column blocks: block 1 runs while block 0 is added
+//                                          column blocks
 //   ws_dq += dQ_share                      float4 reductions from registers (ws_dq_gmma_col order)
 #pragma once
 
@@ -266,9 +266,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
     cutlass::arch::fence_view_async_shared();
     __syncthreads();  // every warp's dS^T rows are in place (the CTA is the warpgroup)
 
-    // dQ's share in two column blocks: block 1's wgmma runs while block 0 is added. The first
-    // wait also completes dV and dK, so P^T and dS^T are dead and both blocks' accumulators fit.
-    static_assert(kHeadDim / kDqCols == 2, "two column blocks");
+    // dQ's share in two column blocks, one after the other (block 1's wgmma issued before block
+    // 0 is added needs 32 more registers: ptxas spilled 56 B).
     auto add_dq_share = [&](auto& acc_dq, int part) {
       Tensor dq = make_tensor(acc_dq.data(), gmma_acc_rowcol(acc_dq.layout()));  // (rows, cols)
       // ws_dq rows are in ws_dq_gmma_col order: this lane's columns c .. c + 3 of a row (two
@@ -288,15 +287,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
                       dq(r, c + 2), dq(r, c + 3));
       }
     };
-    Tensor acc_dq0 =
-        partition_fragment_C(mma_dq, Shape<Int<kTile>, Int<kDqCols>>{});  // (MMA, MMA_M, MMA_N)
-    Tensor acc_dq1 = partition_fragment_C(mma_dq, Shape<Int<kTile>, Int<kDqCols>>{});
-    warpgroup_gemm<true, 0, false>(mma_dq, tdQrdS, tdQrKt(_, _, _, 0), acc_dq0);
-    warpgroup_gemm<true, -1, false>(mma_dq, tdQrdS, tdQrKt(_, _, _, 1), acc_dq1);
-    add_dq_share(acc_dq0, 0);
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(acc_dq1);
-    add_dq_share(acc_dq1, 1);
+    CUTE_UNROLL
+    for (int part = 0; part < kHeadDim / kDqCols; ++part) {
+      Tensor acc_dq =
+          partition_fragment_C(mma_dq, Shape<Int<kTile>, Int<kDqCols>>{});  // (MMA, MMA_M, MMA_N)
+      // The first block's wait also completes dV and dK.
+      warpgroup_gemm<true, 0, false>(mma_dq, tdQrdS, tdQrKt(_, _, _, part), acc_dq);
+      add_dq_share(acc_dq, part);
+    }
     // dV and dK read P^T and dS^T from these registers until the wait above: the fences keep
     // them (and the accumulators) from being reused or touched before it.
     warpgroup_fence_operand(rP);
