@@ -177,8 +177,9 @@ void check_gmma_descriptors() {
 
 // Register mappings, per thread of the warpgroup: P^T / dS^T (the S^T / dP^T accumulators, 16-bit)
 // viewed by gmma_acc_as_a_operand must hold the (key, query) elements the RS wgmma of dV / dK
-// expects in each A register; the dS^T pair stores and the dQ float2 atomics take two adjacent
-// queries of one key / two adjacent columns of one query row; every dQ element is added once.
+// expects in each A register; the dS^T pair stores take two adjacent queries of one key, the dQ
+// reductions four adjacent positions of one query row of ws_dq (ws_dq_gmma_col, a bijection of
+// each 64-column block); every dQ element is added once.
 template <class Element>
 void check_register_mappings() {
   using Traits = fna::cuda::fused::sm90::BwdTraitsSm90<Element, 128>;
@@ -193,6 +194,11 @@ void check_register_mappings() {
   for (int i = 0; i < size(acc); ++i) element_of[acc.layout()(i)] = i;
   int bad_a = 0, bad_pairs = 0, bad_dq = 0;
   std::vector<int> dq_hits(kTile * kCols, 0);
+  auto dq_coords = [&](int t) {  // (query, column) of each dQ element of thread t: (rows, cols)
+    auto c_dq = mma_dq.get_thread_slice(t).partition_C(
+        make_identity_tensor(Shape<Int<kTile>, Int<kCols>>{}));
+    return make_tensor(c_dq.data(), fna::cuda::fused::gmma_acc_rowcol(c_dq.layout()));
+  };
   for (int t = 0; t < 128; ++t) {
     auto c_s = mma_sdp.get_thread_slice(t).partition_C(
         make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));  // (key, query) per element
@@ -207,17 +213,25 @@ void check_register_mappings() {
       bad_pairs += get<0>(c_s(i + 1)) != key || get<1>(c_s(i + 1)) != q + 1 || q % 2 != 0 ||
                    int(ds_layout(key, q + 1)) != int(ds_layout(key, q)) + 1;
     }
-    auto c_dq = mma_dq.get_thread_slice(t).partition_C(
-        make_identity_tensor(Shape<Int<kTile>, Int<kCols>>{}));
-    auto rc = make_tensor(c_dq.data(), fna::cuda::fused::gmma_acc_rowcol(c_dq.layout()));
-    for (int r = 0; r < size<0>(rc); ++r)
-      for (int c = 0; c < size<1>(rc); c += 2) {
-        const int q = get<0>(rc(r, 0)), col = get<1>(rc(r, c));
-        bad_dq += get<0>(rc(r, c)) != q || get<0>(rc(r, c + 1)) != q ||
-                  get<1>(rc(r, c + 1)) != col + 1 || col % 2 != 0;
-        ++dq_hits[q * kCols + col];
-        ++dq_hits[q * kCols + col + 1];
+    // dQ's 16-byte reductions into ws_dq rows in ws_dq_gmma_col order, at the kernel's positions:
+    // the vector of row r and columns c .. c + 3 at pos0 + (col(r, c) - col(r, 0)); and the quad's
+    // four lanes (same rows) side by side, 64 contiguous bytes per reduction instruction.
+    const auto own = dq_coords(t), first = dq_coords(t & ~3);
+    const int pos0 = fna::cuda::fused::ws_dq_gmma_col(get<1>(own(0, 0)));
+    for (int r = 0; r < size<0>(own); ++r) {
+      const int q = get<0>(own(r, 0));
+      bad_dq += get<0>(first(r, 0)) != q;
+      for (int c = 0; c < size<1>(own); c += 4) {
+        const int pos = pos0 + (get<1>(own(r, c)) - get<1>(own(r, 0)));
+        const int first_pos = fna::cuda::fused::ws_dq_gmma_col(get<1>(first(r, c)));
+        bad_dq += pos % 4 != 0 || pos != first_pos + 4 * (t % 4);
+        for (int e = 0; e < 4; ++e) {
+          bad_dq += get<0>(own(r, c + e)) != q ||
+                    fna::cuda::fused::ws_dq_gmma_col(get<1>(own(r, c + e))) != pos + e;
+          ++dq_hits[q * kCols + pos + e];
+        }
       }
+    }
   }
   for (int h : dq_hits) bad_dq += h != 1;
   EXPECT_EQ(bad_a, 0) << "P^T / dS^T registers are not the RS wgmma's A operand";
@@ -225,6 +239,15 @@ void check_register_mappings() {
   EXPECT_EQ(bad_dq, 0) << "dQ atomics";
 }
 
+TEST(FusedBackwardSm90Layout, WsDqGmmaColIsABlockBijection) {
+  std::vector<int> hits(256, 0);
+  for (int d = 0; d < 256; ++d) {
+    const int pos = fna::cuda::fused::ws_dq_gmma_col(d);
+    EXPECT_EQ(pos / 64, d / 64) << d;
+    ++hits[pos];
+  }
+  for (int h : hits) EXPECT_EQ(h, 1);
+}
 TEST(FusedBackwardSm90Layout, Bf16) { check_views<cutlass::bfloat16_t>(); }
 TEST(FusedBackwardSm90Layout, Fp16) { check_views<cutlass::half_t>(); }
 TEST(FusedBackwardSm90Layout, DescriptorsBf16) { check_gmma_descriptors<cutlass::bfloat16_t>(); }

@@ -129,11 +129,13 @@ void run_backward(const Problem& pr, const BackwardArgs& args, const Options& op
   float* workspace = nullptr;
   FNA_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&workspace),
                                  (2 * rows + dq_floats) * sizeof(float), stream));
-  p.ws_lse = workspace;
-  p.ws_delta = workspace + rows;
+  // ws_dq first: cudaMallocAsync's base is 256-byte aligned and the sm_90a dK/dV kernel adds into
+  // ws_dq with 16-byte vector reductions (lse and delta have no alignment needs).
+  p.ws_lse = workspace + dq_floats;
+  p.ws_delta = p.ws_lse + rows;
   try {
     if (dq_floats > 0) {
-      p.ws_dq = workspace + 2 * rows;
+      p.ws_dq = workspace;
       FNA_CUDA_CHECK(cudaMemsetAsync(p.ws_dq, 0, dq_floats * sizeof(float), stream));
     }
     switch (args.q.dtype) {

@@ -21,6 +21,17 @@ struct RowView {
 // the grid in dilation-group coordinates whose extents multiply to kBwdTileRows).
 inline constexpr int kBwdTileRows = 64;
 
+// Position in a ws_dq row of head dim d as the sm_90a dK/dV kernel adds it. Per 64-column block,
+// d = 8 j + 2 t + e (wgmma accumulator column group j < 8, lane t < 4 of a row's quad of lanes,
+// element e < 2) goes to 16 (j / 2) + 4 t + 2 (j % 2) + e: each lane's values of two adjacent
+// column groups form one 16-byte vector and a quad's four vectors 64 contiguous bytes, so every
+// reduction instruction covers 8 rows x 64 bytes (head-dim order: 8 rows x 32 bytes). A
+// bijection of each block; dq_convert_kernel_sm80 reads the row back through it.
+constexpr int ws_dq_gmma_col(int d) {
+  const int n = d % 64, j = n / 8, t = n % 8 / 2, e = n % 2;
+  return d - n + 16 * (j / 2) + 4 * t + 2 * (j % 2) + e;
+}
+
 struct BwdParams {
   Neighborhood nb;
   int64_t batch = 1, heads_q = 1, heads_kv = 1, tokens = 1, nadd = 0;
@@ -31,7 +42,8 @@ struct BwdParams {
   float* ws_lse = nullptr;    // [B, Hq, tokens]: lse * log2(e); +inf marks no row
   float* ws_delta = nullptr;  // [B, Hq, tokens]: rowsum(dO * O) in fp32
   // [B, Hq, tokens, D] fp32, unscaled dS K summed with atomics by the dK/dV kernel (the default
-  // path); null on the deterministic path, where the dQ kernel owns every dQ row.
+  // path); null on the deterministic path, where the dQ kernel owns every dQ row. The sm_90a
+  // kernel stores a row's columns in ws_dq_gmma_col order, the sm_80 one in head-dim order.
   float* ws_dq = nullptr;
   bool vec = true;  // every row start is 16-byte aligned: 16-byte copies
   // Box extents (group coordinates) of the dQ kernel's Q tiles and the KV tiles it visits, and of

@@ -54,8 +54,9 @@ __global__ void __launch_bounds__(kDeltaWarps * 32)
   }
 }
 
-// dq = scale * ws_dq in Element, one warp per row (rows in delta_kernel_sm80's order).
-template <class Element, int kHeadDim>
+// dq = scale * ws_dq in Element, one warp per row (rows in delta_kernel_sm80's order); kGmmaOrder:
+// ws_dq rows in ws_dq_gmma_col order (the sm_90a dK/dV kernel's), else in head-dim order.
+template <class Element, int kHeadDim, bool kGmmaOrder>
 __global__ void __launch_bounds__(kDeltaWarps * 32)
     dq_convert_kernel_sm80(const __grid_constant__ BwdParams p) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kDeltaWarps + threadIdx.x / 32;
@@ -70,7 +71,8 @@ __global__ void __launch_bounds__(kDeltaWarps * 32)
   Element* dq = static_cast<Element*>(p.dq.ptr) + off;
   const float* src = p.ws_dq + ((b * p.heads_q + h) * p.tokens + t) * kHeadDim;
 #pragma unroll
-  for (int d = lane; d < kHeadDim; d += 32) dq[d] = static_cast<Element>(src[d] * p.scale);
+  for (int d = lane; d < kHeadDim; d += 32)
+    dq[d] = static_cast<Element>(src[kGmmaOrder ? ws_dq_gmma_col(d) : d] * p.scale);
 }
 
 }  // namespace fna::cuda::fused::sm80
@@ -110,17 +112,20 @@ void launch_bwd_sm80(const BwdParams& p, cudaStream_t stream) {
       FNA_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
       sm90 = major == 9 && minor == 0;
     }
+    const unsigned convert_blocks = static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps);
     if (sm90) {
       launch_dkdv_sm90<Element, kHeadDim>(p, stream);
+      if constexpr (dkdv_sm90_built<Element, kHeadDim>())  // ws_dq in the sm_90a kernel's order
+        dq_convert_kernel_sm80<Element, kHeadDim, true>
+            <<<convert_blocks, kDeltaWarps * 32, 0, stream>>>(p);
     } else {
       FNA_CUDA_CHECK(cudaFuncSetAttribute(dkdv_kernel_sm80<Traits, true>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
       dkdv_kernel_sm80<Traits, true><<<kv_grid, Traits::kThreads, kSmem, stream>>>(p);
       FNA_CUDA_CHECK(cudaGetLastError());
+      dq_convert_kernel_sm80<Element, kHeadDim, false>
+          <<<convert_blocks, kDeltaWarps * 32, 0, stream>>>(p);
     }
-    dq_convert_kernel_sm80<Element, kHeadDim>
-        <<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps), kDeltaWarps * 32, 0,
-           stream>>>(p);
     FNA_CUDA_CHECK(cudaGetLastError());
     return;
   }

@@ -12,8 +12,9 @@
 //   dV += P^T dO                           RS (P^T from registers), dO as MN-major B
 //   dS^T = P^T (dP^T - delta)              while dV runs; to registers (A of dK) and to smem
 //   dK += dS^T Q                           RS, Q as MN-major B
-//   dQ_share = dS K                        SS, (64 queries x D x 64 keys), both MN-major
-//   ws_dq += dQ_share                      float2 atomics from registers
+//   dQ_share = dS K                        SS, (64 queries x D x 64 keys), both MN-major, in two
+//                                          column blocks
+//   ws_dq += dQ_share                      float4 reductions from registers (ws_dq_gmma_col order)
 #pragma once
 
 #include <cutlass/arch/barrier.h>
@@ -80,6 +81,11 @@ struct BwdTraitsSm90 {
       GMMA::ss_op_selector<Element, Element, float, Shape<Int<kTile>, Int<kDqCols>, Int<kTile>>,
                            GMMA::Major::MN, GMMA::Major::MN>()));
 };
+
+// dst[0..3] += a, b, c, d in global memory (16-byte aligned): one vector reduction (sm_90).
+__device__ __forceinline__ void atomic_add4(float* dst, float a, float b, float c, float d) {
+  atomicAdd(reinterpret_cast<float4*>(dst), make_float4(a, b, c, d));
+}
 
 // Shared memory: the sm_80 kernel's members (the loaders use the names), with every wgmma operand
 // on a 1024-byte boundary (the 128-byte swizzle repeats every 8 rows; descriptors assume tiles
@@ -195,7 +201,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
   Tensor tScS = thr_sdp.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kTile>>{}));
   Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kTile>, Int<kDqCols>>{}));
   Tensor cdQ = make_tensor(tdQcdQ.data(), gmma_acc_rowcol(tdQcdQ.layout()));  // (rows, cols)
-  constexpr int kDqRows = decltype(size<0>(cdQ))::value;
   const typename Traits::SmemLayoutPair ds_layout{};
 
   bool masked = iters > 0 && load_stage(0);
@@ -261,22 +266,34 @@ __global__ void __launch_bounds__(Traits::kThreads, 2)
     cutlass::arch::fence_view_async_shared();
     __syncthreads();  // every warp's dS^T rows are in place (the CTA is the warpgroup)
 
+    // dQ's share in two column blocks, one after the other (block 1's wgmma issued before block
+    // 0 is added needs 32 more registers: ptxas spilled 56 B).
+    auto add_dq_share = [&](auto& acc_dq, int part) {
+      Tensor dq = make_tensor(acc_dq.data(), gmma_acc_rowcol(acc_dq.layout()));  // (rows, cols)
+      // ws_dq rows are in ws_dq_gmma_col order: this lane's columns c .. c + 3 of a row (two
+      // adjacent column groups) are one 16-byte vector, next to the vectors of the other three
+      // lanes of the row's quad. The lane's first column is below 16, and 16 columns further on
+      // (c + 4) are 16 positions further on: one pointer, immediate offsets (the layout test
+      // checks every element's position).
+      const int pos0 = ws_dq_gmma_col(get<1>(cdQ(0, 0)));
+      CUTE_UNROLL
+      for (int r = 0; r < size<0>(dq); ++r) {
+        const int64_t row = sm.qrow[s][get<0>(cdQ(r, 0))];
+        if (row < 0) continue;  // no query
+        float* dst = p.ws_dq + row * kHeadDim + part * kDqCols + pos0;
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(dq); c += 4)
+          atomic_add4(dst + (get<1>(cdQ(r, c)) - get<1>(cdQ(r, 0))), dq(r, c), dq(r, c + 1),
+                      dq(r, c + 2), dq(r, c + 3));
+      }
+    };
     CUTE_UNROLL
     for (int part = 0; part < kHeadDim / kDqCols; ++part) {
       Tensor acc_dq =
           partition_fragment_C(mma_dq, Shape<Int<kTile>, Int<kDqCols>>{});  // (MMA, MMA_M, MMA_N)
       // The first block's wait also completes dV and dK.
       warpgroup_gemm<true, 0, false>(mma_dq, tdQrdS, tdQrKt(_, _, _, part), acc_dq);
-      Tensor dq = make_tensor(acc_dq.data(), gmma_acc_rowcol(acc_dq.layout()));  // (rows, cols)
-      CUTE_UNROLL
-      for (int r = 0; r < kDqRows; ++r) {
-        const int64_t row = sm.qrow[s][get<0>(cdQ(r, 0))];
-        if (row < 0) continue;  // no query
-        float* dst = p.ws_dq + row * kHeadDim + part * kDqCols;
-        CUTE_UNROLL
-        for (int c = 0; c < size<1>(dq); c += 2)
-          atomic_add2(dst + get<1>(cdQ(r, c)), dq(r, c), dq(r, c + 1));
-      }
+      add_dq_share(acc_dq, part);
     }
     // dV and dK read P^T and dS^T from these registers until the wait above: the fences keep
     // them (and the accumulators) from being reused or touched before it.
