@@ -204,51 +204,40 @@ inline void dot_piece(const Piece& pc, const Lanes& ln, const float* const* a, i
 template <typename RowPtr>
 void acc_chunk(const Chunk& c, const Lanes& ln, const float* const* p, RowPtr row_ptr, int64_t ld,
                int64_t ld_add, int64_t dim, float* const* cacc, Seg* segs) {
-  // Groups: class (0 shifted spatial, 1 broadcast spatial, 2 additional) x line mask, bucketed in
-  // one counting pass (stable: a group's runs keep the chunk's order) and run class-major, as a
-  // scan per (class, mask) did at 21 passes over the pieces (~1% of a 13x13 forward).
-  constexpr int kMasks = 1 << kMaxUnitLines, kGroups = 3 * kMasks;
-  auto group_of = [&](const Piece& pc) {
-    const int cls = pc.kind == kRowAdditional ? 2 : (pc.kind == kRowLanes && ln.shifted) ? 0 : 1;
-    return cls * kMasks + pc.mask;
-  };
-  int start[kGroups + 1] = {};
-  for (int i = 0; i < c.np; ++i) ++start[group_of(c.pieces[i]) + 1];
-  for (int k = 0; k < kGroups; ++k) start[k + 1] += start[k];
-  int fill[kGroups];
-  for (int k = 0; k < kGroups; ++k) fill[k] = start[k];
-  for (int i = 0; i < c.np; ++i) {
-    const Piece& pc = c.pieces[i];
-    segs[fill[group_of(pc)]++] = Seg{row_ptr(pc), pc.slot, pc.cnt};
-  }
-  for (int k = 0; k < kGroups; ++k) {
-    const int n = start[k + 1] - start[k];
-    if (n == 0) continue;
-    const int cls = k / kMasks;
-    const uint8_t mask = static_cast<uint8_t>(k % kMasks);
-    const Seg* gs = segs + start[k];
-    const int64_t ldb = cls == 2 ? ld_add : ld;
-    const int first = mask_first(mask), lines = mask_count(mask);
-    const float* const* pf = p + first;
-    float* const* cf = cacc + first;
-    // One register pass over `lines` lines; spatial rows (cls 0) shift per lane.
-    auto pass = [&](auto lines_c) {
-      constexpr int kLines = decltype(lines_c)::value;
-      if (cls == 0)
-        acc<true, kLines>(gs, n, pf, ldb, dim, cf);
-      else
-        acc<false, kLines>(gs, n, pf, ldb, dim, cf);
-    };
-    if (lines == 1) {
-      pass(std::integral_constant<int, 1>{});
-      continue;
-    }
-    if constexpr (kMaxPassLines >= 3)
-      if (lines == 3) {
-        pass(std::integral_constant<int, 3>{});
+  for (int cls = 0; cls < 3; ++cls) {  // 0 shifted spatial, 1 broadcast spatial, 2 additional
+    for (uint8_t mask = 1; mask < (1 << kMaxUnitLines); ++mask) {
+      int n = 0;
+      for (int i = 0; i < c.np; ++i) {
+        const Piece& pc = c.pieces[i];
+        const int pcls = pc.kind == kRowAdditional              ? 2
+                         : (pc.kind == kRowLanes && ln.shifted) ? 0
+                                                                : 1;
+        if (pcls == cls && pc.mask == mask) segs[n++] = Seg{row_ptr(pc), pc.slot, pc.cnt};
+      }
+      if (n == 0) continue;
+      const int64_t ldb = cls == 2 ? ld_add : ld;
+      const int first = mask_first(mask), lines = mask_count(mask);
+      const float* const* pf = p + first;
+      float* const* cf = cacc + first;
+      // One register pass over `lines` lines; spatial rows (cls 0) shift per lane.
+      auto pass = [&](auto lines_c) {
+        constexpr int kLines = decltype(lines_c)::value;
+        if (cls == 0)
+          acc<true, kLines>(segs, n, pf, ldb, dim, cf);
+        else
+          acc<false, kLines>(segs, n, pf, ldb, dim, cf);
+      };
+      if (lines == 1) {
+        pass(std::integral_constant<int, 1>{});
         continue;
       }
-    pass(std::integral_constant<int, 2>{});
+      if constexpr (kMaxPassLines >= 3)
+        if (lines == 3) {
+          pass(std::integral_constant<int, 3>{});
+          continue;
+        }
+      pass(std::integral_constant<int, 2>{});
+    }
   }
 }
 
