@@ -47,7 +47,15 @@ inline v8f vload(const float* p) {
 inline void vstore(float* p, v8f v) { __builtin_memcpy(p, &v, sizeof v); }
 inline v8f vsplat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
 inline v8i vsplati(int32_t x) { return v8i{x, x, x, x, x, x, x, x}; }
-inline v8f vmax(v8f a, v8f b) { return a > b ? a : b; }
+// a > b ? a : b, which is vmaxps's definition (b where unordered); GCC compiled the vector
+// conditional to a compare and a blend (two operations in the forward's exp and max loops).
+inline v8f vmax(v8f a, v8f b) {
+#if defined(__AVX__)
+  return __builtin_ia32_maxps256(a, b);
+#else
+  return a > b ? a : b;
+#endif
+}
 
 // Pins a loaded key/value vector in a register. Without it GCC folds the load into every FMA
 // that use it (R >= 2), multiplying the loads of the kernels' load-bound inner loops.
