@@ -4,11 +4,12 @@
 // The forward takes the same box planner as cuda-fused (tile_plan.h) with 128 x 128 blocks, so
 // the plan's counts (computed, unmasked, useful pairs, Q boxes) come from the same code; only
 // the rates differ. Model: t = B * Hq * (4 * D * (unmasked / rate_unmasked + masked /
-// rate_masked) + q_boxes * t_item). Fitted on the H100 run of da1ed52 (bench/RESULTS.md,
-// "cuda-hopper"): rate_unmasked and t_item from seq-32k-blocked and video-hunyuan-strided (no
-// masked tiles), rate_masked from video-hunyuan (all tiles masked). It reproduces those three,
-// seq-32k within 4%, and underestimates img-128 and video-small (small, 2-D / 3-D masks) by
-// ~25%: masks that straddle several axes cost more than the one fitted rate.
+// rate_masked) + q_boxes * t_item). Fitted by bench/plan_sweep.py (least squares on relative
+// error) to 23 timed shapes of the six public cuda-hopper cases on the H100 run S6-F1 (a186c79:
+// quad-split table masks): median error 3.5%, max 15%. What it does not see: shapes with the
+// same counts differ by up to 16% (video-small: Q = KV box 4x8x4 1.45 ms, 2x8x8 1.69, 4x4x8
+// 1.76; img-128: 16x8 0.77, 8x16 0.82), so its pick can be that far from the fastest shape
+// (bench/RESULTS.md S6-F1 lists them; fna::Options::tiles takes a measured choice).
 #pragma once
 
 #include <cstdint>
@@ -37,9 +38,9 @@ struct HopperCostModel {
   double t_item;         // seconds per work item (Q box x head x batch), machine-wide
 };
 
-inline constexpr HopperCostModel kHopperCostModel{511e12, 351e12, 4.93e-8};
+inline constexpr HopperCostModel kHopperCostModel{603e12, 505e12, 4.09e-8};
 inline constexpr const char* kHopperCalibration =
-    "H100, cuda-hopper da1ed52, D=128 bf16 (bench/RESULTS.md)";
+    "H100, cuda-hopper a186c79, D=128 bf16 (bench/RESULTS.md run S6-F1)";
 
 // tile_plan.h's axis_cost with the unmasked tiles of a box counted in closed form: KV box t of a
 // Q box with KV range [s0, e1) and full range [s1, e0) skips the mask when
@@ -59,10 +60,9 @@ inline AxisCost axis_cost_fast(const Axis& a, int64_t qt, int64_t kt) {
 }
 
 // The Hopper forward's box shapes: the power-of-two Q and KV boxes of kBlockM and kBlockN rows
-// that minimize the time kHopperCostModel predicts (masked tiles cost 1.46x unmasked ones, plus a
+// that minimize the time kHopperCostModel predicts (masked tiles cost 1.19x unmasked ones, plus a
 // fixed cost per Q box), not just the computed pairs: e.g. video-hunyuan gets KV boxes 2x8x8
-// (66% of the work masked, 61.5 ms predicted) instead of the pair-minimal 1x4x32 (all masked,
-// 67.5 ms). The sums over boxes are products of per-axis sums, as in plan_tiles.
+// (66% of the work masked) instead of the pair-minimal 1x4x32 (all masked). The sums over boxes are products of per-axis sums, as in plan_tiles.
 inline TilePlan plan_tiles_sm90(const Neighborhood& nb, int head_dim) {
   constexpr int kQBits = 7, kKvBits = 7;  // log2 of kBlockM, kBlockN
   static_assert(FwdBlockShapeSm90::kBlockM == 1 << kQBits);
