@@ -424,7 +424,7 @@ def probe_fna(torch):
     return fna, ""
 
 
-def run_fna_bench(path, case, backends, backward=True):
+def run_fna_bench(path, case, backends, backward=True, extra=()):
     """fna numbers from the C++ fna-bench (--json): {backend: {fwd_ms, bwd_ms} or note}."""
     n = len(case["grid"])
     join = lambda xs: ",".join(str(int(x)) for x in xs)
@@ -435,6 +435,7 @@ def run_fna_bench(path, case, backends, backward=True):
            "--backend", ",".join(backends), "--json", "--warmup", "3", "--iters", "20"]
     if backward:
         cmd.append("--backward")
+    cmd += list(extra)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     rows = {}
     for line in proc.stdout.splitlines():
@@ -541,6 +542,10 @@ def main():
                          "the Python package")
     ap.add_argument("--fna-bench-backends", default="cuda-fused",
                     help="backends for --fna-bench, comma-separated")
+    ap.add_argument("--fna-bench-autotune", action="store_true",
+                    help="also time cuda-hopper's forward with --autotune (Options::autotune: "
+                         "the fastest of the cost model's top tile shapes, tuned in the warm-up), "
+                         "reported as fna:cuda-hopper+autotune")
     ap.add_argument("--no-backward", action="store_true")
     ap.add_argument("--no-verify", action="store_true", help="skip the flex/fna checks")
     ap.add_argument("--check-mask", action="store_true", help="only the CPU mask self-check")
@@ -632,6 +637,10 @@ def main():
                 if peer == "fna" and args.fna_bench:
                     rows = run_fna_bench(args.fna_bench, case, args.fna_bench_backends.split(","),
                                          backward=not args.no_backward)
+                    if args.fna_bench_autotune:
+                        tuned = run_fna_bench(args.fna_bench, case, ["cuda-hopper"],
+                                              backward=False, extra=["--autotune"])
+                        rows.update({f"{be}+autotune": j for be, j in tuned.items()})
                     for be, j in rows.items():
                         name = f"fna:{be}"
                         if not j.get("ran"):

@@ -130,6 +130,7 @@ int main(int argc, char** argv) {
   int warmup = 2, iters = 10;
   uint64_t seed = 0;
   bool backward = false, verify = false, json = false, show_plan = false, deterministic = false;
+  bool autotune = false;
   std::string tiles_q, tiles_kv, tile_list;
   double scale = 0;
   app.add_option("--extent", extent, "grid extents, comma-separated; rank from the count")
@@ -156,6 +157,9 @@ int main(int argc, char** argv) {
   app.add_flag("--backward", backward, "also time the backward pass");
   app.add_flag("--deterministic", deterministic,
                "Options::deterministic (cuda-fused: the atomic-free backward)");
+  app.add_flag("--autotune", autotune,
+               "Options::autotune (cuda-hopper: time the cost model's best tile shapes on the "
+               "first call, keep the fastest; that call is part of the warm-up)");
   app.add_option("--warmup", warmup, "warm-up runs")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -293,6 +297,7 @@ int main(int argc, char** argv) {
       opt.backend = b;
       opt.tiles = r.tiles;
       opt.deterministic = deterministic;
+      opt.autotune = autotune;
       std::vector<double> fwd, bwd;
       for (int i = 0; i < warmup + iters; ++i) {
         const double ms = run.time([&] { fna::forward(p, run.forward_args(), opt); });

@@ -44,6 +44,12 @@ struct Options {
   // Forward tile shapes instead of the planner's choice (fna::plan prints both). Honoured by the
   // fused forward kernels; the other backends and the backward ignore it.
   std::optional<TileBoxes> tiles;
+  // cuda-hopper forward: on the first call of a problem (shape, dtype, device), time the planner's
+  // pick and the cost model's next-best tile shapes on these tensors and keep the fastest for
+  // later calls, as cuDNN's benchmark mode does. That first call runs several forward passes
+  // (all write `out`; the last one is the kept shape's). Ignored when `tiles` is given and under
+  // CUDA graph capture (the planner's pick runs); the other backends ignore it.
+  bool autotune = false;
 };
 
 }  // namespace fna

@@ -230,4 +230,37 @@ TEST(CudaHopperGeometry, PlannerCountsAndShapes) {
   }
 }
 
+// Options::autotune's candidates: the planner's pick first, then distinct valid 128 x 128 box
+// pairs (at most one per penalty and rank), and the model's counts agree with evaluate_tiles.
+TEST(CudaHopperGeometry, AutotuneCandidates) {
+  std::mt19937_64 rng(20261125);
+  auto same = [](const TileShape& a, const TileShape& b) {
+    for (int r = 0; r < 3; ++r)
+      if (a.q_shift[r] != b.q_shift[r] || a.kv_shift[r] != b.kv_shift[r]) return false;
+    return true;
+  };
+  int several = 0;
+  for (int iter = 0; iter < 200; ++iter) {
+    const Neighborhood nb = fna_test::random_neighborhood(rng, 40);
+    const std::vector<TileShape> c = candidate_tiles_sm90(nb, 128, 3);
+    ASSERT_FALSE(c.empty());
+    ASSERT_LE(c.size(), 1u + 4 * 3);
+    ASSERT_TRUE(same(c[0], plan_tiles_sm90(nb, 128).shape)) << "iter " << iter;
+    for (size_t i = 0; i < c.size(); ++i) {
+      const std::string why = tile_override_error(nb, boxes_of(c[i]), 128, 128);
+      ASSERT_TRUE(why.empty()) << why;
+      for (size_t j = 0; j < i; ++j) ASSERT_FALSE(same(c[i], c[j])) << "iter " << iter;
+    }
+    several += c.size() > 1;
+  }
+  EXPECT_GT(several, 100);  // most problems have more than one shape worth timing
+  // for_each_shape_sm90's counts are evaluate_tiles's (the planner and autotune rank by them).
+  const Neighborhood nb = fna_test::random_neighborhood(rng, 40);
+  for_each_shape_sm90(nb, [&](const TileShape& shape, double unmasked, double masked, double) {
+    const TilePlan p = evaluate_tiles(nb, shape, 128);
+    ASSERT_EQ(unmasked, p.unmasked);
+    ASSERT_EQ(unmasked + masked, p.visited);
+  });
+}
+
 }  // namespace

@@ -184,6 +184,73 @@ TEST(CudaHopperForward, UploadedMapsFollowEachCall) {
   cudaFree(mem);
 }
 
+// Options::autotune runs the fastest of several tile shapes: its output matches the planner's
+// shape's within bf16 rounding, a second call takes the cached shape (the same bits), and under
+// graph capture it runs the planner's shape (nothing to time there).
+TEST(CudaHopperForward, AutotuneMatchesThePlanner) {
+  SKIP_WITHOUT_HOPPER();
+  Problem p = fna_test::grid_problem(1, {12, 20, 40}, {5, 7, 9});  // masked tiles on every axis
+  p.heads_q = p.heads_kv = 2;
+  for (int d : kHeadDims) {
+    p.head_dim = p.head_dim_v = d;
+    if (unavailable(p, DType::kBFloat16).empty()) break;
+  }
+  const fna::Plan plan = fna::plan(p, DType::kBFloat16, [] {
+    fna::Options o;
+    o.backend = kBackend;
+    return o;
+  }());
+  const int64_t n = p.batch * p.tokens() * p.heads_q * p.head_dim;
+  void* mem = nullptr;
+  ASSERT_EQ(cudaMalloc(&mem, 6 * n * 2), cudaSuccess);
+  char* base = static_cast<char*>(mem);
+  for (int t = 0; t < 3; ++t) fna_gpu_test::fill_pattern(base + t * n * 2, DType::kBFloat16, n, 77 + t);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  auto view = [&](int i) {  // the shape of p as it is now (the capture below changes the heads)
+    const std::vector<int64_t> shape{p.batch,   p.extent[0], p.extent[1],
+                                     p.extent[2], p.heads_q,   p.head_dim};
+    return fna::TensorView::contiguous(base + i * n * 2, DType::kBFloat16, shape, kCuda0);
+  };
+  auto run = [&](int out, bool autotune, cudaStream_t stream) {
+    fna::ForwardArgs a{view(0), view(1), view(2), view(out), std::nullopt, std::nullopt,
+                       std::nullopt};
+    fna::Options o;
+    o.backend = kBackend;
+    o.autotune = autotune;
+    o.stream = stream;
+    fna::forward(p, a, o);
+  };
+  run(3, false, nullptr);  // the planner's shape
+  run(4, true, nullptr);   // tunes, then runs the fastest shape
+  run(5, true, nullptr);   // the cached shape
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<uint16_t> planned(n), tuned(n), cached(n);
+  ASSERT_EQ(cudaMemcpy(planned.data(), base + 3 * n * 2, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(tuned.data(), base + 4 * n * 2, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(cached.data(), base + 5 * n * 2, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(tuned, cached);
+  double worst = 0;
+  for (int64_t i = 0; i < n; ++i)
+    worst = std::max(
+        worst, std::fabs(fna_test::load_element(reinterpret_cast<const std::byte*>(&planned[i]),
+                                                DType::kBFloat16) -
+                         fna_test::load_element(reinterpret_cast<const std::byte*>(&tuned[i]),
+                                                DType::kBFloat16)));
+  EXPECT_LE(worst, 3e-2) << "planner's Q box " << plan.tiles.q[0] << "x" << plan.tiles.q[1] << "x"
+                         << plan.tiles.q[2];
+  // Under capture: the planner's shape, no timing (events on a capturing stream would fail).
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  p.heads_q = p.heads_kv = 1;  // a problem not in the cache
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  EXPECT_NO_THROW(run(4, true, stream));
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+  cudaFree(mem);
+}
+
 // More tensor maps than the kernel parameters hold need an upload, which graph capture forbids:
 // under capture `auto` runs cuda-fused instead and naming cuda-hopper says why.
 TEST(CudaHopperForward, GraphCaptureWithManyMaps) {

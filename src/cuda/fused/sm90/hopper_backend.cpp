@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <string>
@@ -118,6 +119,58 @@ std::string hopper_unavailable(const Problem& p, DType dtype, const Device& devi
 #endif
 }
 
+void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& options);
+
+#if defined(FNA_BUILT_SM90A)
+// Options::autotune: the fastest of candidate_tiles_sm90's shapes on these tensors, measured once
+// per (problem, dtype, device) and cached. Each candidate runs once to warm up, then twice timed
+// with events on the caller's stream.
+TileBoxes autotuned_tiles(const Problem& pr, const ForwardArgs& args, const Options& options,
+                          cudaStream_t stream) {
+  const std::string key = pr.to_string() + " add=" + std::to_string(pr.additional_kv) + " " +
+                          dtype_name(args.q.dtype) + " dev=" + std::to_string(args.q.device.index);
+  static std::mutex mutex;
+  static std::map<std::string, TileBoxes> cache;
+  std::lock_guard<std::mutex> lock(mutex);  // one tuning at a time; the others wait for it
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  // Three per penalty: the sweep of run S6-F1 found every case's fastest shape within that.
+  const Neighborhood nb = make_neighborhood(pr);
+  const std::vector<TileShape> shapes = candidate_tiles_sm90(nb, static_cast<int>(pr.head_dim), 3);
+  cudaEvent_t start, stop;
+  FNA_CUDA_CHECK(cudaEventCreate(&start));
+  FNA_CUDA_CHECK(cudaEventCreate(&stop));
+  TileBoxes best{};
+  float best_ms = std::numeric_limits<float>::infinity();
+  try {
+    for (const TileShape& shape : shapes) {
+      Options o = options;
+      o.autotune = false;
+      o.tiles = boxes_of(shape);
+      hopper_forward(pr, args, o);
+      FNA_CUDA_CHECK(cudaEventRecord(start, stream));
+      for (int i = 0; i < 2; ++i) hopper_forward(pr, args, o);
+      FNA_CUDA_CHECK(cudaEventRecord(stop, stream));
+      FNA_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0;
+      FNA_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (ms < best_ms) {
+        best_ms = ms;
+        best = *o.tiles;
+      }
+    }
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    throw;
+  }
+  FNA_CUDA_CHECK(cudaEventDestroy(start));
+  FNA_CUDA_CHECK(cudaEventDestroy(stop));
+  if (cache.size() > 4096) cache.clear();  // bound the memory of long-running processes
+  cache.emplace(key, best);
+  return best;
+}
+#endif
+
 void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& options) {
   const std::string misaligned = tma_unsupported(pr, args);
   if (!misaligned.empty()) {
@@ -127,6 +180,17 @@ void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& o
                 std::string("fna: option 'backend' = '") + kName + "' cannot run: " + misaligned);
   }
 #if defined(FNA_BUILT_SM90A)
+  if (options.autotune && !options.tiles) {
+    cudaStream_t s = static_cast<cudaStream_t>(options.stream);
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    FNA_CUDA_CHECK(cudaStreamIsCapturing(s, &capture));
+    if (capture == cudaStreamCaptureStatusNone) {
+      Options o = options;
+      o.autotune = false;
+      o.tiles = autotuned_tiles(pr, args, options, s);
+      return hopper_forward(pr, args, o);
+    }
+  }
   FwdParamsSm90 p;
   p.base = make_params(pr, args, options);
   int64_t boxes = 1;

@@ -13,7 +13,9 @@
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
 #include <limits>
+#include <vector>
 
 #include "common/neighborhood.h"
 #include "cuda/fused/common/tile_plan.h"
@@ -59,11 +61,12 @@ inline AxisCost axis_cost_fast(const Axis& a, int64_t qt, int64_t kt) {
   return c;
 }
 
-// The Hopper forward's box shapes: the power-of-two Q and KV boxes of kBlockM and kBlockN rows
-// that minimize the time kHopperCostModel predicts (masked tiles cost 1.19x unmasked ones, plus a
-// fixed cost per Q box), not just the computed pairs: e.g. video-hunyuan gets KV boxes 2x8x8
-// (66% of the work masked) instead of the pair-minimal 1x4x32 (all masked). The sums over boxes are products of per-axis sums, as in plan_tiles.
-inline TilePlan plan_tiles_sm90(const Neighborhood& nb, int head_dim) {
+// Every power-of-two Q and KV box shape of kBlockM and kBlockN rows with what the cost model
+// needs: fn(shape, unmasked, masked, items), with unmasked / masked the computed pairs in tiles
+// without / with a column mask and items the Q boxes, per batch and query head. The sums over
+// boxes are products of per-axis sums, as in plan_tiles.
+template <class Fn>
+void for_each_shape_sm90(const Neighborhood& nb, Fn&& fn) {
   constexpr int kQBits = 7, kKvBits = 7;  // log2 of kBlockM, kBlockN
   static_assert(FwdBlockShapeSm90::kBlockM == 1 << kQBits);
   static_assert(FwdBlockShapeSm90::kBlockN == 1 << kKvBits);
@@ -77,31 +80,79 @@ inline TilePlan plan_tiles_sm90(const Neighborhood& nb, int head_dim) {
       for (int ks = 0; ks <= kKvBits; ++ks)
         cost[r][qs][ks] = axis_cost_fast(nb.axis[r], int64_t{1} << qs, int64_t{1} << ks);
     }
-  const HopperCostModel& m = kHopperCostModel;
-  const double flop_per_pair = 4.0 * head_dim;
-  double best = std::numeric_limits<double>::infinity();
-  TileShape shape;
   for_each_bit_split(rank, kQBits, [&](const int* q) {
     for_each_bit_split(rank, kKvBits, [&](const int* k) {
       double visited = FwdBlockShapeSm90::kBlockM, unmasked = visited, items = 1;
+      TileShape shape;
       for (int r = 0; r < rank; ++r) {
         visited *= cost[r][q[r]][k[r]].visited;
         unmasked *= cost[r][q[r]][k[r]].unmasked;
         items *= boxes[r][q[r]];
+        shape.q_shift[r] = q[r];
+        shape.kv_shift[r] = k[r];
       }
-      const double t =
-          flop_per_pair * (unmasked / m.rate_unmasked + (visited - unmasked) / m.rate_masked) +
-          items * m.t_item;
-      if (t < best) {  // ties keep the first split: the last (contiguous) axis gets the most
-        best = t;
-        for (int r = 0; r < 3; ++r) {
-          shape.q_shift[r] = q[r];
-          shape.kv_shift[r] = k[r];
-        }
-      }
+      fn(shape, unmasked, visited - unmasked, items);
     });
   });
-  return evaluate_tiles(nb, shape, FwdBlockShapeSm90::kBlockM);
+}
+
+// Model time of one batch x head, with masked tiles costing `masked_penalty` x unmasked ones
+// (the fitted model: rate_unmasked / rate_masked).
+inline double model_seconds_sm90(double unmasked, double masked, double items, int head_dim,
+                                 double masked_penalty) {
+  const HopperCostModel& m = kHopperCostModel;
+  return 4.0 * head_dim * (unmasked + masked_penalty * masked) / m.rate_unmasked +
+         items * m.t_item;
+}
+
+// The Hopper forward's box shapes: those that minimize the time kHopperCostModel predicts (masked
+// tiles cost 1.19x unmasked ones, plus a fixed cost per Q box), not just the computed pairs: e.g.
+// video-hunyuan gets KV boxes 2x8x8 (66% of the work masked) instead of the pair-minimal 1x4x32
+// (all masked).
+inline TilePlan plan_tiles_sm90(const Neighborhood& nb, int head_dim) {
+  const double penalty = kHopperCostModel.rate_unmasked / kHopperCostModel.rate_masked;
+  double best = std::numeric_limits<double>::infinity();
+  TileShape pick;
+  for_each_shape_sm90(nb, [&](const TileShape& shape, double u, double m, double items) {
+    const double t = model_seconds_sm90(u, m, items, head_dim, penalty);
+    if (t < best) {  // ties keep the first split: the last (contiguous) axis gets the most
+      best = t;
+      pick = shape;
+    }
+  });
+  return evaluate_tiles(nb, pick, FwdBlockShapeSm90::kBlockM);
+}
+
+// Shapes worth timing (Options::autotune): the model's pick first, then the best `per_penalty`
+// shapes under masked-tile penalties from 1 to 1.8 - the model cannot tell apart shapes with equal
+// counts, which measured up to 16% apart (run S6-F1), and its penalty is a fit. No duplicates.
+inline std::vector<TileShape> candidate_tiles_sm90(const Neighborhood& nb, int head_dim,
+                                                   int per_penalty) {
+  struct Entry {
+    TileShape shape;
+    double u, m, items;
+  };
+  std::vector<Entry> all;
+  for_each_shape_sm90(nb, [&](const TileShape& shape, double u, double m, double items) {
+    all.push_back({shape, u, m, items});
+  });
+  std::vector<TileShape> out{plan_tiles_sm90(nb, head_dim).shape};
+  auto same = [](const TileShape& a, const TileShape& b) {
+    for (int r = 0; r < 3; ++r)
+      if (a.q_shift[r] != b.q_shift[r] || a.kv_shift[r] != b.kv_shift[r]) return false;
+    return true;
+  };
+  for (double penalty : {1.0, 1.19, 1.46, 1.8}) {
+    auto t = [&](const Entry& e) { return model_seconds_sm90(e.u, e.m, e.items, head_dim, penalty); };
+    std::stable_sort(all.begin(), all.end(),
+                     [&](const Entry& a, const Entry& b) { return t(a) < t(b); });
+    for (int i = 0; i < per_penalty && i < static_cast<int>(all.size()); ++i) {
+      bool seen = false;
+      for (const TileShape& s : out) seen = seen || same(s, all[i].shape);
+      if (!seen) out.push_back(all[i].shape);
+    }
+  }
+  return out;
 }
 
 }  // namespace fna::cuda::fused
