@@ -189,7 +189,7 @@ TEST(CudaHopperForward, UploadedMapsFollowEachCall) {
 // graph capture it runs the planner's shape (nothing to time there).
 TEST(CudaHopperForward, AutotuneMatchesThePlanner) {
   SKIP_WITHOUT_HOPPER();
-  Problem p = fna_test::grid_problem(1, {12, 20, 40}, {5, 7, 9});  // masked tiles on every axis
+  Problem p = fna_test::grid_problem(3, {12, 20, 40}, {5, 7, 9});  // masked tiles on every axis
   p.heads_q = p.heads_kv = 2;
   for (int d : kHeadDims) {
     p.head_dim = p.head_dim_v = d;
