@@ -42,6 +42,18 @@ std::string unavailable(const Problem& p, DType dt) {
   return fna::backend_unavailable_reason(kBackend, p, dt, kCuda0);
 }
 
+// Largest |a[i] - b[i]| of two bf16 buffers copied from the device.
+double max_abs_diff_bf16(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(
+        worst, std::fabs(fna_test::load_element(reinterpret_cast<const std::byte*>(&a[i]),
+                                                DType::kBFloat16) -
+                         fna_test::load_element(reinterpret_cast<const std::byte*>(&b[i]),
+                                                DType::kBFloat16)));
+  return worst;
+}
+
 // Skips the test unless cuda-hopper can run a bf16 / D = 128 (or 64) problem on this device.
 #define SKIP_WITHOUT_HOPPER()                                                               \
   do {                                                                                      \
@@ -172,14 +184,7 @@ TEST(CudaHopperForward, UploadedMapsFollowEachCall) {
               cudaSuccess);
     ASSERT_EQ(cudaMemcpy(b.data(), base + (3 * kSets + 1) * n * 2, n * 2, cudaMemcpyDeviceToHost),
               cudaSuccess);
-    double worst = 0;
-    for (int64_t i = 0; i < n; ++i)
-      worst = std::max(
-          worst, std::fabs(fna_test::load_element(reinterpret_cast<const std::byte*>(&a[i]),
-                                                  DType::kBFloat16) -
-                           fna_test::load_element(reinterpret_cast<const std::byte*>(&b[i]),
-                                                  DType::kBFloat16)));
-    EXPECT_LE(worst, 3e-2) << "call " << call << " (input set " << s << ")";
+    EXPECT_LE(max_abs_diff_bf16(a, b), 3e-2) << "call " << call << " (input set " << s << ")";
   }
   cudaFree(mem);
 }
@@ -229,14 +234,7 @@ TEST(CudaHopperForward, AutotuneMatchesThePlanner) {
   ASSERT_EQ(cudaMemcpy(tuned.data(), base + 4 * n * 2, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(cached.data(), base + 5 * n * 2, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
   EXPECT_EQ(tuned, cached);
-  double worst = 0;
-  for (int64_t i = 0; i < n; ++i)
-    worst = std::max(
-        worst, std::fabs(fna_test::load_element(reinterpret_cast<const std::byte*>(&planned[i]),
-                                                DType::kBFloat16) -
-                         fna_test::load_element(reinterpret_cast<const std::byte*>(&tuned[i]),
-                                                DType::kBFloat16)));
-  EXPECT_LE(worst, 3e-2) << "planner's Q box " << plan.tiles.q[0] << "x" << plan.tiles.q[1] << "x"
+  EXPECT_LE(max_abs_diff_bf16(planned, tuned), 3e-2) << "planner's Q box " << plan.tiles.q[0] << "x" << plan.tiles.q[1] << "x"
                          << plan.tiles.q[2];
   // Under capture: the planner's shape, no timing (events on a capturing stream would fail).
   cudaStream_t stream;
@@ -305,14 +303,7 @@ TEST(CudaHopperForward, GraphCaptureWithManyMaps) {
   std::vector<uint16_t> a(n), b(n);
   ASSERT_EQ(cudaMemcpy(a.data(), base + 3 * n * 2, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(b.data(), base + 4 * n * 2, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  double worst = 0;
-  for (int64_t i = 0; i < n; ++i)
-    worst = std::max(
-        worst,
-        std::fabs(
-            fna_test::load_element(reinterpret_cast<const std::byte*>(&a[i]), DType::kBFloat16) -
-            fna_test::load_element(reinterpret_cast<const std::byte*>(&b[i]), DType::kBFloat16)));
-  EXPECT_LE(worst, 3e-2);  // cuda-hopper (eager) vs cuda-fused (captured), bf16
+  EXPECT_LE(max_abs_diff_bf16(a, b), 3e-2);  // cuda-hopper (eager) vs cuda-fused (captured), bf16
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
