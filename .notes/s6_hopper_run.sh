@@ -3,7 +3,7 @@
 #   rm -rf .snap-s6h && mkdir -p .snap-s6h && git archive HEAD | tar -x -C .snap-s6h
 #   run(command="bash .snap-s6h/.notes/s6_hopper_run.sh", carry=[".cutlass", ".snap-s6h"])
 # 1. build (sm_90a, D 64;128 x fp16;bf16), host replay, CudaHopper* + FusedBackward sm90 tests,
-#    four --verify problems (hopclean_check.sh's)
+#    four --verify problems
 # 2. bench/plan_sweep.py on every hopper case (the model's best shapes timed, model refit)
 # 3. bench/peers.py forward, cudnn vs fna (cuda-hopper, cuda-fused) on the issue-6 cases
 set -u
