@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 from ab import case_flags
 
@@ -99,6 +100,7 @@ def main():
     if unknown:
         sys.exit(f"--cases: unknown case(s) {sorted(unknown)}")
 
+    start = time.time()
     plan_flags = ["--plan", "--json", "--backend", "cuda-hopper"]
     report, points = [], []
     for name in wanted:
@@ -141,7 +143,17 @@ def main():
                            "computed_pairs": p["computed_pairs"], "unmasked": p["unmasked"],
                            "masked": p["masked"],
                            "planner": s == (chosen["q_box"], chosen["kv_box"])})
-        print(f"{name}: timed {len(timed)} shapes", file=sys.stderr, flush=True)
+        # Each case's measurements as soon as they exist: a sweep cut short by a time limit
+        # still leaves them (stderr and --out).
+        for e in report:
+            if e["case"] == name:
+                print(f"{name} {e['q_box']} / {e['kv_box']}: {e['measured_ms']:.3f} ms "
+                      f"(rounds {e['rounds_ms']})", file=sys.stderr)
+        print(f"{name}: timed {len(timed)} shapes at {time.time() - start:.0f} s", file=sys.stderr,
+              flush=True)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"fit": None, "shapes": report}, f, indent=1)
 
     x = fit(points)
     ru, rm, ti = 1 / x[0], 1 / x[1], x[2]
