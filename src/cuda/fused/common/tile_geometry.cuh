@@ -172,14 +172,19 @@ FNA_DEVICE KvTile kv_tile_at(const TileShape& t, const QBox& box, const int* br)
   return kv;
 }
 
-// Tile `tile` in walk order (last axis fastest).
-FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
-  int br[3];
+// Per-axis coordinates br of spatial tile `tile` in walk order (last axis fastest).
+FNA_DEVICE void kv_tile_coords(const QBox& box, int tile, int* br) {
   FNA_UNROLL
   for (int r = 2; r >= 0; --r) {
     br[r] = tile % box.kv_tiles[r];
     tile /= box.kv_tiles[r];
   }
+}
+
+// Tile `tile` in walk order.
+FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
+  int br[3];
+  kv_tile_coords(box, tile, br);
   return kv_tile_at(t, box, br);
 }
 

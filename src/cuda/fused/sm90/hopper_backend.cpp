@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -23,6 +24,8 @@
 #include "cuda/fused/fused_launch.h"
 #include "cuda/fused/sm90/launch_fwd_sm90.h"
 #include "cuda/fused/sm90/plan_sm90.h"
+#include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
+#include "cuda/fused/sm90/split_fwd_sm90.h"
 #include "cuda/fused/sm90/tma_maps_sm90.h"
 
 namespace fna::cuda::fused {
@@ -53,6 +56,48 @@ FwdParams make_params(const Problem& pr, const ForwardArgs& args, const Options&
   p.tile = tile_shape(p.nb, static_cast<int>(pr.head_dim), options);
   p.aligned = true;  // TMA reads the tensors (alignment is an `unavailable` rule); unused here
   return p;
+}
+
+// Test and A/B hooks (tests/gpu/hopper_gpu_test.cpp, .notes/s7_tail_run.sh), read per call:
+// FNA_HOPPER_GRID=n runs the persistent kernel on n blocks instead of one per SM (the tail split
+// follows the grid: tests choose where it engages), FNA_HOPPER_SPLIT=0 turns the tail split off.
+int64_t persistent_grid(int device) {
+  const char* grid = std::getenv("FNA_HOPPER_GRID");
+  const int64_t n = grid ? std::atoll(grid) : 0;
+  return n > 0 ? n : sm_count(device);
+}
+
+bool tail_split_enabled() {
+  const char* split = std::getenv("FNA_HOPPER_SPLIT");
+  return !(split && std::string(split) == "0");
+}
+
+// Stream-ordered workspace of a tail split (split_fwd_sm90.cuh): per split unit the O partial
+// (128 x D fp32) and kSplitLsePerUnit lse values, per split item kSplitWarps counters, zeroed
+// here on the stream. The kernel's merger could leave its counters at zero for the next call
+// instead, but a buffer kept across calls would be shared by calls running at once on other
+// streams; this allocation lives exactly as long as the kernel (the pool hands the same bytes
+// back call after call, so the cost is the 4-byte-per-warp memset: < 5 KiB). Null without a
+// split.
+void* split_workspace(FwdParamsSm90& p, int head_dim, cudaStream_t stream) {
+  if (p.chunks == 1) return nullptr;
+  const int64_t split_items = p.items - p.main_items;
+  const int64_t units = split_items * p.chunks;
+  const size_t o_bytes = size_t(units) * FwdBlockShapeSm90::kBlockM * head_dim * sizeof(float);
+  const size_t lse_bytes = size_t(units) * kSplitLsePerUnit * sizeof(float);
+  const size_t done_bytes = size_t(split_items) * kSplitWarps * sizeof(int);
+  void* ws = nullptr;
+  FNA_CUDA_CHECK(cudaMallocAsync(&ws, o_bytes + lse_bytes + done_bytes, stream));
+  char* base = static_cast<char*>(ws);
+  p.split_o = reinterpret_cast<float*>(base);  // 256-byte aligned: float4 stores
+  p.split_lse = reinterpret_cast<float*>(base + o_bytes);
+  p.split_done = reinterpret_cast<int*>(base + o_bytes + lse_bytes);
+  const cudaError_t e = cudaMemsetAsync(p.split_done, 0, done_bytes, stream);
+  if (e != cudaSuccess) {
+    cudaFreeAsync(ws, stream);
+    FNA_CUDA_CHECK(e);
+  }
+  return ws;
 }
 
 template <class Element>
@@ -235,10 +280,16 @@ void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& o
   p.boxes = static_cast<int>(boxes);
   p.items = boxes * pr.heads_q * pr.batch;
   // Persistent: one block per SM (a block takes 232000 B of shared memory at D = 128: 3 KV
-  // stages and the mask table, FwdTraitsSm90::kSmemBytes).
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(p.items, sm_count(args.q.device.index))));
+  // stages and the mask table, FwdTraitsSm90::kSmemBytes), the last wave's items split over
+  // the idle SMs when that pays (split_fwd_sm90.h).
+  const int64_t blocks = persistent_grid(args.q.device.index);
+  p.main_items = p.units = p.items;
+  if (tail_split_enabled()) plan_tail_split(p, blocks, FwdBlockShapeSm90::kBlockN);
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(p.units, blocks)));
   const int d = static_cast<int>(pr.head_dim);
+  void* ws = nullptr;
   try {
+    ws = split_workspace(p, d, stream);
     if (args.q.dtype == DType::kBFloat16) {
 #if defined(FNA_BUILT_BF16)
       launch<cutlass::bfloat16_t>(p, d, grid, stream);
@@ -249,9 +300,11 @@ void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& o
 #endif
     }
   } catch (...) {
+    if (ws) cudaFreeAsync(ws, stream);
     if (dmaps) cudaFreeAsync(dmaps, stream);
     throw;
   }
+  if (ws) FNA_CUDA_CHECK(cudaFreeAsync(ws, stream));
   if (dmaps) FNA_CUDA_CHECK(cudaFreeAsync(dmaps, stream));
 #else
   (void)options;

@@ -20,6 +20,7 @@
 #include "cuda/fused/sm90/params_fwd_sm90.h"
 #include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
 #include "cuda/fused/sm90/softmax_sm90.cuh"
+#include "cuda/fused/sm90/split_fwd_sm90.cuh"
 
 namespace fna::cuda::fused {
 
@@ -85,6 +86,10 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   Tensor tOcO_rc = make_tensor(tOcO.data(), gmma_acc_rowcol(tOcO.layout()));  // (rows, dims)
   constexpr int kRows = decltype(size<0>(tScS_rc))::value;
   constexpr int kCols = decltype(size<1>(tScS_rc))::value;
+  static_assert(kRows * Traits::kConsumerThreads == kSplitLsePerUnit &&
+                    Traits::kConsumerThreads / 32 == kSplitWarps &&
+                    decltype(size(acc_o))::value * Traits::kConsumerThreads == kBlockM * kHeadDim,
+                "the split workspace's layout (split_fwd_sm90.h)");
   const int n0 = get<1>(tScS_rc(0, 0));
   const int lane = tidx % 32;
   const int quad = lane % 4;  // the quad's lanes share rows (softmax_sm90.cuh)
@@ -127,7 +132,9 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     if (!slot.valid) break;
     const QBox& box = slot.box;
     const int num_spatial = box.num_kv_tiles;
-    const int num_tiles = num_spatial + (fp.additional_kv + kBlockN - 1) / kBlockN;
+    // The unit's tiles: the whole item, or a chunk of a split one (split_fwd_sm90.cuh).
+    const int first_tile = slot.first_tile;
+    const int num_tiles = slot.end_tile - first_tile;
 
     // This lane's row window (lane q of a quad builds word q % 2 of row q / 2; kRows = 2): read
     // on masked items only, so computed only for those (the block-sparse cases have none and
@@ -140,8 +147,10 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     }
 
     // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections. Tiles
-    // come in walk order, so the spatial tile's coordinates advance in `br` (no index decode).
+    // come in walk order, so the spatial tile's coordinates advance in `br` (decoded once, for a
+    // chunk that starts past tile 0).
     int br[3] = {0, 0, 0};
+    if (first_tile != 0 && item_masked) kv_tile_coords(box, first_tile, br);
     auto softmax_tile = [&](int tile, SplitOnlineSoftmax<kRows>& sm, float(&corr)[kRows]) {
       if (prescale) {
         CUTE_UNROLL
@@ -199,7 +208,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_s);
       release(&st.k_empty[s]);
-      softmax_tile(0, softmax, corr);
+      softmax_tile(first_tile, softmax, corr);
       convert_p();
     }
     for (int tile = 1; tile < num_tiles; ++tile) {
@@ -214,7 +223,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
       warpgroup_fence_operand(acc_s);
       release(&st.k_empty[s]);
-      softmax_tile(tile, softmax, corr);
+      softmax_tile(first_tile + tile, softmax, corr);
       // Wait for P V only now, behind a branch on the softmax's result: with the wait in the
       // softmax's basic block, ptxas hoisted it to the top of the softmax (ncu SASS), so the
       // softmax never overlapped this warpgroup's P V.
@@ -244,6 +253,13 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     // ---- epilogue: O / rowsum and lse, straight from registers -------------------------------
     float lse[kRows];
     softmax.finalize(o_rc, lse);
+    // A chunk of a split item: its partial goes to the workspace; the warp that finishes the
+    // item's rows last merges them into o_rc and lse and stores them below.
+    if (slot.chunks > 1 && !finish_chunk<Traits::kConsumerThreads>(p, slot.split_item, slot.chunk,
+                                                                   slot.chunks, tidx, o_rc, lse)) {
+      cutlass::arch::ClusterBarrier::arrive(&st.item_empty[j % Traits::kItemSlots]);
+      continue;
+    }
     Element* out = static_cast<Element*>(fp.out);
     const bool odd = tidx & 1;
     CUTE_UNROLL
