@@ -1,12 +1,14 @@
 // Host replays of the Hopper forward's geometry (no GPU needed): the 128-column score masks built
 // from two 64-bit quad-split words (mask_sm90.cuh) against a brute-force window test, and the
 // persistent schedule's empty-item test (scheduler_fwd_sm90.cuh) against the box geometry, on
-// random neighborhoods and random 128-row box shapes.
+// random neighborhoods and random 128-row box shapes; the tail split's rule and schedule
+// (split_fwd_sm90.h): every tile of every item run exactly once.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "common/neighborhood.h"
 #include "cuda/fused/common/tile_geometry.cuh"
@@ -14,7 +16,10 @@
 #include "cuda/fused/sm90/mask_sm90.cuh"
 #include "cuda/fused/sm90/plan_sm90.h"
 #include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
+#include "common/problem_util.h"
+#include "cuda/fused/sm90/split_fwd_sm90.h"
 #include "random_neighborhood.h"
+#include "tail_split_cases.h"
 
 namespace {
 
@@ -264,3 +269,126 @@ TEST(CudaHopperGeometry, AutotuneCandidates) {
 }
 
 }  // namespace
+
+namespace {
+
+// The launch parameters the schedule reads, as hopper_backend.cpp fills them.
+FwdParamsSm90 schedule_params(const Neighborhood& nb, const TileShape& shape, int heads,
+                              int64_t batch, int additional_kv) {
+  FwdParamsSm90 p;
+  p.base.nb = nb;
+  p.base.tile = shape;
+  p.base.heads_q = heads;
+  p.base.batch = batch;
+  p.base.additional_kv = additional_kv;
+  p.boxes = total_boxes(nb, shape);
+  p.items = int64_t{p.boxes} * heads * batch;
+  return p;
+}
+
+// Replays every block's walk of the units (the producer's: next_nonempty_unit, work_unit,
+// chunk_first_tile) and checks that each non-empty item's tiles run exactly once and empty
+// items' never; returns the number of units run.
+int64_t replay_schedule(const FwdParamsSm90& p, int64_t grid, const std::string& what) {
+  const int add_tiles = (p.base.additional_kv + 127) / 128;
+  std::vector<std::vector<int>> runs(p.items);
+  int64_t units = 0;
+  for (int64_t x = 0; x < std::min(grid, p.units); ++x)
+    for (int64_t u = next_nonempty_unit(p, x, grid); u < p.units;
+         u = next_nonempty_unit(p, u + grid, grid)) {
+      const WorkUnit unit = work_unit(p, u);
+      QBox box;
+      EXPECT_TRUE(make_q_box(p.base.nb, p.base.tile, int(unit.item % p.boxes), &box)) << what;
+      const int tiles = box.num_kv_tiles + add_tiles;
+      const int chunks = unit.item < p.main_items ? 1 : p.chunks;
+      EXPECT_LE(chunks, tiles) << what << " item " << unit.item;
+      auto& r = runs[unit.item];
+      r.resize(tiles);
+      const int first = chunk_first_tile(tiles, chunks, unit.chunk);
+      const int end = chunk_first_tile(tiles, chunks, unit.chunk + 1);
+      EXPECT_LT(first, end) << what << " unit " << u;
+      for (int t = first; t < end; ++t) ++r[t];
+      ++units;
+    }
+  for (int64_t w = 0; w < p.items; ++w) {
+    if (!item_nonempty(p, int(w % p.boxes))) {
+      EXPECT_TRUE(runs[w].empty()) << what << " empty item " << w;
+      continue;
+    }
+    EXPECT_FALSE(runs[w].empty()) << what << " item " << w << " never ran";
+    for (size_t t = 0; t < runs[w].size(); ++t)
+      EXPECT_EQ(runs[w][t], 1) << what << " item " << w << " tile " << t;
+  }
+  return units;
+}
+
+}  // namespace
+
+TEST(CudaHopperGeometry, TailSplitRule) {
+  EXPECT_EQ(tail_chunks(4096, 132, 16), 16);  // seq-32k-blocked: 4 items x 16 one-tile chunks
+  EXPECT_EQ(tail_chunks(4096, 132, 40), 33);  // 4 x 33 = 132 units: one wave
+  EXPECT_EQ(tail_chunks(3072, 132, 30), 3);   // 23 waves + 36 items: 36 x 3 = 108 units
+  EXPECT_EQ(tail_chunks(132 * 5, 132, 16), 1);  // no tail
+  EXPECT_EQ(tail_chunks(132 + 67, 132, 16), 1);  // a tail over half the grid: 2 chunks won't fit
+  EXPECT_EQ(tail_chunks(132 + 66, 132, 16), 2);
+  EXPECT_EQ(tail_chunks(4, 132, 1), 1);  // one-tile items
+  EXPECT_EQ(tail_chunks(1, 132, 500), 132);  // one item alone: every SM
+  EXPECT_EQ(tail_chunks(7, 1, 9), 1);  // one block
+}
+
+// On random neighborhoods, box shapes, heads, batches, additional KV and grids: the split's
+// schedule runs every tile once; when it splits, the split items are the last nonempty % grid
+// non-empty ones, every chunk has a tile, and without empty items the split units fit one wave.
+TEST(CudaHopperGeometry, TailSplitSchedule) {
+  std::mt19937_64 rng(20261125);
+  int split = 0;
+  for (int iter = 0; iter < 400; ++iter) {
+    const Neighborhood nb = fna_test::random_neighborhood(rng, 14);
+    const TileShape shape = random_shape(rng, nb, 7);
+    const int heads = 1 + static_cast<int>(rng() % 3);
+    const int64_t batch = 1 + static_cast<int64_t>(rng() % 2);
+    const int add = rng() % 3 == 0 ? static_cast<int>(rng() % 300) : 0;
+    FwdParamsSm90 p = schedule_params(nb, shape, heads, batch, add);
+    const int64_t grid = 1 + static_cast<int64_t>(rng() % 40);
+    const std::string what = "iter " + std::to_string(iter) + " grid " + std::to_string(grid);
+    plan_tail_split(p, grid, 128);
+    const int64_t nonempty = nonempty_items(p);
+    int64_t counted = 0;
+    for (int64_t w = 0; w < p.items; ++w) counted += item_nonempty(p, int(w % p.boxes));
+    ASSERT_EQ(nonempty, counted) << what;
+    replay_schedule(p, grid, what);
+    if (p.chunks == 1) {
+      ASSERT_EQ(p.main_items, p.items) << what;
+      ASSERT_EQ(p.units, p.items) << what;
+      continue;
+    }
+    ++split;
+    int64_t tail = 0;
+    for (int64_t w = p.main_items; w < p.items; ++w) tail += item_nonempty(p, int(w % p.boxes));
+    ASSERT_EQ(tail, nonempty % grid) << what;
+    ASSERT_TRUE(item_nonempty(p, int(p.main_items % p.boxes))) << what;
+    ASSERT_GE(p.chunks, 2) << what;
+    ASSERT_LE(tail * p.chunks, grid) << what;
+    if (nonempty == p.items) {
+      ASSERT_EQ(p.main_items % grid, 0) << what;
+      ASSERT_LE(p.units - p.main_items, grid) << what;
+    }
+  }
+  EXPECT_GT(split, 50);
+}
+
+// The GPU test's tail-split problems (tail_split_cases.h) split under their grids.
+TEST(CudaHopperGeometry, TailSplitCasesSplit) {
+  for (const fna_test::TailSplitCase& c : fna_test::tail_split_cases()) {
+    const Neighborhood nb = make_neighborhood(c.problem);
+    const TileShape shape = plan_tiles_sm90(nb, static_cast<int>(c.problem.head_dim)).shape;
+    FwdParamsSm90 p = schedule_params(nb, shape, static_cast<int>(c.problem.heads_q),
+                                      c.problem.batch, static_cast<int>(c.problem.additional_kv));
+    const int64_t grid_env = fna_test::tail_split_grid(p.items, c.tail);
+    const int64_t grid = grid_env > 0 ? grid_env : 132;
+    ASSERT_GE(grid, 2) << c.what;
+    plan_tail_split(p, grid, 128);
+    EXPECT_GE(p.chunks, 2) << c.what << ": " << p.items << " items on " << grid << " blocks";
+    replay_schedule(p, grid, c.what);
+  }
+}
