@@ -10,6 +10,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,7 @@
 #include "index64_case.h"
 #include "pattern_fill.h"
 #include "shape_grid.h"
+#include "tail_split_cases.h"
 
 namespace {
 
@@ -52,6 +56,38 @@ double max_abs_diff_bf16(const std::vector<uint16_t>& a, const std::vector<uint1
                          fna_test::load_element(reinterpret_cast<const std::byte*>(&b[i]),
                                                 DType::kBFloat16)));
   return worst;
+}
+
+// Sets an environment variable for one scope: cuda-hopper reads its test hooks FNA_HOPPER_GRID
+// and FNA_HOPPER_SPLIT (hopper_backend.cpp) on every call.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      setenv(name_, old_.c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_;
+};
+
+// Work items of a cuda-hopper launch (Q boxes x heads x batch; the cases have no empty boxes).
+int64_t hopper_items(const Problem& p, DType dt) {
+  fna::Options o;
+  o.backend = kBackend;
+  return static_cast<int64_t>(fna::plan(p, dt, o).q_tiles);
 }
 
 // Skips the test unless cuda-hopper can run a bf16 / D = 128 (or 64) problem on this device.
@@ -307,6 +343,94 @@ TEST(CudaHopperForward, GraphCaptureWithManyMaps) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+  cudaFree(mem);
+}
+
+// The last wave's items split into KV chunks and merged (split_fwd_sm90.h) under a grid chosen
+// per problem (tail_split_cases.h; the host test CudaHopperGeometry.TailSplitCasesSplit checks
+// that each one splits): masked tiles, dilation, GQA/MQA, causal rows that see no key in a
+// chunk, additional-KV-only chunks, lse null, fp16 and bf16, D 64 and 128. Each against the
+// oracle with poisoned outputs, split and then unsplit (FNA_HOPPER_SPLIT=0).
+TEST(CudaHopperForward, TailSplit) {
+  SKIP_WITHOUT_HOPPER();
+  int ran = 0;
+  for (const fna_test::TailSplitCase& c : fna_test::tail_split_cases()) {
+    if (!unavailable(c.problem, c.dtype).empty()) continue;  // head dim or dtype not built
+    const int64_t grid = fna_test::tail_split_grid(hopper_items(c.problem, c.dtype), c.tail);
+    std::unique_ptr<ScopedEnv> grid_env;
+    if (grid > 0) grid_env = std::make_unique<ScopedEnv>("FNA_HOPPER_GRID", std::to_string(grid));
+    for (const bool split : {true, false}) {
+      ScopedEnv split_env("FNA_HOPPER_SPLIT", split ? "1" : "0");
+      CaseSpec spec;
+      spec.problem = c.problem;
+      spec.dtype = c.dtype;
+      spec.with_lse = c.with_lse;
+      spec.backward = false;
+      spec.seed = 4242;
+      const auto r = run(spec);
+      EXPECT_TRUE(r.failure.empty()) << c.what << (split ? " split" : " unsplit") << ", grid "
+                                     << grid << ": " << r.failure;
+    }
+    ++ran;
+  }
+  if (ran == 0) GTEST_SKIP() << "no tail-split case is compiled in";
+}
+
+// A split launch repeated on the same inputs gives the same bits (the merger sums the chunks in
+// chunk order whichever warp merges, and the counters start at zero every call), out and lse,
+// and matches the unsplit launch within bf16 rounding.
+TEST(CudaHopperForward, TailSplitRepeatsBitwise) {
+  SKIP_WITHOUT_HOPPER();
+  Problem p = fna_test::grid_problem(1, {1000}, {300});
+  p.heads_q = p.heads_kv = 2;
+  for (int d : kHeadDims) {
+    p.head_dim = p.head_dim_v = d;
+    if (unavailable(p, DType::kBFloat16).empty()) break;
+  }
+  ScopedEnv grid("FNA_HOPPER_GRID", std::to_string(hopper_items(p, DType::kBFloat16) - 1));
+  const int64_t rows = p.extent[0] * p.heads_q;
+  const int64_t n = rows * p.head_dim;
+  constexpr int kCalls = 6;  // the last one unsplit
+  void* mem = nullptr;
+  ASSERT_EQ(cudaMalloc(&mem, (3 + kCalls) * n * 2 + kCalls * rows * 4), cudaSuccess);
+  char* base = static_cast<char*>(mem);
+  for (int t = 0; t < 3; ++t) fna_gpu_test::fill_pattern(base + t * n * 2, DType::kBFloat16, n, 5 + t);
+  const std::vector<int64_t> shape{1, p.extent[0], p.heads_q, p.head_dim};
+  auto view = [&](int i) {
+    return fna::TensorView::contiguous(base + i * n * 2, DType::kBFloat16, shape, kCuda0);
+  };
+  char* lse_base = base + (3 + kCalls) * n * 2;
+  for (int call = 0; call < kCalls; ++call) {
+    ScopedEnv split("FNA_HOPPER_SPLIT", call + 1 < kCalls ? "1" : "0");
+    fna::ForwardArgs a{view(0), view(1), view(2), view(3 + call),
+                       fna::TensorView::contiguous(lse_base + call * rows * 4, DType::kFloat32,
+                                                   {1, p.extent[0], p.heads_q}, kCuda0),
+                       std::nullopt, std::nullopt};
+    fna::Options o;
+    o.backend = kBackend;
+    fna::forward(p, a, o);
+  }
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<uint16_t> first(n), out(n);
+  std::vector<float> first_lse(rows), lse(rows);
+  ASSERT_EQ(cudaMemcpy(first.data(), base + 3 * n * 2, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(first_lse.data(), lse_base, rows * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int call = 1; call < kCalls; ++call) {
+    ASSERT_EQ(cudaMemcpy(out.data(), base + (3 + call) * n * 2, n * 2, cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(lse.data(), lse_base + call * rows * 4, rows * 4, cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    if (call + 1 < kCalls) {
+      EXPECT_EQ(out, first) << "split call " << call;
+      EXPECT_EQ(std::memcmp(lse.data(), first_lse.data(), rows * 4), 0) << "split call " << call;
+    } else {
+      EXPECT_LE(max_abs_diff_bf16(out, first), 3e-2) << "unsplit vs split";
+      double worst = 0;
+      for (int64_t i = 0; i < rows; ++i)
+        worst = std::max(worst, double(std::fabs(lse[i] - first_lse[i])));
+      EXPECT_LE(worst, 1e-3) << "lse, unsplit vs split";
+    }
+  }
   cudaFree(mem);
 }
 
