@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -332,6 +333,8 @@ TEST(CudaHopperGeometry, TailSplitRule) {
   EXPECT_EQ(tail_chunks(132 + 67, 132, 16), 1);  // a tail over half the grid: 2 chunks won't fit
   EXPECT_EQ(tail_chunks(132 + 66, 132, 16), 2);
   EXPECT_EQ(tail_chunks(4, 132, 1), 1);  // one-tile items
+  EXPECT_EQ(tail_chunks(4, 132, 2), 1);  // 2 chunks of one tile save one tile: not worth it
+  EXPECT_EQ(tail_chunks(4, 132, 3), 3);  // 3 chunks of one tile save two
   EXPECT_EQ(tail_chunks(1, 132, 500), 132);  // one item alone: every SM
   EXPECT_EQ(tail_chunks(7, 1, 9), 1);  // one block
 }
@@ -389,6 +392,9 @@ TEST(CudaHopperGeometry, TailSplitCasesSplit) {
     ASSERT_GE(grid, 2) << c.what;
     plan_tail_split(p, grid, 128);
     EXPECT_GE(p.chunks, 2) << c.what << ": " << p.items << " items on " << grid << " blocks";
+    std::printf("%s: %lld items on %lld blocks: the last %lld items x %d chunks\n",
+                c.what.c_str(), static_cast<long long>(p.items), static_cast<long long>(grid),
+                static_cast<long long>(p.items - p.main_items), p.chunks);
     replay_schedule(p, grid, c.what);
   }
 }

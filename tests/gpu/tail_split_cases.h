@@ -84,11 +84,12 @@ inline std::vector<TailSplitCase> tail_split_cases() {
     p.head_dim = p.head_dim_v = 128;
     cases.push_back({p, fna::DType::kBFloat16, true, 0, "1-D blocked MQA, D 128 bf16"});
   }
-  {  // the H100's own grid (no override): 8 boxes x 17 heads = 136 items = 132 + 4
-    fna::Problem p = make(1, {1024}, {255});
+  {  // the H100's own grid (no override): 8 boxes x 17 heads = 136 items = 132 + 4, the last
+     // ones of 4 tiles
+    fna::Problem p = make(1, {1024}, {511});
     p.heads_q = p.heads_kv = 17;
-    p.head_dim = p.head_dim_v = 128;
-    cases.push_back({p, fna::DType::kBFloat16, true, kH100Grid, "136 items on 132 SMs"});
+    p.head_dim = p.head_dim_v = 64;
+    cases.push_back({p, fna::DType::kBFloat16, true, kH100Grid, "136 items on 132 SMs, D 64"});
   }
   return cases;
 }

@@ -15,7 +15,10 @@
 // o + (1 - o) / S + merge item times, which falls with every S that fits: S = min(grid / R, n),
 // the most chunks that fit one wave, at least one tile each (n: the fewest tiles among the R
 // items, so no chunk is empty). S < 2 (R > grid / 2): no split, the last wave is at least half
-// full and a 2-way split would not fit in it.
+// full and a 2-way split would not fit in it. And no split unless the longest chunk is at least
+// kMinSavedTiles tiles shorter than the item: a split launch also zeroes its counters (a memset
+// on the stream, ~2 us) and merges, which a one-tile saving (~1.8 us at D = 128 on the H100:
+// 4 x 128 x 128 x 128 FLOP at 603 / 132 TFLOP/s per SM) would not repay.
 #pragma once
 
 #include <algorithm>
@@ -25,12 +28,15 @@ namespace fna::cuda::fused {
 
 // Chunks per item of the last wave (1: no split) for `nonempty_items` items on `grid` blocks,
 // items of `tiles` KV tiles (additional-KV tiles included).
+inline constexpr int64_t kMinSavedTiles = 2;
+
 inline int tail_chunks(int64_t nonempty_items, int64_t grid, int64_t tiles) {
   if (grid <= 1 || nonempty_items <= 0) return 1;
   const int64_t r = nonempty_items % grid;
   if (r == 0) return 1;
   const int64_t s = std::min(grid / r, tiles);
-  return s >= 2 ? static_cast<int>(s) : 1;
+  if (s < 2 || tiles - (tiles + s - 1) / s < kMinSavedTiles) return 1;
+  return static_cast<int>(s);
 }
 
 // Workspace layout (split_fwd_sm90.cuh; the kernel checks these against its register layout):
