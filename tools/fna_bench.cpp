@@ -243,6 +243,7 @@ int main(int argc, char** argv) {
         j["useful_fraction"] = pl.useful_fraction;
         j["masked_fraction"] = pl.masked_fraction;
         j["predicted_ms"] = pl.predicted_ms;
+        j["tail"] = pl.tail;
         std::cout << j.dump() << "\n";
       } else {
         std::printf("problem: %s dtype=%s\n", p.to_string().c_str(), fna::dtype_name(dtype));
@@ -254,6 +255,7 @@ int main(int argc, char** argv) {
                     pl.useful_fraction, pl.masked_fraction);
         std::printf("predicted forward time: %.3f ms (model: %s)\n", pl.predicted_ms,
                     pl.model.c_str());
+        if (!pl.tail.empty()) std::printf("tail split: %s\n", pl.tail.c_str());
       }
     }
     if (show_plan) return 0;

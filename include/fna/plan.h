@@ -20,6 +20,9 @@ struct Plan {
   double masked_fraction = 0;             // computed pairs in tiles that need a mask
   double predicted_ms = 0;                // forward time of the cost model (H100, 16-bit)
   std::string model;                      // what the prediction is calibrated on
+  // cuda-hopper: how the forward splits its last, partial wave of work items over KV chunks on an
+  // H100's 132 SMs, e.g. "last 4 items x 16 KV chunks on 132 SMs"; empty when it does not.
+  std::string tail;
 };
 
 // The forward plan of `options.backend` (auto: cuda-fused) for a problem and dtype; honours

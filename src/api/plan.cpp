@@ -10,6 +10,7 @@
 #include "cuda/fused/common/small_window.h"
 #include "cuda/fused/common/tile_plan.h"
 #include "cuda/fused/sm90/plan_sm90.h"
+#include "cuda/fused/sm90/split_fwd_sm90.h"
 #include "fna/fna.h"
 
 namespace fna {
@@ -133,6 +134,18 @@ Plan plan(const Problem& problem, DType dtype, const Options& options) {
   out.predicted_ms = seconds * 1e3;
   out.model = hopper ? kHopperCalibration : kCalibration;
   out.backend = hopper ? Backend::kCudaHopper : Backend::kCudaFused;
+  if (hopper) {
+    constexpr int64_t kH100Sms = 132;  // the cost model's machine
+    const int64_t boxes = static_cast<int64_t>(tp.q_boxes);
+    const TailSplit split =
+        plan_tail_split(nb, tp.shape, boxes, problem.batch * problem.heads_q,
+                        static_cast<int>(problem.additional_kv), kH100Sms, block.n);
+    if (split.chunks > 1)
+      out.tail = "last " + std::to_string(boxes * problem.batch * problem.heads_q -
+                                          split.main_items) +
+                 " items x " + std::to_string(split.chunks) + " KV chunks on " +
+                 std::to_string(kH100Sms) + " SMs";
+  }
   return out;
 }
 

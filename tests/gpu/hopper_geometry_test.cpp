@@ -12,13 +12,15 @@
 #include <vector>
 
 #include "common/neighborhood.h"
+#include "common/problem_util.h"
 #include "cuda/fused/common/tile_geometry.cuh"
 #include "cuda/fused/common/tile_plan.h"
 #include "cuda/fused/sm90/mask_sm90.cuh"
 #include "cuda/fused/sm90/plan_sm90.h"
 #include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
-#include "common/problem_util.h"
 #include "cuda/fused/sm90/split_fwd_sm90.h"
+#include "fna/fna.h"
+#include "fna/plan.h"
 #include "random_neighborhood.h"
 #include "tail_split_cases.h"
 
@@ -273,9 +275,9 @@ TEST(CudaHopperGeometry, AutotuneCandidates) {
 
 namespace {
 
-// The launch parameters the schedule reads, as hopper_backend.cpp fills them.
+// The launch parameters the schedule reads, as hopper_backend.cpp fills them for `grid` blocks.
 FwdParamsSm90 schedule_params(const Neighborhood& nb, const TileShape& shape, int heads,
-                              int64_t batch, int additional_kv) {
+                              int64_t batch, int additional_kv, int64_t grid) {
   FwdParamsSm90 p;
   p.base.nb = nb;
   p.base.tile = shape;
@@ -284,6 +286,11 @@ FwdParamsSm90 schedule_params(const Neighborhood& nb, const TileShape& shape, in
   p.base.additional_kv = additional_kv;
   p.boxes = total_boxes(nb, shape);
   p.items = int64_t{p.boxes} * heads * batch;
+  const TailSplit split =
+      plan_tail_split(nb, shape, p.boxes, heads * batch, additional_kv, grid, 128);
+  p.main_items = split.main_items;
+  p.chunks = split.chunks;
+  p.units = split.units;
   return p;
 }
 
@@ -351,11 +358,10 @@ TEST(CudaHopperGeometry, TailSplitSchedule) {
     const int heads = 1 + static_cast<int>(rng() % 3);
     const int64_t batch = 1 + static_cast<int64_t>(rng() % 2);
     const int add = rng() % 3 == 0 ? static_cast<int>(rng() % 300) : 0;
-    FwdParamsSm90 p = schedule_params(nb, shape, heads, batch, add);
     const int64_t grid = 1 + static_cast<int64_t>(rng() % 40);
+    const FwdParamsSm90 p = schedule_params(nb, shape, heads, batch, add, grid);
     const std::string what = "iter " + std::to_string(iter) + " grid " + std::to_string(grid);
-    plan_tail_split(p, grid, 128);
-    const int64_t nonempty = nonempty_items(p);
+    const int64_t nonempty = nonempty_boxes(nb, shape) * heads * batch;
     int64_t counted = 0;
     for (int64_t w = 0; w < p.items; ++w) counted += item_nonempty(p, int(w % p.boxes));
     ASSERT_EQ(nonempty, counted) << what;
@@ -385,16 +391,31 @@ TEST(CudaHopperGeometry, TailSplitCasesSplit) {
   for (const fna_test::TailSplitCase& c : fna_test::tail_split_cases()) {
     const Neighborhood nb = make_neighborhood(c.problem);
     const TileShape shape = plan_tiles_sm90(nb, static_cast<int>(c.problem.head_dim)).shape;
-    FwdParamsSm90 p = schedule_params(nb, shape, static_cast<int>(c.problem.heads_q),
-                                      c.problem.batch, static_cast<int>(c.problem.additional_kv));
-    const int64_t grid_env = fna_test::tail_split_grid(p.items, c.tail);
+    const int64_t items = total_boxes(nb, shape) * c.problem.heads_q * c.problem.batch;
+    const int64_t grid_env = fna_test::tail_split_grid(items, c.tail);
     const int64_t grid = grid_env > 0 ? grid_env : 132;
     ASSERT_GE(grid, 2) << c.what;
-    plan_tail_split(p, grid, 128);
+    const FwdParamsSm90 p = schedule_params(nb, shape, static_cast<int>(c.problem.heads_q),
+                                            c.problem.batch,
+                                            static_cast<int>(c.problem.additional_kv), grid);
     EXPECT_GE(p.chunks, 2) << c.what << ": " << p.items << " items on " << grid << " blocks";
     std::printf("%s: %lld items on %lld blocks: the last %lld items x %d chunks\n",
                 c.what.c_str(), static_cast<long long>(p.items), static_cast<long long>(grid),
                 static_cast<long long>(p.items - p.main_items), p.chunks);
     replay_schedule(p, grid, c.what);
   }
+}
+
+// fna::plan (fna-bench --plan) reports the split of the public cases on an H100's 132 SMs.
+TEST(CudaHopperGeometry, PlanReportsTheTailSplit) {
+  fna::Problem blocked = fna::Problem::make({32768}, {2048}, 1, 16, 128);
+  blocked.stride = {256, 1, 1};
+  fna::Options o;
+  o.backend = fna::Backend::kCudaHopper;
+  EXPECT_EQ(fna::plan(blocked, fna::DType::kBFloat16, o).tail,
+            "last 4 items x 16 KV chunks on 132 SMs");  // 4096 items = 31 x 132 + 4
+  const fna::Problem img = fna::Problem::make({128, 128}, {31, 31}, 1, 24, 128);
+  EXPECT_EQ(fna::plan(img, fna::DType::kBFloat16, o).tail, "last 36 items x 3 KV chunks on 132 SMs");
+  const fna::Problem video = fna::Problem::make({30, 48, 80}, {18, 24, 24}, 1, 24, 128);
+  EXPECT_EQ(fna::plan(video, fna::DType::kBFloat16, o).tail, "");  // 84 of 132: not split
 }

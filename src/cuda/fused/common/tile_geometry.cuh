@@ -108,6 +108,21 @@ FNA_DEVICE bool make_q_box(const Neighborhood& nb, const TileShape& t, int index
   return nonempty;
 }
 
+// False for a Q box entirely past its group's end on some axis (groups differ in length by one,
+// so the box grid of the longest group leaves such boxes in the shorter ones): make_q_box's
+// result without the box.
+FNA_DEVICE bool q_box_nonempty(const Neighborhood& nb, const TileShape& t, int index) {
+  bool nonempty = true;
+  FNA_UNROLL
+  for (int r = 0; r < 3; ++r) {
+    const int ai = q_box_axis_index(nb, t, index, r);
+    const int g = ai / t.q_tiles[r];
+    const int i0 = (ai % t.q_tiles[r]) << t.q_shift[r];
+    nonempty = nonempty && i0 < group_length(nb.axis[r], g);
+  }
+  return nonempty;
+}
+
 // The window of one query row, per axis, in group coordinates: keys j with lo[r] <= j < hi[r].
 struct RowWindow {
   int lo[3];

@@ -24,7 +24,6 @@
 #include "cuda/fused/fused_launch.h"
 #include "cuda/fused/sm90/launch_fwd_sm90.h"
 #include "cuda/fused/sm90/plan_sm90.h"
-#include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
 #include "cuda/fused/sm90/split_fwd_sm90.h"
 #include "cuda/fused/sm90/tma_maps_sm90.h"
 
@@ -283,8 +282,14 @@ void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& o
   // stages and the mask table, FwdTraitsSm90::kSmemBytes), the last wave's items split over
   // the idle SMs when that pays (split_fwd_sm90.h).
   const int64_t blocks = persistent_grid(args.q.device.index);
-  p.main_items = p.units = p.items;
-  if (tail_split_enabled()) plan_tail_split(p, blocks, FwdBlockShapeSm90::kBlockN);
+  const TailSplit split =
+      tail_split_enabled()
+          ? plan_tail_split(p.base.nb, p.base.tile, boxes, pr.heads_q * pr.batch,
+                            p.base.additional_kv, blocks, FwdBlockShapeSm90::kBlockN)
+          : TailSplit{p.items, 1, p.items};
+  p.main_items = split.main_items;
+  p.chunks = split.chunks;
+  p.units = split.units;
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>(p.units, blocks)));
   const int d = static_cast<int>(pr.head_dim);
   void* ws = nullptr;
