@@ -141,8 +141,8 @@ Plan plan(const Problem& problem, DType dtype, const Options& options) {
         plan_tail_split(nb, tp.shape, boxes, problem.batch * problem.heads_q,
                         static_cast<int>(problem.additional_kv), kH100Sms, block.n);
     if (split.chunks > 1)
-      out.tail = "last " + std::to_string(boxes * problem.batch * problem.heads_q -
-                                          split.main_items) +
+      out.tail = "last " +
+                 std::to_string(boxes * problem.batch * problem.heads_q - split.main_items) +
                  " items x " + std::to_string(split.chunks) + " KV chunks on " +
                  std::to_string(kH100Sms) + " SMs";
   }

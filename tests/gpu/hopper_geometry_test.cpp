@@ -333,17 +333,17 @@ int64_t replay_schedule(const FwdParamsSm90& p, int64_t grid, const std::string&
 }  // namespace
 
 TEST(CudaHopperGeometry, TailSplitRule) {
-  EXPECT_EQ(tail_chunks(4096, 132, 16), 16);  // seq-32k-blocked: 4 items x 16 one-tile chunks
-  EXPECT_EQ(tail_chunks(4096, 132, 40), 33);  // 4 x 33 = 132 units: one wave
-  EXPECT_EQ(tail_chunks(3072, 132, 30), 3);   // 23 waves + 36 items: 36 x 3 = 108 units
-  EXPECT_EQ(tail_chunks(132 * 5, 132, 16), 1);  // no tail
+  EXPECT_EQ(tail_chunks(4096, 132, 16), 16);     // seq-32k-blocked: 4 items x 16 one-tile chunks
+  EXPECT_EQ(tail_chunks(4096, 132, 40), 33);     // 4 x 33 = 132 units: one wave
+  EXPECT_EQ(tail_chunks(3072, 132, 30), 3);      // 23 waves + 36 items: 36 x 3 = 108 units
+  EXPECT_EQ(tail_chunks(132 * 5, 132, 16), 1);   // no tail
   EXPECT_EQ(tail_chunks(132 + 67, 132, 16), 1);  // a tail over half the grid: 2 chunks won't fit
   EXPECT_EQ(tail_chunks(132 + 66, 132, 16), 2);
-  EXPECT_EQ(tail_chunks(4, 132, 1), 1);  // one-tile items
-  EXPECT_EQ(tail_chunks(4, 132, 2), 1);  // 2 chunks of one tile save one tile: not worth it
-  EXPECT_EQ(tail_chunks(4, 132, 3), 3);  // 3 chunks of one tile save two
+  EXPECT_EQ(tail_chunks(4, 132, 1), 1);      // one-tile items
+  EXPECT_EQ(tail_chunks(4, 132, 2), 1);      // 2 chunks of one tile save one tile: not worth it
+  EXPECT_EQ(tail_chunks(4, 132, 3), 3);      // 3 chunks of one tile save two
   EXPECT_EQ(tail_chunks(1, 132, 500), 132);  // one item alone: every SM
-  EXPECT_EQ(tail_chunks(7, 1, 9), 1);  // one block
+  EXPECT_EQ(tail_chunks(7, 1, 9), 1);        // one block
 }
 
 // On random neighborhoods, box shapes, heads, batches, additional KV and grids: the split's
@@ -395,12 +395,12 @@ TEST(CudaHopperGeometry, TailSplitCasesSplit) {
     const int64_t grid_env = fna_test::tail_split_grid(items, c.tail);
     const int64_t grid = grid_env > 0 ? grid_env : 132;
     ASSERT_GE(grid, 2) << c.what;
-    const FwdParamsSm90 p = schedule_params(nb, shape, static_cast<int>(c.problem.heads_q),
-                                            c.problem.batch,
-                                            static_cast<int>(c.problem.additional_kv), grid);
+    const FwdParamsSm90 p =
+        schedule_params(nb, shape, static_cast<int>(c.problem.heads_q), c.problem.batch,
+                        static_cast<int>(c.problem.additional_kv), grid);
     EXPECT_GE(p.chunks, 2) << c.what << ": " << p.items << " items on " << grid << " blocks";
-    std::printf("%s: %lld items on %lld blocks: the last %lld items x %d chunks\n",
-                c.what.c_str(), static_cast<long long>(p.items), static_cast<long long>(grid),
+    std::printf("%s: %lld items on %lld blocks: the last %lld items x %d chunks\n", c.what.c_str(),
+                static_cast<long long>(p.items), static_cast<long long>(grid),
                 static_cast<long long>(p.items - p.main_items), p.chunks);
     replay_schedule(p, grid, c.what);
   }
@@ -415,7 +415,8 @@ TEST(CudaHopperGeometry, PlanReportsTheTailSplit) {
   EXPECT_EQ(fna::plan(blocked, fna::DType::kBFloat16, o).tail,
             "last 4 items x 16 KV chunks on 132 SMs");  // 4096 items = 31 x 132 + 4
   const fna::Problem img = fna::Problem::make({128, 128}, {31, 31}, 1, 24, 128);
-  EXPECT_EQ(fna::plan(img, fna::DType::kBFloat16, o).tail, "last 36 items x 3 KV chunks on 132 SMs");
+  EXPECT_EQ(fna::plan(img, fna::DType::kBFloat16, o).tail,
+            "last 36 items x 3 KV chunks on 132 SMs");
   const fna::Problem video = fna::Problem::make({30, 48, 80}, {18, 24, 24}, 1, 24, 128);
   EXPECT_EQ(fna::plan(video, fna::DType::kBFloat16, o).tail, "");  // 84 of 132: not split
 }

@@ -368,8 +368,8 @@ TEST(CudaHopperForward, TailSplit) {
       spec.backward = false;
       spec.seed = 4242;
       const auto r = run(spec);
-      EXPECT_TRUE(r.failure.empty()) << c.what << (split ? " split" : " unsplit") << ", grid "
-                                     << grid << ": " << r.failure;
+      EXPECT_TRUE(r.failure.empty())
+          << c.what << (split ? " split" : " unsplit") << ", grid " << grid << ": " << r.failure;
     }
     ++ran;
   }
@@ -394,7 +394,8 @@ TEST(CudaHopperForward, TailSplitRepeatsBitwise) {
   void* mem = nullptr;
   ASSERT_EQ(cudaMalloc(&mem, (3 + kCalls) * n * 2 + kCalls * rows * 4), cudaSuccess);
   char* base = static_cast<char*>(mem);
-  for (int t = 0; t < 3; ++t) fna_gpu_test::fill_pattern(base + t * n * 2, DType::kBFloat16, n, 5 + t);
+  for (int t = 0; t < 3; ++t)
+    fna_gpu_test::fill_pattern(base + t * n * 2, DType::kBFloat16, n, 5 + t);
   const std::vector<int64_t> shape{1, p.extent[0], p.heads_q, p.head_dim};
   auto view = [&](int i) {
     return fna::TensorView::contiguous(base + i * n * 2, DType::kBFloat16, shape, kCuda0);
@@ -402,10 +403,9 @@ TEST(CudaHopperForward, TailSplitRepeatsBitwise) {
   char* lse_base = base + (3 + kCalls) * n * 2;
   for (int call = 0; call < kCalls; ++call) {
     ScopedEnv split("FNA_HOPPER_SPLIT", call + 1 < kCalls ? "1" : "0");
-    fna::ForwardArgs a{view(0), view(1), view(2), view(3 + call),
-                       fna::TensorView::contiguous(lse_base + call * rows * 4, DType::kFloat32,
-                                                   {1, p.extent[0], p.heads_q}, kCuda0),
-                       std::nullopt, std::nullopt};
+    const fna::TensorView lse = fna::TensorView::contiguous(
+        lse_base + call * rows * 4, DType::kFloat32, {1, p.extent[0], p.heads_q}, kCuda0);
+    fna::ForwardArgs a{view(0), view(1), view(2), view(3 + call), lse, std::nullopt, std::nullopt};
     fna::Options o;
     o.backend = kBackend;
     fna::forward(p, a, o);

@@ -27,9 +27,8 @@ namespace fna::cuda::fused {
 // per 4 dims: a warp writes 512 contiguous bytes per vector), and read back only by the same
 // thread index of a block running the same kernel, so no layout is involved.
 template <int kThreads, int kRows, class ORc>
-__device__ __forceinline__ bool finish_chunk(const FwdParamsSm90& p, int64_t split_item,
-                                             int chunk, int chunks, int tidx, ORc& o,
-                                             float (&lse)[kRows]) {
+__device__ __forceinline__ bool finish_chunk(const FwdParamsSm90& p, int64_t split_item, int chunk,
+                                             int chunks, int tidx, ORc& o, float (&lse)[kRows]) {
   using namespace cute;
   constexpr int kDims = decltype(size<1>(o))::value;
   static_assert(decltype(size<0>(o))::value == kRows && kDims % 4 == 0);
@@ -56,8 +55,7 @@ __device__ __forceinline__ bool finish_chunk(const FwdParamsSm90& p, int64_t spl
   __threadfence();
   __syncwarp();
   int done = 0;
-  if (tidx % 32 == 0)
-    done = atomicAdd(p.split_done + split_item * (kThreads / 32) + tidx / 32, 1);
+  if (tidx % 32 == 0) done = atomicAdd(p.split_done + split_item * (kThreads / 32) + tidx / 32, 1);
   done = __shfl_sync(0xffffffffu, done, 0);
   if (done != chunks - 1) return false;
   __threadfence();
