@@ -316,6 +316,14 @@ int64_t replay_schedule(const FwdParamsSm90& p, int64_t grid, const std::string&
       const int end = chunk_first_tile(tiles, chunks, unit.chunk + 1);
       EXPECT_LT(first, end) << what << " unit " << u;
       for (int t = first; t < end; ++t) ++r[t];
+      // The consumer decodes the chunk's first spatial tile (kv_tile_coords) where a whole item
+      // walks there from tile 0 (next_kv_tile).
+      if (first < box.num_kv_tiles) {
+        int walked[3] = {0, 0, 0}, decoded[3];
+        for (int t = 0; t < first; ++t) next_kv_tile(box, walked);
+        kv_tile_coords(box, first, decoded);
+        for (int a = 0; a < 3; ++a) EXPECT_EQ(decoded[a], walked[a]) << what << " unit " << u;
+      }
       ++units;
     }
   for (int64_t w = 0; w < p.items; ++w) {
