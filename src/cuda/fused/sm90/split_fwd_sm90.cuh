@@ -49,13 +49,16 @@ __device__ __forceinline__ bool finish_chunk(const FwdParamsSm90& p, int64_t spl
           make_float4(o(i, d), o(i, d + 1), o(i, d + 2), o(i, d + 3));
     lse_at(chunk)[i * kThreads] = lse[i];
   }
-  // The CUDA programming guide's "last block" pattern, per warp: every lane's stores are
-  // visible device-wide before lane 0 counts the chunk, and the merging warp fences before it
-  // reads the others' (through L2: __ldcg, this SM's L1 never held them).
-  __threadfence();
+  // The "last block" pattern, per warp, with cutlass/barrier.h's release (GenericBarrier::
+  // arrive_inc): after the warp barrier, lane 0's fence releases every lane's stores above before
+  // its relaxed increment; the merging warp fences before it reads the other chunks' partials
+  // (through L2: __ldcg, this SM's L1 never held them).
   __syncwarp();
   int done = 0;
-  if (tidx % 32 == 0) done = atomicAdd(p.split_done + split_item * (kThreads / 32) + tidx / 32, 1);
+  if (tidx % 32 == 0) {
+    __threadfence();
+    done = atomicAdd(p.split_done + split_item * (kThreads / 32) + tidx / 32, 1);
+  }
   done = __shfl_sync(0xffffffffu, done, 0);
   if (done != chunks - 1) return false;
   __threadfence();
