@@ -31,10 +31,10 @@
 
 namespace fna::cuda::fused {
 
-// Chunks per item of the last wave (1: no split) for `nonempty_items` items on `grid` blocks,
-// items of `tiles` KV tiles (additional-KV tiles included).
 inline constexpr int64_t kMinSavedTiles = 2;
 
+// Chunks per item of the last wave (1: no split) for `nonempty_items` items on `grid` blocks,
+// items of `tiles` KV tiles (additional-KV tiles included).
 inline int tail_chunks(int64_t nonempty_items, int64_t grid, int64_t tiles) {
   if (grid <= 1 || nonempty_items <= 0) return 1;
   const int64_t r = nonempty_items % grid;
