@@ -329,9 +329,8 @@ TEST(CudaHopperGeometry, AutotuneCandidates) {
       ASSERT_LE(model.time(c[i - 1]).seconds, model.time(c[i]).seconds) << "iter " << iter;
     // No shape beats the pick (best() prunes by the mean load; this checks it against all).
     const double pick = model.time(c[0]).seconds;
-    model.for_each_shape([&](const TileShape& s) {
-      ASSERT_GE(model.time(s).seconds, pick) << "iter " << iter;
-    });
+    model.for_each_shape(
+        [&](const TileShape& s) { ASSERT_GE(model.time(s).seconds, pick) << "iter " << iter; });
     several += c.size() > 1;
   }
   EXPECT_GT(several, 100);  // most problems have more than one shape worth timing

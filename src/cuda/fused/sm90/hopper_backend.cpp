@@ -141,9 +141,8 @@ TileBoxes autotuned_tiles(const Problem& pr, const ForwardArgs& args, const Opti
   // Three per model variant: the sweeps of runs S6-F1 and S7 measured every case's fastest shape
   // (or one within 1% of it) among the fitted model's best three.
   const Neighborhood nb = make_neighborhood(pr);
-  const std::vector<TileShape> shapes =
-      candidate_tiles_sm90(nb, static_cast<int>(pr.head_dim),
-                           hopper_work(pr, sm_count(args.q.device.index)), 3);
+  const std::vector<TileShape> shapes = candidate_tiles_sm90(
+      nb, static_cast<int>(pr.head_dim), hopper_work(pr, sm_count(args.q.device.index)), 3);
   cudaEvent_t start, stop;
   FNA_CUDA_CHECK(cudaEventCreate(&start));
   FNA_CUDA_CHECK(cudaEventCreate(&stop));

@@ -58,9 +58,9 @@ inline constexpr const char* kHopperCalibration =
 
 // What the schedule model needs beyond the neighborhood.
 struct HopperWork {
-  int64_t heads = 1;        // batch x query heads: the items of each Q box
+  int64_t heads = 1;               // batch x query heads: the items of each Q box
   int sms = kHopperCostModel.sms;  // the grid: min(items, SMs) blocks
-  int64_t extra_tiles = 0;  // additional-KV tiles every item visits: ceil(Nadd / kBlockN)
+  int64_t extra_tiles = 0;         // additional-KV tiles every item visits: ceil(Nadd / kBlockN)
 };
 
 // The HopperWork of a problem on a device with `sms` SMs.
@@ -196,10 +196,9 @@ class HopperModel {
       unmasked *= a.unmasked;
       boxes *= a.boxes;
     }
-    const double total =
-        kPairs * ((unmasked + boxes * work_.extra_tiles) * pair_seconds_[0] +
-                  (tiles - unmasked) * pair_seconds_[1]) +
-        boxes * m_.t_item;
+    const double total = kPairs * ((unmasked + boxes * work_.extra_tiles) * pair_seconds_[0] +
+                                   (tiles - unmasked) * pair_seconds_[1]) +
+                         boxes * m_.t_item;
     return total * static_cast<double>(work_.heads) / static_cast<double>(grid(s));
   }
 
@@ -218,7 +217,7 @@ class HopperModel {
           const double tiles = static_cast<double>(a.tiles * b.tiles * c.tiles);
           const double u = static_cast<double>(a.unmasked * b.unmasked * c.unmasked);
           cost[i++] = tiles > 0 ? kPairs * ((u + work_.extra_tiles) * pair_seconds_[0] +
-                                           (tiles - u) * pair_seconds_[1]) +
+                                            (tiles - u) * pair_seconds_[1]) +
                                       m_.t_item
                                 : 0;
         }
@@ -301,9 +300,9 @@ inline TilePlan plan_tiles_sm90(const Neighborhood& nb, int head_dim, const Hopp
 inline std::vector<TileShape> candidate_tiles_sm90(const Neighborhood& nb, int head_dim,
                                                    const HopperWork& work, int per_variant) {
   const HopperCostModel& m = kHopperCostModel;
-  const HopperCostModel variants[3] = {
-      m, {m.rate_unmasked, m.rate_unmasked, m.t_item, m.sms},
-      {m.rate_unmasked, m.rate_unmasked / 1.25, m.t_item, m.sms}};
+  const HopperCostModel variants[3] = {m,
+                                       {m.rate_unmasked, m.rate_unmasked, m.t_item, m.sms},
+                                       {m.rate_unmasked, m.rate_unmasked / 1.25, m.t_item, m.sms}};
   auto same = [](const TileShape& a, const TileShape& b) {
     for (int r = 0; r < 3; ++r)
       if (a.q_shift[r] != b.q_shift[r] || a.kv_shift[r] != b.kv_shift[r]) return false;
