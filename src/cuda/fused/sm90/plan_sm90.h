@@ -47,14 +47,16 @@ struct HopperCostModel {
   int sms;               // SMs of the calibration device: fna::plan (no device) assumes its grid
 };
 
-// Fitted by bench/plan_sweep.py (least squares on relative error, the most loaded block's counts)
-// to 45 timed shapes of the six public cuda-hopper cases on H100s (132 SMs): runs S6-F1 (23 shapes)
-// and the session 7 sweeps of img-128 and video-small (12 each): median error 2.2%, max 5.4%
-// (the count-only model: 5.9% and 16%). Machine-wide: 592 / 545 TFLOP/s, 1.96e-8 s per item.
-inline constexpr HopperCostModel kHopperCostModel{592e12 / 132, 545e12 / 132, 2.58e-6, 132};
+// Fitted by `bench/plan_sweep.py --from bench/sweeps/s6f1.json --from bench/sweeps/s7-img-128.json
+// --from bench/sweeps/s7-video-small.json` (least squares on relative error, the most loaded SM's
+// counts) to 39 timed shapes of the six public cuda-hopper cases on H100s (132 SMs): runs S6-F1
+// and the session 7 sweeps of img-128 and video-small: median error 2.3%, max 4.9% (the
+// count-only model of S6-F1 on the same shapes: 6%, 16%). Machine-wide 589 / 541 TFLOP/s:
+// masked tiles cost 1.09x unmasked ones.
+inline constexpr HopperCostModel kHopperCostModel{589.3e12 / 132, 541.5e12 / 132, 2.32e-6, 132};
 inline constexpr const char* kHopperCalibration =
-    "H100 (132 SMs), cuda-hopper a186c79 + b9039ee, D=128 bf16 (bench/RESULTS.md runs S6-F1, "
-    "S7 sweeps): most loaded SM of the persistent schedule";
+    "H100 (132 SMs), cuda-hopper a186c79 / b9039ee, D=128 bf16 (bench/sweeps: run S6-F1, "
+    "session 7 sweeps): the persistent schedule's most loaded SM";
 
 // What the schedule model needs beyond the neighborhood.
 struct HopperWork {
@@ -295,8 +297,8 @@ inline TilePlan plan_tiles_sm90(const Neighborhood& nb, int head_dim, const Hopp
 
 // Shapes worth timing (Options::autotune): the model's best `per_variant` (its pick first), then
 // the best `per_variant` with masked tiles as cheap as unmasked ones and with them 1.25x the
-// unmasked cost (the masked rate is the fit's least determined constant: 545 TFLOP/s here, 505
-// in run S6-F1). No duplicates.
+// unmasked cost (the masked rate is the fit's least determined constant: 541 TFLOP/s here, 505
+// in run S6-F1's count-only fit). No duplicates.
 inline std::vector<TileShape> candidate_tiles_sm90(const Neighborhood& nb, int head_dim,
                                                    const HopperWork& work, int per_variant) {
   const HopperCostModel& m = kHopperCostModel;
