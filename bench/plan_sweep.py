@@ -207,11 +207,17 @@ def main():
                 json.dump({"fit": None, "shapes": report}, f, indent=1)
 
     fit = None
-    if len(report) >= 3:
-        x = lstsq([e["features"] for e in report], [e["measured_ms"] * 1e-3 for e in report])
-        sms = pick["sms"]
-        fit = {"rate_unmasked_sm": 1 / x[0], "rate_masked_sm": 1 / x[1], "t_item_sm": x[2],
-               "sms": sms}
+    # Only the features some shape has (block-sparse cases alone have no masked pairs).
+    active = [i for i in range(3) if any(e["features"][i] for e in report)]
+    if active and len(report) >= len(active):
+        xa = lstsq([[e["features"][i] for i in active] for e in report],
+                   [e["measured_ms"] * 1e-3 for e in report])
+        x = [0.0] * 3
+        for i, v in zip(active, xa):
+            x[i] = v
+        inv = lambda v: 1 / v if v else float("nan")
+        fit = {"rate_unmasked_sm": inv(x[0]), "rate_masked_sm": inv(x[1]), "t_item_sm": x[2],
+               "sms": pick["sms"]}
         for e in report:
             e["refit_ms"] = 1e3 * sum(a * b for a, b in zip(e["features"], x))
     print("| case | Q box / KV box | useful | masked | imbalance | predicted ms | counts-only ms "
