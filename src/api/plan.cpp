@@ -15,7 +15,7 @@
 namespace fna {
 namespace {
 
-// Cost model of the sm_80 forward on an H100 (16-bit inputs):
+// Cost model of the sm_80 forward on an H100 (16-bit inputs; cuda-hopper's is plan_sm90.h's):
 //   t = B * Hq * (4 * D * (unmasked / rate_unmasked + masked / rate_masked) + q_boxes * t_box)
 // with pairs counted per (batch, head) by the planner. Rates are the executed tensor-core
 // throughputs of unmasked and masked tiles, t_box the per-block setup and epilogue spread over
@@ -111,7 +111,8 @@ Plan plan(const Problem& problem, DType dtype, const Options& options) {
     tp = evaluate_tiles(nb, shape_from_boxes(nb, *options.tiles), block.m);
     out.overridden = true;
   } else {
-    tp = hopper ? plan_tiles_sm90(nb, d) : plan_tiles(nb, block.m, block.n);
+    tp = hopper ? plan_tiles_sm90(nb, d, hopper_work(problem, kHopperCostModel.sms))
+                : plan_tiles(nb, block.m, block.n);
   }
   out.tiles = boxes_of(tp.shape);
   out.q_tile_rows = block.m;
@@ -121,18 +122,28 @@ Plan plan(const Problem& problem, DType dtype, const Options& options) {
   out.computed_pairs = tp.visited;
   out.useful_fraction = tp.visited > 0 ? tp.useful / tp.visited : 0;
   out.masked_fraction = tp.visited > 0 ? (tp.visited - tp.unmasked) / tp.visited : 0;
+  out.backend = hopper ? Backend::kCudaHopper : Backend::kCudaFused;
+  if (hopper) {
+    const HopperTime t =
+        HopperModel(nb, d, hopper_work(problem, kHopperCostModel.sms)).time(tp.shape);
+    out.predicted_ms = t.seconds * 1e3;
+    out.model = kHopperCalibration;
+    out.sms = kHopperCostModel.sms;
+    out.imbalance = t.imbalance;
+    out.critical_unmasked = t.unmasked;
+    out.critical_masked = t.masked;
+    out.critical_items = t.items;
+    return out;
+  }
   // Additional KV: every block visits ceil(Nadd / block.n) tiles, unmasked but the last.
   const double extra = tp.q_boxes * block.m * static_cast<double>(problem.additional_kv);
-  const Model m = hopper ? Model{kHopperCostModel.rate_unmasked, kHopperCostModel.rate_masked,
-                                 kHopperCostModel.t_item}
-                         : model_for(d);
+  const Model m = model_for(d);
   const double flop_per_pair = 4.0 * d;
   const double seconds = bh * (flop_per_pair * ((tp.unmasked + extra) / m.rate_unmasked +
                                                 (tp.visited - tp.unmasked) / m.rate_masked) +
                                tp.q_boxes * m.t_box);
   out.predicted_ms = seconds * 1e3;
-  out.model = hopper ? kHopperCalibration : kCalibration;
-  out.backend = hopper ? Backend::kCudaHopper : Backend::kCudaFused;
+  out.model = kCalibration;
   return out;
 }
 
