@@ -31,11 +31,11 @@ log "CudaHopper* rc $?: $(grep -E '^\[  (PASSED|FAILED) ' $L/gpu-tests.log | tr 
 grep -E "^\[  FAILED|Failure|TailSplit.*ms\)" $L/gpu-tests.log | head -8 | tee -a $O/summary.txt
 
 # Sanitizers on forced splits (plan_tail_split replayed on the host): 16 items on 15
-# blocks (1 item x 3 chunks), 30 items on 27 blocks (3 items x 7 chunks, additional KV).
+# blocks (1 item x 3 chunks), 120 items on 117 blocks (3 items x 6 chunks, additional KV).
 P1="--extent 1000 --window 300 --heads 2 --head-dim 128 --dtype bf16"
 P2="--extent 8,12,20 --window 5,7,9 --additional-kv 70 --heads 2 --head-dim 64 --dtype fp16"
 for tool in memcheck racecheck; do
-  for case in "15|$P1" "27|$P2"; do
+  for case in "15|$P1" "117|$P2"; do
     FNA_HOPPER_GRID=${case%%|*} timeout 40 compute-sanitizer --tool $tool --error-exitcode 9 \
       $B/tools/fna-bench --backend cuda-hopper --warmup 0 --iters 1 --verify ${case#*|} \
       > $L/san.log 2>&1

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -243,6 +244,13 @@ int main(int argc, char** argv) {
         j["useful_fraction"] = pl.useful_fraction;
         j["masked_fraction"] = pl.masked_fraction;
         j["predicted_ms"] = pl.predicted_ms;
+        if (pl.sms > 0) {  // cuda-hopper: the persistent schedule's most loaded SM
+          j["sms"] = pl.sms;
+          j["imbalance"] = pl.imbalance;
+          j["critical_unmasked"] = pl.critical_unmasked;
+          j["critical_masked"] = pl.critical_masked;
+          j["critical_items"] = pl.critical_items;
+        }
         j["tail"] = pl.tail;
         std::cout << j.dump() << "\n";
       } else {
@@ -255,6 +263,8 @@ int main(int argc, char** argv) {
                     pl.useful_fraction, pl.masked_fraction);
         std::printf("predicted forward time: %.3f ms (model: %s)\n", pl.predicted_ms,
                     pl.model.c_str());
+        if (pl.sms > 0)
+          std::printf("most loaded SM of %d: %.3f x the mean SM load\n", pl.sms, pl.imbalance);
         if (!pl.tail.empty()) std::printf("tail split: %s\n", pl.tail.c_str());
       }
     }
@@ -272,15 +282,16 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  fna::bench::Problem io(p, dtype, seed);
+  fna::bench::Problem io(p, dtype, seed, backward);
   std::vector<Result> results;
   bool any_fail = false;
   const double ffl = fna::forward_flops(p), bfl = fna::backward_flops(p);
   if (verify) io.run_reference(backward);
 
-  // Runs r.backend on r.tiles (nullopt: the planner's); false when the backend is skipped
-  // (then the skipped row is already in results).
-  auto run_backend = [&](Result& r) {
+  // Runs r.backend on r.tiles (nullopt: the planner's) with the backend's buffers `run` (made on
+  // its first shape); false when the backend is skipped (then the skipped row is already in
+  // results).
+  auto run_backend = [&](Result& r, std::unique_ptr<fna::bench::Run>& run) {
     const Backend b = r.backend;
     const bool cuda = b != Backend::kReference && b != Backend::kCpu;
     const fna::Device dev = cuda ? fna::Device{fna::DeviceType::kCUDA, 0} : fna::Device{};
@@ -294,7 +305,7 @@ int main(int argc, char** argv) {
       return false;
     }
     try {
-      fna::bench::Run run(io, dev);
+      if (!run) run = std::make_unique<fna::bench::Run>(io, dev);
       fna::Options opt;
       opt.backend = b;
       opt.tiles = r.tiles;
@@ -302,23 +313,23 @@ int main(int argc, char** argv) {
       opt.autotune = autotune;
       std::vector<double> fwd, bwd;
       for (int i = 0; i < warmup + iters; ++i) {
-        const double ms = run.time([&] { fna::forward(p, run.forward_args(), opt); });
+        const double ms = run->time([&] { fna::forward(p, run->forward_args(), opt); });
         if (i >= warmup) fwd.push_back(ms);
       }
       r.fwd_ms = median(fwd);
       if (backward) {
         for (int i = 0; i < warmup + iters; ++i) {
-          const double ms = run.time([&] { fna::backward(p, run.backward_args(), opt); });
+          const double ms = run->time([&] { fna::backward(p, run->backward_args(), opt); });
           if (i >= warmup) bwd.push_back(ms);
         }
         r.bwd_ms = median(bwd);
       }
       if (verify) {
         // A fresh, poisoned run so nothing left from timing hides an unwritten element.
-        run.poison_outputs();
-        fna::forward(p, run.forward_args(), opt);
-        if (backward) fna::backward(p, run.backward_args(), opt);
-        const fna::bench::Errors e = run.errors_vs_reference(backward);
+        run->poison_outputs();
+        fna::forward(p, run->forward_args(), opt);
+        if (backward) fna::backward(p, run->backward_args(), opt);
+        const fna::bench::Errors e = run->errors_vs_reference(backward);
         r.verified = true;
         r.max_error = std::max(e.forward, e.gradient);
         r.passed =
@@ -337,18 +348,12 @@ int main(int argc, char** argv) {
     }
     return true;
   };
-  for (Backend b : backends) {
-    for (const auto& tiles : shapes) {
-      Result r;
-      r.backend = b;
-      r.tiles = tiles;
-      if (!run_backend(r)) break;  // not available: one skipped row, not one per shape
-      results.push_back(r);
-    }
-  }
-
-  if (json) {
-    for (const Result& r : results) {
+  // --json: one object per result, printed (and flushed) as soon as it exists, so that a caller
+  // that stops a long --tile-list run (bench/plan_sweep.py's time box) keeps what was measured.
+  size_t printed = 0;
+  auto print_json = [&]() {
+    for (; json && printed < results.size(); ++printed) {
+      const Result& r = results[printed];
       nlohmann::json j;
       j["backend"] = fna::backend_name(r.backend);
       if (r.tiles) {
@@ -366,8 +371,26 @@ int main(int argc, char** argv) {
       j["max_error"] = r.verified ? nlohmann::json(r.max_error) : nlohmann::json(nullptr);
       j["passed"] = r.passed;
       if (!r.note.empty()) j["note"] = r.note;
-      std::cout << j.dump() << "\n";
+      std::cout << j.dump() << std::endl;
     }
+  };
+  for (Backend b : backends) {
+    std::unique_ptr<fna::bench::Run> run;  // one upload of the inputs per backend
+    for (const auto& tiles : shapes) {
+      Result r;
+      r.backend = b;
+      r.tiles = tiles;
+      if (!run_backend(r, run)) {  // not available: one skipped row, not one per shape
+        print_json();
+        break;
+      }
+      results.push_back(r);
+      print_json();
+    }
+  }
+
+  if (json) {
+    print_json();
   } else {
     std::printf("problem: %s dtype=%s density=%.4f fwd=%.3f GFLOP bwd=%.3f GFLOP\n",
                 p.to_string().c_str(), fna::dtype_name(dtype), fna::density(p), ffl * 1e-9,

@@ -20,8 +20,15 @@ struct Plan {
   double masked_fraction = 0;             // computed pairs in tiles that need a mask
   double predicted_ms = 0;                // forward time of the cost model (H100, 16-bit)
   std::string model;                      // what the prediction is calibrated on
-  // cuda-hopper: how the forward splits its last, partial wave of work items over KV chunks on an
-  // H100's 132 SMs, e.g. "last 4 items x 16 KV chunks on 132 SMs"; empty when it does not.
+  // cuda-hopper (a persistent kernel: each SM runs a fixed share of the work items) only: the
+  // grid the model assumes (the calibration GPU's SMs), the most loaded SM's load / the mean
+  // SM load (the prediction is the most loaded SM's time), and that SM's (query, key) pairs
+  // in unmasked and masked tiles and its work items (bench/plan_sweep.py fits the model to them).
+  int sms = 0;
+  double imbalance = 1;
+  double critical_unmasked = 0, critical_masked = 0, critical_items = 0;
+  // cuda-hopper: how the forward splits its last, partial wave of work items over KV chunks on
+  // `sms` SMs, e.g. "last 4 items x 16 KV chunks on 132 SMs"; empty when it does not.
   std::string tail;
 };
 

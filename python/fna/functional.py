@@ -1,9 +1,11 @@
-"""fna's functions: na1d / na2d / na3d, merge_attentions, available_backends.
+"""fna's functions: na1d / na2d / na3d, merge_attentions, available_backends, autotune.
 
 Semantics: DESIGN.md section 2. Layout "heads last": query [B, *extent, heads, head_dim],
 key [B, *extent, heads_kv, head_dim], value [B, *extent, heads_kv, head_dim_v],
 out [B, *extent, heads, head_dim_v], lse [B, *extent, heads] (float32, natural log).
 """
+
+import contextlib
 
 import numpy as np
 
@@ -187,3 +189,29 @@ def available_backends(device="cpu", dtype="float32", rank=1, head_dim=64):
     return [b for b in _C.compiled_backends()
             if not _C.backend_unavailable_reason(b, dtype, device_type, int(index or 0), rank,
                                                  head_dim)]
+
+
+def set_autotune(enabled):
+    """Process-wide switch (off by default), like ``torch.backends.cudnn.benchmark``: with it on,
+    the first cuda-hopper forward of each problem (shape, dtype, device) times the planner's tile
+    shapes and the cost model's next-best ones on that call's tensors and keeps the fastest for
+    later calls (fna::Options::autotune). That first call runs several forward passes; calls under
+    CUDA graph capture and other backends use the planner's shapes."""
+    _C.set_autotune(bool(enabled))
+
+
+def autotune_enabled():
+    """Whether :func:`set_autotune` is on."""
+    return _C.autotune_enabled()
+
+
+@contextlib.contextmanager
+def autotune(enabled=True):
+    """``with fna.autotune(): ...`` turns :func:`set_autotune` on inside the block and restores
+    the previous setting after it (also on an exception)."""
+    before = _C.autotune_enabled()
+    _C.set_autotune(bool(enabled))
+    try:
+        yield
+    finally:
+        _C.set_autotune(before)

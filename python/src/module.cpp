@@ -8,6 +8,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -79,11 +80,17 @@ fna::Problem make_problem(const fna::TensorView& q, const fna::TensorView& k,
   return p;
 }
 
+// fna.set_autotune (fna::Options::autotune on every call): process-wide, as
+// torch.backends.cudnn.benchmark is, so the torch ops' schemas stay as they are and compiled
+// graphs need no retrace when it changes.
+std::atomic<bool> g_autotune{false};
+
 fna::Options make_options(const std::string& backend, uintptr_t stream, bool deterministic) {
   fna::Options o;
   o.backend = fna::parse_backend(backend);
   o.stream = reinterpret_cast<void*>(stream);
   o.deterministic = deterministic;
+  o.autotune = g_autotune.load();
   return o;
 }
 
@@ -208,6 +215,8 @@ NB_MODULE(_C, m) {
         nb::arg("dtype"), nb::arg("device_type"), nb::arg("device_index"), nb::arg("rank"),
         nb::arg("head_dim"));
   fna_py::register_unfused(m);
+  m.def("set_autotune", [](bool enabled) { g_autotune.store(enabled); }, nb::arg("enabled"));
+  m.def("autotune_enabled", [] { return g_autotune.load(); });
   m.def("compiled_backends", &compiled_backends);
   m.def("all_backends", &all_backends);
   m.def("version", [] { return std::string(fna::version()); });

@@ -16,7 +16,7 @@
 namespace fna {
 namespace {
 
-// Cost model of the sm_80 forward on an H100 (16-bit inputs):
+// Cost model of the sm_80 forward on an H100 (16-bit inputs; cuda-hopper's is plan_sm90.h's):
 //   t = B * Hq * (4 * D * (unmasked / rate_unmasked + masked / rate_masked) + q_boxes * t_box)
 // with pairs counted per (batch, head) by the planner. Rates are the executed tensor-core
 // throughputs of unmasked and masked tiles, t_box the per-block setup and epilogue spread over
@@ -112,7 +112,8 @@ Plan plan(const Problem& problem, DType dtype, const Options& options) {
     tp = evaluate_tiles(nb, shape_from_boxes(nb, *options.tiles), block.m);
     out.overridden = true;
   } else {
-    tp = hopper ? plan_tiles_sm90(nb, d) : plan_tiles(nb, block.m, block.n);
+    tp = hopper ? plan_tiles_sm90(nb, d, hopper_work(problem, kHopperCostModel.sms))
+                : plan_tiles(nb, block.m, block.n);
   }
   out.tiles = boxes_of(tp.shape);
   out.q_tile_rows = block.m;
@@ -122,30 +123,38 @@ Plan plan(const Problem& problem, DType dtype, const Options& options) {
   out.computed_pairs = tp.visited;
   out.useful_fraction = tp.visited > 0 ? tp.useful / tp.visited : 0;
   out.masked_fraction = tp.visited > 0 ? (tp.visited - tp.unmasked) / tp.visited : 0;
+  out.backend = hopper ? Backend::kCudaHopper : Backend::kCudaFused;
+  if (hopper) {
+    const HopperTime t =
+        HopperModel(nb, d, hopper_work(problem, kHopperCostModel.sms)).time(tp.shape);
+    out.predicted_ms = t.seconds * 1e3;
+    out.model = kHopperCalibration;
+    out.sms = kHopperCostModel.sms;
+    out.imbalance = t.imbalance;
+    out.critical_unmasked = t.unmasked;
+    out.critical_masked = t.masked;
+    out.critical_items = t.items;
+    // The tail split on the model's grid (split_fwd_sm90.h).
+    const int64_t boxes = static_cast<int64_t>(tp.q_boxes);
+    const TailSplit split =
+        plan_tail_split(nb, tp.shape, boxes, problem.batch * problem.heads_q,
+                        static_cast<int>(problem.additional_kv), out.sms, block.n);
+    if (split.chunks > 1)
+      out.tail = "last " +
+                 std::to_string(boxes * problem.batch * problem.heads_q - split.main_items) +
+                 " items x " + std::to_string(split.chunks) + " KV chunks on " +
+                 std::to_string(out.sms) + " SMs";
+    return out;
+  }
   // Additional KV: every block visits ceil(Nadd / block.n) tiles, unmasked but the last.
   const double extra = tp.q_boxes * block.m * static_cast<double>(problem.additional_kv);
-  const Model m = hopper ? Model{kHopperCostModel.rate_unmasked, kHopperCostModel.rate_masked,
-                                 kHopperCostModel.t_item}
-                         : model_for(d);
+  const Model m = model_for(d);
   const double flop_per_pair = 4.0 * d;
   const double seconds = bh * (flop_per_pair * ((tp.unmasked + extra) / m.rate_unmasked +
                                                 (tp.visited - tp.unmasked) / m.rate_masked) +
                                tp.q_boxes * m.t_box);
   out.predicted_ms = seconds * 1e3;
-  out.model = hopper ? kHopperCalibration : kCalibration;
-  out.backend = hopper ? Backend::kCudaHopper : Backend::kCudaFused;
-  if (hopper) {
-    constexpr int64_t kH100Sms = 132;  // the cost model's machine
-    const int64_t boxes = static_cast<int64_t>(tp.q_boxes);
-    const TailSplit split =
-        plan_tail_split(nb, tp.shape, boxes, problem.batch * problem.heads_q,
-                        static_cast<int>(problem.additional_kv), kH100Sms, block.n);
-    if (split.chunks > 1)
-      out.tail = "last " +
-                 std::to_string(boxes * problem.batch * problem.heads_q - split.main_items) +
-                 " items x " + std::to_string(split.chunks) + " KV chunks on " +
-                 std::to_string(kH100Sms) + " SMs";
-  }
+  out.model = kCalibration;
   return out;
 }
 

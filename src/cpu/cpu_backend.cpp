@@ -25,6 +25,7 @@
 #include "api/backend.h"
 #include "common/problem_util.h"
 #include "cpu/fused_plan.h"
+#include "cpu/cpu_backend_impl.h"
 #include "cpu/strided.h"
 
 namespace fna::cpu {
@@ -1021,26 +1022,23 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
   }
 }
 
-std::string unavailable(const Problem&, DType, const Device& device) {
-  if (device.type != DeviceType::kCPU)
-    return "it runs on CPU tensors only (got " + device_name(device) + ")";
-  return "";
-}
-
-void forward(const Problem& p, const ForwardArgs& a, const Options&) {
-  dispatch_dtype(a.q.dtype, [&](auto tag) { forward_typed<decltype(tag)>(p, a); });
-}
-
-void backward(const Problem& p, const BackwardArgs& a, const Options&) {
-  dispatch_dtype(a.q.dtype, [&](auto tag) { backward_typed<decltype(tag)>(p, a); });
-}
+struct Kernels {
+  template <class T>
+  static void forward(const Problem& p, const ForwardArgs& a) {
+    forward_typed<T>(p, a);
+  }
+  template <class T>
+  static void backward(const Problem& p, const BackwardArgs& a) {
+    backward_typed<T>(p, a);
+  }
+};
 
 }  // namespace
 }  // namespace fna::cpu
 
 namespace fna::detail {
 const BackendImpl& cpu_backend() {
-  static const BackendImpl impl{Backend::kCpu, &cpu::unavailable, &cpu::forward, &cpu::backward};
+  static const BackendImpl impl = cpu::cpu_backend_impl<cpu::Kernels>(Backend::kCpu);
   return impl;
 }
 }  // namespace fna::detail

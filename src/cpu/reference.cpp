@@ -7,6 +7,7 @@
 
 #include "api/backend.h"
 #include "common/problem_util.h"
+#include "cpu/cpu_backend_impl.h"
 #include "cpu/strided.h"
 
 namespace fna::cpu {
@@ -213,27 +214,23 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
       }
 }
 
-std::string unavailable(const Problem&, DType, const Device& device) {
-  if (device.type != DeviceType::kCPU)
-    return "it runs on CPU tensors only (got " + device_name(device) + ")";
-  return "";
-}
-
-void forward(const Problem& p, const ForwardArgs& a, const Options&) {
-  dispatch_dtype(a.q.dtype, [&](auto tag) { forward_typed<decltype(tag)>(p, a); });
-}
-
-void backward(const Problem& p, const BackwardArgs& a, const Options&) {
-  dispatch_dtype(a.q.dtype, [&](auto tag) { backward_typed<decltype(tag)>(p, a); });
-}
+struct Kernels {
+  template <class T>
+  static void forward(const Problem& p, const ForwardArgs& a) {
+    forward_typed<T>(p, a);
+  }
+  template <class T>
+  static void backward(const Problem& p, const BackwardArgs& a) {
+    backward_typed<T>(p, a);
+  }
+};
 
 }  // namespace
 }  // namespace fna::cpu
 
 namespace fna::detail {
 const BackendImpl& reference_backend() {
-  static const BackendImpl impl{Backend::kReference, &cpu::unavailable, &cpu::forward,
-                                &cpu::backward};
+  static const BackendImpl impl = cpu::cpu_backend_impl<cpu::Kernels>(Backend::kReference);
   return impl;
 }
 }  // namespace fna::detail

@@ -216,21 +216,37 @@ TEST(CudaHopperGeometry, EmptyItemsAreTheEmptyBoxes) {
   EXPECT_GT(total, empty);
 }
 
-// The Hopper planner's closed-form count of unmasked tiles equals tile_plan.h's tile-by-tile one,
-// and its chosen shape is a valid 128 x 128 box pair.
-TEST(CudaHopperGeometry, PlannerCountsAndShapes) {
+// The cost model's per-box counts (HopperModel, per-axis tables in closed form) are the kernel's:
+// with one block (sms = 1) its load is the sum over every box of the tiles make_q_box walks,
+// weighted by kv_tile_at's masked test, plus one per non-empty item; its totals are
+// evaluate_tiles's; and the planner's pick is a valid 128 x 128 box pair.
+TEST(CudaHopperGeometry, PlannerCountsAreTheKernels) {
   std::mt19937_64 rng(20261127);
+  // Seconds per pair 1 (unmasked) and 3 (masked) at D = 128, 1000 per item, per extra tile 1.
+  const HopperCostModel unit{4.0 * 128, 4.0 * 128 / 3, 1000, 1};
   for (int iter = 0; iter < 300; ++iter) {
     const Neighborhood nb = fna_test::random_neighborhood(rng, 40);
-    for (int r = 0; r < nb.rank; ++r)
-      for (int qs = 0; qs <= 7; qs += 1 + static_cast<int>(rng() % 3))
-        for (int ks = 0; ks <= 7; ks += 1 + static_cast<int>(rng() % 3)) {
-          const AxisCost slow = axis_cost(nb.axis[r], int64_t{1} << qs, int64_t{1} << ks);
-          const AxisCost fast = axis_cost_fast(nb.axis[r], int64_t{1} << qs, int64_t{1} << ks);
-          ASSERT_EQ(fast.visited, slow.visited) << "iter " << iter;
-          ASSERT_EQ(fast.unmasked, slow.unmasked) << "iter " << iter << " axis " << r;
-        }
-    const TilePlan plan = plan_tiles_sm90(nb, 128);
+    const TileShape ts = random_shape(rng, nb, 7);
+    const int64_t extra = static_cast<int64_t>(rng() % 3);
+    const HopperModel model(nb, 128, HopperWork{1, 1, extra}, unit);
+    double load = 0, items = 0;
+    for (int i = 0; i < total_boxes(nb, ts); ++i) {
+      QBox box;
+      if (!make_q_box(nb, ts, i, &box)) continue;
+      int br[3] = {0, 0, 0};
+      for (int t = 0; t < box.num_kv_tiles; ++t, next_kv_tile(box, br))
+        load += 128.0 * 128 * (kv_tile_at(ts, box, br).masked ? 3 : 1);
+      load += 128.0 * 128 * extra + 1000;
+      items += 1;
+    }
+    const HopperTime t = model.time(ts);
+    ASSERT_DOUBLE_EQ(t.seconds, load) << "iter " << iter;
+    ASSERT_DOUBLE_EQ(t.items, items) << "iter " << iter;
+    ASSERT_NEAR(t.imbalance, 1, 1e-12) << "iter " << iter;
+    const TilePlan p = evaluate_tiles(nb, ts, 128);
+    ASSERT_DOUBLE_EQ(t.unmasked, p.unmasked + 128.0 * 128 * extra * items) << "iter " << iter;
+    ASSERT_DOUBLE_EQ(t.masked, p.visited - p.unmasked) << "iter " << iter;
+    const TilePlan plan = plan_tiles_sm90(nb, 128, HopperWork{});
     const std::string why = tile_override_error(nb, boxes_of(plan.shape), 128, 128);
     ASSERT_TRUE(why.empty()) << why;
     ASSERT_GT(plan.visited, 0);
@@ -238,8 +254,66 @@ TEST(CudaHopperGeometry, PlannerCountsAndShapes) {
   }
 }
 
+// The schedule part: HopperModel's most loaded block equals a replay of the persistent schedule
+// (work_item and next_nonempty_unit without a tail split, the producer's walk, block b from item b
+// in steps of the grid)
+// with each item's cost from the kernel's geometry, on random neighborhoods, heads and SM counts.
+// max_block_load alone against the direct sum on random costs.
+TEST(CudaHopperGeometry, PlannerScheduleIsTheKernels) {
+  std::mt19937_64 rng(20261129);
+  const HopperCostModel unit{4.0 * 128, 4.0 * 128 / 3, 1000, 1};
+  int uneven = 0;
+  for (int iter = 0; iter < 300; ++iter) {
+    const Neighborhood nb = fna_test::random_neighborhood(rng, 30);
+    FwdParamsSm90 p;
+    p.base.nb = nb;
+    p.base.tile = random_shape(rng, nb, 7);
+    p.base.heads_q = 1 + static_cast<int>(rng() % 5);
+    const int64_t batch = 1 + static_cast<int64_t>(rng() % 3);
+    const int sms = 1 + static_cast<int>(rng() % 140);
+    p.boxes = total_boxes(nb, p.base.tile);
+    p.items = int64_t{p.boxes} * p.base.heads_q * batch;
+    p.main_items = p.units = p.items;  // no split: the units are the items
+    const int64_t grid = std::min<int64_t>(p.items, sms);
+    double worst = 0;
+    for (int64_t b = 0; b < grid; ++b) {
+      double load = 0;
+      for (int64_t w = next_nonempty_unit(p, b, grid); w < p.items;
+           w = next_nonempty_unit(p, w + grid, grid)) {
+        QBox box;
+        make_q_box(nb, p.base.tile, work_item(p, w).box_index, &box);
+        int br[3] = {0, 0, 0};
+        for (int t = 0; t < box.num_kv_tiles; ++t, next_kv_tile(box, br))
+          load += 128.0 * 128 * (kv_tile_at(p.base.tile, box, br).masked ? 3 : 1);
+        load += 1000;
+      }
+      worst = std::max(worst, load);
+    }
+    const HopperModel model(nb, 128, HopperWork{p.base.heads_q * batch, sms, 0}, unit);
+    const HopperTime t = model.time(p.base.tile);
+    ASSERT_DOUBLE_EQ(t.seconds, worst) << "iter " << iter;
+    uneven += t.imbalance > 1.05;
+  }
+  EXPECT_GT(uneven, 30);
+  for (int iter = 0; iter < 300; ++iter) {
+    std::vector<double> cost(1 + rng() % 300);
+    for (double& c : cost) c = static_cast<double>(rng() % 1000);
+    const int64_t n = static_cast<int64_t>(cost.size()) * (1 + static_cast<int64_t>(rng() % 20));
+    const int64_t g = std::min<int64_t>(n, 1 + static_cast<int64_t>(rng() % 200));
+    double direct = 0;
+    for (int64_t b = 0; b < g; ++b) {
+      double load = 0;
+      for (int64_t w = b; w < n; w += g) load += cost[static_cast<size_t>(w) % cost.size()];
+      direct = std::max(direct, load);
+    }
+    int64_t arg = -1;
+    ASSERT_EQ(max_block_load(cost, n, g, &arg), direct) << "iter " << iter;
+    ASSERT_GE(arg, 0);
+  }
+}
+
 // Options::autotune's candidates: the planner's pick first, then distinct valid 128 x 128 box
-// pairs (at most one per penalty and rank), and the model's counts agree with evaluate_tiles.
+// pairs (at most per_variant per cost-model variant), the first ones in increasing model time.
 TEST(CudaHopperGeometry, AutotuneCandidates) {
   std::mt19937_64 rng(20261125);
   auto same = [](const TileShape& a, const TileShape& b) {
@@ -250,25 +324,26 @@ TEST(CudaHopperGeometry, AutotuneCandidates) {
   int several = 0;
   for (int iter = 0; iter < 200; ++iter) {
     const Neighborhood nb = fna_test::random_neighborhood(rng, 40);
-    const std::vector<TileShape> c = candidate_tiles_sm90(nb, 128, 3);
+    const HopperWork work{1 + static_cast<int64_t>(rng() % 50), 132, 0};
+    const std::vector<TileShape> c = candidate_tiles_sm90(nb, 128, work, 3);
     ASSERT_FALSE(c.empty());
-    ASSERT_LE(c.size(), 1u + 4 * 3);
-    ASSERT_TRUE(same(c[0], plan_tiles_sm90(nb, 128).shape)) << "iter " << iter;
+    ASSERT_LE(c.size(), 3u * 3);
+    ASSERT_TRUE(same(c[0], plan_tiles_sm90(nb, 128, work).shape)) << "iter " << iter;
+    const HopperModel model(nb, 128, work);
     for (size_t i = 0; i < c.size(); ++i) {
       const std::string why = tile_override_error(nb, boxes_of(c[i]), 128, 128);
       ASSERT_TRUE(why.empty()) << why;
       for (size_t j = 0; j < i; ++j) ASSERT_FALSE(same(c[i], c[j])) << "iter " << iter;
     }
+    for (size_t i = 1; i < std::min<size_t>(c.size(), 3); ++i)
+      ASSERT_LE(model.time(c[i - 1]).seconds, model.time(c[i]).seconds) << "iter " << iter;
+    // No shape beats the pick (best() prunes by the mean load; this checks it against all).
+    const double pick = model.time(c[0]).seconds;
+    model.for_each_shape(
+        [&](const TileShape& s) { ASSERT_GE(model.time(s).seconds, pick) << "iter " << iter; });
     several += c.size() > 1;
   }
   EXPECT_GT(several, 100);  // most problems have more than one shape worth timing
-  // for_each_shape_sm90's counts are evaluate_tiles's (the planner and autotune rank by them).
-  const Neighborhood nb = fna_test::random_neighborhood(rng, 40);
-  for_each_shape_sm90(nb, [&](const TileShape& shape, double unmasked, double masked, double) {
-    const TilePlan p = evaluate_tiles(nb, shape, 128);
-    ASSERT_EQ(unmasked, p.unmasked);
-    ASSERT_EQ(unmasked + masked, p.visited);
-  });
 }
 
 }  // namespace
@@ -398,7 +473,10 @@ TEST(CudaHopperGeometry, TailSplitSchedule) {
 TEST(CudaHopperGeometry, TailSplitCasesSplit) {
   for (const fna_test::TailSplitCase& c : fna_test::tail_split_cases()) {
     const Neighborhood nb = make_neighborhood(c.problem);
-    const TileShape shape = plan_tiles_sm90(nb, static_cast<int>(c.problem.head_dim)).shape;
+    // The shape cuda-hopper plans on an H100 (132 SMs: FNA_HOPPER_GRID moves the schedule only).
+    const TileShape shape =
+        plan_tiles_sm90(nb, static_cast<int>(c.problem.head_dim), hopper_work(c.problem, 132))
+            .shape;
     const int64_t items = total_boxes(nb, shape) * c.problem.heads_q * c.problem.batch;
     const int64_t grid_env = fna_test::tail_split_grid(items, c.tail);
     const int64_t grid = grid_env > 0 ? grid_env : 132;

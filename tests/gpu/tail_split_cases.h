@@ -47,7 +47,7 @@ inline std::vector<TailSplitCase> tail_split_cases() {
     cases.push_back({p, fna::DType::kBFloat16, true, 1, "1-D masked, D 128 bf16"});
   }
   {  // 2-D, dilation, GQA, fp16, D 64
-    fna::Problem p = make(2, {40, 52}, {13, 9});
+    fna::Problem p = make(2, {40, 52}, {13, 25});
     p.dilation = {2, 1, 1};
     p.heads_q = 4;
     p.heads_kv = 2;

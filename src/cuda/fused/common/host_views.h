@@ -75,15 +75,15 @@ inline FwdParams forward_params(const Problem& pr, const ForwardArgs& args) {
 // and problems repeat, so plans are cached per (neighborhood, extra) key. `make()` computes a
 // missing plan. The cache is a function-local static of this template, so each call site (its
 // own lambda type) has its own cache; `extra` holds whatever else the plan depends on (block
-// shape, head dim).
+// shape, head dim; cuda-hopper: the items per box, the grid and the additional-KV tiles).
 template <class Plan, class Make>
-Plan cached_plan(const Neighborhood& nb, std::array<int64_t, 2> extra, Make&& make) {
-  using Key = std::array<int64_t, 18>;
-  Key key{nb.rank, extra[0], extra[1]};
+Plan cached_plan(const Neighborhood& nb, std::array<int64_t, 4> extra, Make&& make) {
+  using Key = std::array<int64_t, 20>;
+  Key key{nb.rank, extra[0], extra[1], extra[2], extra[3]};
   for (int r = 0; r < 3; ++r) {
     const Axis& a = nb.axis[r];
     const int64_t v[5] = {a.extent, a.window, a.stride, a.dilation, a.causal};
-    for (int i = 0; i < 5; ++i) key[3 + 5 * r + i] = v[i];
+    for (int i = 0; i < 5; ++i) key[5 + 5 * r + i] = v[i];
   }
   static std::mutex mutex;
   static std::map<Key, Plan> cache;

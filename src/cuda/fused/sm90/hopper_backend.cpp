@@ -37,12 +37,17 @@ constexpr const char* kName = "cuda-hopper";
 constexpr int64_t kMaxMaps = int64_t{1} << 16;
 
 #if defined(FNA_BUILT_SM90A)
-// The planner's box shapes (plan_sm90.h), or Options::tiles when given (same rules as cuda-fused:
-// powers of two whose volumes are this kernel's 128 x 128 block).
-TileShape tile_shape(const Neighborhood& nb, int head_dim, const Options& options) {
-  if (!options.tiles)
-    return cached_plan<TileShape>(nb, {head_dim, 0},
-                                  [&] { return plan_tiles_sm90(nb, head_dim).shape; });
+// The planner's box shapes (plan_sm90.h) for this problem's items on this device's grid, or
+// Options::tiles when given (same rules as cuda-fused: powers of two whose volumes are this
+// kernel's 128 x 128 block).
+TileShape tile_shape(const Problem& pr, const Neighborhood& nb, int device,
+                     const Options& options) {
+  const int head_dim = static_cast<int>(pr.head_dim);
+  if (!options.tiles) {
+    const HopperWork work = hopper_work(pr, sm_count(device));
+    return cached_plan<TileShape>(nb, {head_dim, work.heads, work.sms, work.extra_tiles},
+                                  [&] { return plan_tiles_sm90(nb, head_dim, work).shape; });
+  }
   const std::string why = tile_override_error(nb, *options.tiles, FwdBlockShapeSm90::kBlockM,
                                               FwdBlockShapeSm90::kBlockN);
   if (!why.empty())
@@ -52,7 +57,7 @@ TileShape tile_shape(const Neighborhood& nb, int head_dim, const Options& option
 
 FwdParams make_params(const Problem& pr, const ForwardArgs& args, const Options& options) {
   FwdParams p = forward_params(pr, args);
-  p.tile = tile_shape(p.nb, static_cast<int>(pr.head_dim), options);
+  p.tile = tile_shape(pr, p.nb, args.q.device.index, options);
   p.aligned = true;  // TMA reads the tensors (alignment is an `unavailable` rule); unused here
   return p;
 }
@@ -177,9 +182,11 @@ TileBoxes autotuned_tiles(const Problem& pr, const ForwardArgs& args, const Opti
   static std::map<std::string, TileBoxes> cache;
   std::lock_guard<std::mutex> lock(mutex);  // one tuning at a time; the others wait for it
   if (auto it = cache.find(key); it != cache.end()) return it->second;
-  // Three per penalty: the sweep of run S6-F1 found every case's fastest shape within that.
+  // Three per model variant: the sweeps of runs S6-F1 and S7 measured every case's fastest shape
+  // (or one within 1% of it) among the fitted model's best three.
   const Neighborhood nb = make_neighborhood(pr);
-  const std::vector<TileShape> shapes = candidate_tiles_sm90(nb, static_cast<int>(pr.head_dim), 3);
+  const std::vector<TileShape> shapes = candidate_tiles_sm90(
+      nb, static_cast<int>(pr.head_dim), hopper_work(pr, sm_count(args.q.device.index)), 3);
   cudaEvent_t start, stop;
   FNA_CUDA_CHECK(cudaEventCreate(&start));
   FNA_CUDA_CHECK(cudaEventCreate(&stop));
