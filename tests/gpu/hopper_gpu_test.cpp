@@ -325,16 +325,16 @@ TEST(CudaHopperForward, WarpgroupsSkipTiles) {
     Problem p;
     fna::TileBoxes tiles;
   };
-  auto with = [](Problem p, auto&& edit) {
-    edit(p);
-    return p;
-  };
   const Problem p3 = fna_test::grid_problem(3, {20, 24, 16}, {5, 7, 5});
   const Problem p2 = fna_test::grid_problem(2, {40, 48}, {7, 9});
+  Problem gqa = p2, add1 = p2, add2 = p2;
+  gqa.heads_q = 4;
+  gqa.heads_kv = 2;
+  add1.additional_kv = 100;  // one partial additional tile
+  add2.additional_kv = 200;  // one whole, one partial
   const std::vector<SkipCase> cases{
       {p3, {{16, 8, 1}, {4, 4, 8}}},
       {p3, {{2, 8, 8}, {1, 8, 16}}},
-      {with(p3, [](Problem& p) { p.heads_q = 4, p.heads_kv = 2; }), {{16, 8, 1}, {4, 4, 8}}},
       {fna_test::grid_problem(3, {12, 24, 32}, {5, 7, 9}), {{1, 8, 16}, {4, 4, 8}}},
       {p2, {{16, 8, 1}, {8, 16, 1}}},
       {p2, {{8, 16, 1}, {4, 32, 1}}},
@@ -342,8 +342,9 @@ TEST(CudaHopperForward, WarpgroupsSkipTiles) {
       {fna_test::grid_problem(2, {40, 48}, {9, 9}, {}, {}, {1, 0}), {{16, 8, 1}, {8, 16, 1}}},
       {fna_test::grid_problem(2, {45, 48}, {7, 9}, {}, {2, 1}), {{16, 8, 1}, {8, 16, 1}}},
       {fna_test::grid_problem(2, {37, 48}, {7, 9}, {3, 1}), {{16, 8, 1}, {4, 32, 1}}},
-      {with(p2, [](Problem& p) { p.additional_kv = 100; }), {{16, 8, 1}, {8, 16, 1}}},
-      {with(p2, [](Problem& p) { p.additional_kv = 200; }), {{8, 16, 1}, {4, 32, 1}}},
+      {gqa, {{16, 8, 1}, {8, 16, 1}}},
+      {add1, {{16, 8, 1}, {8, 16, 1}}},
+      {add2, {{8, 16, 1}, {4, 32, 1}}},
       {fna_test::grid_problem(1, {700}, {33}), {{128, 1, 1}, {128, 1, 1}}},
       {fna_test::grid_problem(1, {600}, {65}, {}, {}, {1}), {{128, 1, 1}, {128, 1, 1}}},
   };
