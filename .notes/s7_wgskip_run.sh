@@ -53,7 +53,8 @@ timeout 150 python3 - "$B/tools/fna-bench" "$BO/tools/fna-bench" > $O/ab.log 2>&
 import json, statistics, subprocess, sys, tempfile
 on, off = sys.argv[1], sys.argv[2]
 cases = {c["name"]: c for c in json.load(open("bench/cases.json"))["cases"]}
-runs = [("video-hunyuan", [("16,8,1", "4,4,8", 8.3), ("2,8,8", "2,8,8", 2.1)]),
+runs = [("video-hunyuan", [("16,8,1", "4,4,8", 8.3), ("2,8,8", "2,8,8", 2.1),
+                           ("16,8,1", "1,8,16", 11.7)]),
         ("img-128", [("16,8", "8,16", 13.6), ("32,4", "8,16", 21.4), ("8,16", "8,16", 0.0),
                      ("16,8", "16,8", 0.0)]),
         ("video-small", [("1,8,16", "4,4,8", 10.0), ("2,8,8", "2,8,8", 5.6)]),
