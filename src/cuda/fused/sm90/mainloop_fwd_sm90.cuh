@@ -258,7 +258,8 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       //    released too, but only after its k_full / v_full of this use completed (the producer
       //    then has reused the stage, so the previous use's phase is over): arriving earlier, a
       //    warpgroup running ahead would complete that phase alone while the other one still
-      //    reads the stage.
+      //    reads the stage. Its v_full is awaited after its scheduler turn, when the other
+      //    warpgroup has released the stage's previous use (tile - 3, by the end of tile - 2).
       //  - a stage is released by the end of the tile after its own, as above: the P V of a
       //    visited tile runs in the next tile's turn, and when that tile is skipped it is issued
       //    and its V stage released right there. Held on while waiting for tiles kStages ahead,
@@ -267,11 +268,15 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       //    pending P V or nothing) and one for the last P V, as above, so the two warpgroups'
       //    counts match.
       //  - q_empty after the last tile, visited or not.
-      //  Each path below waits for every wgmma it issued before it joins another: with a wgmma
-      //  issued under a condition and waited under another, ptxas cannot tell whether it is in
-      //  flight where the paths join and serializes every wgmma of the kernel (C7518).
-      // Whether the previous tile was visited: its P waits in r_p for its P V, its V stage held
-      // (a skipped tile runs the P V of the one before, so a pending P V is always tile - 1's).
+      // .notes/wgskip_protocol_model.py replays these waits and arrivals against the producer's.
+      // Each path below waits for every wgmma it issued before it joins another: with a wgmma
+      // issued under a condition and waited under another, ptxas cannot tell whether it is in
+      // flight where the paths join and serializes every wgmma of the kernel (C7518).
+      //
+      // pending: the previous tile was visited, its P waits in r_p for its P V and its V stage is
+      // held. A skipped tile runs the P V of the tile before it, so a pending P V is always the
+      // previous tile's: its stage and parity need no registers of their own (they spilled at
+      // bf16 / D = 128).
       bool pending = false;
       for (int tile = 0; tile < num_tiles; ++tile) {
         const int t = it + tile;
