@@ -2,7 +2,9 @@
 // from two 64-bit quad-split words (mask_sm90.cuh) against a brute-force window test, and the
 // persistent schedule's empty-item test (scheduler_fwd_sm90.cuh) against the box geometry, on
 // random neighborhoods and random 128-row box shapes; the tail split's rule and schedule
-// (split_fwd_sm90.h): every tile of every item run exactly once.
+// (split_fwd_sm90.h): every tile of every item run exactly once; each consumer warpgroup's skipped
+// KV tiles (wg_tiles_sm90.h) and the planner's count of them (wg_skip_count.h) against every
+// row's window.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,6 +21,8 @@
 #include "cuda/fused/sm90/plan_sm90.h"
 #include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
 #include "cuda/fused/sm90/split_fwd_sm90.h"
+#include "cuda/fused/sm90/wg_skip_count.h"
+#include "cuda/fused/sm90/wg_tiles_sm90.h"
 #include "fna/fna.h"
 #include "fna/plan.h"
 #include "random_neighborhood.h"
@@ -214,6 +218,97 @@ TEST(CudaHopperGeometry, EmptyItemsAreTheEmptyBoxes) {
   }
   EXPECT_GT(empty, 0);
   EXPECT_GT(total, empty);
+}
+
+// Brute force over every row: whether a real query among rows [64 wg, 64 wg + 64) of the box
+// attends a key of the spatial KV tile at walk coordinates br. Each row's window comes from
+// neighborhood.h at the row's spatial coordinates; a window and a tile are both products of
+// per-axis ranges (keys past the group end do not exist), so they share a pair iff their ranges
+// meet on every axis.
+bool wg_attends_tile(const Neighborhood& nb, const TileShape& t, const QBox& box, int wg,
+                     const int* br) {
+  for (int row = 64 * wg; row < 64 * wg + 64; ++row) {
+    int l[3];
+    box_coords(row, t.q_shift, l);
+    bool meets = true;
+    for (int r = 0; r < 3; ++r) {
+      if (l[r] >= box.count[r]) {
+        meets = false;  // padding
+        break;
+      }
+      const AxisRange w = axis_window(nb.axis[r], box.coord(nb, r, box.i0[r] + l[r]));
+      const int64_t first = box.kv_lo[r] + (int64_t{br[r]} << t.kv_shift[r]);
+      const int64_t end = std::min<int64_t>(first + (int64_t{1} << t.kv_shift[r]), box.lg[r]);
+      meets = meets && std::max(first, w.start) < std::min(end, w.end);
+    }
+    if (meets) return true;
+  }
+  return false;
+}
+
+// Each warpgroup visits exactly the spatial tiles some real query of its 64 rows attends, on
+// random neighborhoods and box shapes; warpgroups of items without a masked tile skip nothing
+// (the kernel tests wg_skips_some on masked items only).
+TEST(CudaHopperGeometry, WarpgroupsSkipExactlyTheUnattendedTiles) {
+  std::mt19937_64 rng(20261129);
+  int skipped = 0, visited = 0, padding_halves = 0;
+  for (int iter = 0; iter < 400; ++iter) {
+    const Neighborhood nb = fna_test::random_neighborhood(rng, 14);
+    const TileShape ts = random_shape(rng, nb, rng() % 4 == 0 ? 6 : 7);
+    const int boxes = total_boxes(nb, ts);
+    for (int probe = 0; probe < 6; ++probe) {
+      QBox box;
+      if (!make_q_box(nb, ts, static_cast<int>(rng() % boxes), &box)) continue;
+      for (int wg = 0; wg < 2; ++wg) {
+        const WgTiles w = wg_tiles(nb, ts, box, wg);
+        padding_halves += w.hi == 0;
+        if (!item_has_masked_tile(ts, box)) {
+          ASSERT_FALSE(wg_skips_some(w, box));
+        }
+        bool all = true;
+        int br[3] = {0, 0, 0};
+        for (int tile = 0; tile < box.num_kv_tiles; ++tile, next_kv_tile(box, br)) {
+          const bool attends = wg_attends_tile(nb, ts, box, wg, br);
+          ASSERT_EQ(wg_visits(w, br), attends)
+              << "iter " << iter << " warpgroup " << wg << " tile " << tile;
+          all = all && attends;
+          (attends ? visited : skipped) += 1;
+        }
+        ASSERT_EQ(wg_skips_some(w, box), !all) << "iter " << iter;
+      }
+    }
+  }
+  EXPECT_GT(skipped, 1000);
+  EXPECT_GT(visited, skipped);
+  EXPECT_GT(padding_halves, 10);
+}
+
+// The planner's count: (spatial tile, warpgroup) pairs visited with skipping, and without, equal
+// the brute-force count over every Q box.
+TEST(CudaHopperGeometry, WarpgroupTilePairsCount) {
+  std::mt19937_64 rng(20261130);
+  double saved = 0;
+  for (int iter = 0; iter < 150; ++iter) {
+    const Neighborhood nb = fna_test::random_neighborhood(rng, 12);
+    const TileShape ts = random_shape(rng, nb, rng() % 4 == 0 ? 6 : 7);
+    double visited = 0, total = 0;
+    const int boxes = total_boxes(nb, ts);
+    for (int index = 0; index < boxes; ++index) {
+      QBox box;
+      if (!make_q_box(nb, ts, index, &box)) continue;
+      total += 2 * box.num_kv_tiles;
+      for (int wg = 0; wg < 2; ++wg) {
+        int br[3] = {0, 0, 0};
+        for (int tile = 0; tile < box.num_kv_tiles; ++tile, next_kv_tile(box, br))
+          visited += wg_attends_tile(nb, ts, box, wg, br);
+      }
+    }
+    const WgTilePairs count = wg_tile_pairs(nb, ts);
+    ASSERT_EQ(count.total, total) << "iter " << iter;
+    ASSERT_EQ(count.visited, visited) << "iter " << iter;
+    saved += total - visited;
+  }
+  EXPECT_GT(saved, 100);
 }
 
 // The cost model's per-box counts (HopperModel, per-axis tables in closed form) are the kernel's:

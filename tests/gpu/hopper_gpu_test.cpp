@@ -17,6 +17,9 @@
 #include <vector>
 
 #include "buffer.h"
+#include "common/problem_util.h"
+#include "cuda/fused/common/tile_plan.h"
+#include "cuda/fused/sm90/wg_skip_count.h"
 #include "device_case.h"
 #include "device_sweeps.h"
 #include "harness.h"
@@ -432,6 +435,65 @@ TEST(CudaHopperForward, TailSplitRepeatsBitwise) {
     }
   }
   cudaFree(mem);
+}
+
+// Problems on which the two consumer warpgroups skip KV tiles none of their rows attends
+// (wg_tiles_sm90.h), with explicit box shapes: every orientation of the split (the outermost Q
+// box axis above 1: axis 0 of 16x8x1, 2x8x8, 16x8, 32x4 and 8x16, axis 1 of 1x8x16, the only axis
+// in 1-D), causal axes, dilation, stride, additional KV (never skipped), GQA, and Q boxes whose
+// second half is padding only (axis 0 of 20 in boxes of 16) or partly. bf16 and fp16, D = 64 and
+// 128, against the oracle; each case checks that some tile is skipped.
+TEST(CudaHopperForward, WarpgroupsSkipTiles) {
+  SKIP_WITHOUT_HOPPER();
+  struct SkipCase {
+    Problem p;
+    fna::TileBoxes tiles;
+  };
+  const Problem p3 = fna_test::grid_problem(3, {20, 24, 16}, {5, 7, 5});
+  const Problem p2 = fna_test::grid_problem(2, {40, 48}, {7, 9});
+  Problem gqa = p2, add1 = p2, add2 = p2;
+  gqa.heads_q = 4;
+  gqa.heads_kv = 2;
+  add1.additional_kv = 100;  // one partial additional tile
+  add2.additional_kv = 200;  // one whole, one partial
+  const std::vector<SkipCase> cases{
+      {p3, {{16, 8, 1}, {4, 4, 8}}},
+      {p3, {{2, 8, 8}, {1, 8, 16}}},
+      {fna_test::grid_problem(3, {12, 24, 32}, {5, 7, 9}), {{1, 8, 16}, {4, 4, 8}}},
+      {p2, {{16, 8, 1}, {8, 16, 1}}},
+      {p2, {{8, 16, 1}, {4, 32, 1}}},
+      {p2, {{32, 4, 1}, {8, 16, 1}}},
+      {fna_test::grid_problem(2, {40, 48}, {9, 9}, {}, {}, {1, 0}), {{16, 8, 1}, {8, 16, 1}}},
+      {fna_test::grid_problem(2, {45, 48}, {7, 9}, {}, {2, 1}), {{16, 8, 1}, {8, 16, 1}}},
+      {fna_test::grid_problem(2, {37, 48}, {7, 9}, {3, 1}), {{16, 8, 1}, {4, 32, 1}}},
+      {gqa, {{16, 8, 1}, {8, 16, 1}}},
+      {add1, {{16, 8, 1}, {8, 16, 1}}},
+      {add2, {{8, 16, 1}, {4, 32, 1}}},
+      {fna_test::grid_problem(1, {700}, {33}), {{128, 1, 1}, {128, 1, 1}}},
+      {fna_test::grid_problem(1, {600}, {65}, {}, {}, {1}), {{128, 1, 1}, {128, 1, 1}}},
+  };
+  int ran = 0;
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const fna::Neighborhood nb = fna::make_neighborhood(cases[c].p);
+    const fna::cuda::fused::WgTilePairs pairs =
+        fna::cuda::fused::wg_tile_pairs(nb, fna::cuda::fused::shape_from_boxes(nb, cases[c].tiles));
+    EXPECT_LT(pairs.visited, pairs.total) << "case " << c << " skips no tile";
+    for (int d : kHeadDims)
+      for (DType dt : {DType::kBFloat16, DType::kFloat16}) {
+        CaseSpec spec;
+        spec.problem = cases[c].p;
+        spec.problem.head_dim = spec.problem.head_dim_v = d;
+        if (!unavailable(spec.problem, dt).empty()) continue;
+        spec.dtype = dt;
+        spec.backward = false;
+        spec.seed = 300 + c;
+        spec.tiles = cases[c].tiles;
+        const fna_gpu_test::DeviceCaseResult r = fna_gpu_test::run_device_case(spec, kBackend);
+        EXPECT_TRUE(r.failure.empty()) << spec.describe() << ": " << r.failure;
+        ++ran;
+      }
+  }
+  EXPECT_GT(ran, 0);
 }
 
 TEST(CudaHopper, AutoPicksHopper) {
