@@ -61,8 +61,8 @@ double max_abs_diff_bf16(const std::vector<uint16_t>& a, const std::vector<uint1
   return worst;
 }
 
-// Sets an environment variable for one scope: cuda-hopper reads its test hooks FNA_HOPPER_GRID
-// and FNA_HOPPER_SPLIT (hopper_backend.cpp) on every call.
+// Sets an environment variable for one scope: cuda-hopper reads its test hooks FNA_HOPPER_GRID,
+// FNA_HOPPER_SPLIT and FNA_HOPPER_SCHED (hopper_backend.cpp) on every call.
 class ScopedEnv {
  public:
   ScopedEnv(const char* name, const std::string& value) : name_(name) {
@@ -435,6 +435,116 @@ TEST(CudaHopperForward, TailSplitRepeatsBitwise) {
     }
   }
   cudaFree(mem);
+}
+
+// The dynamic schedule (the default) against the static one (FNA_HOPPER_SCHED=static) on the
+// same inputs: each unit computes the same thing whichever block takes it and split merges sum
+// the chunks in chunk order, so out and lse are bitwise equal. Small grids (FNA_HOPPER_GRID) give
+// every block many units of unequal costs: a 2-D window with masked edge boxes, a dilated one
+// with empty boxes, a tail-split 1-D one. The dynamic call repeats (its counter starts at zero
+// every call) and runs under CUDA graph capture, the graph launched twice with the output
+// poisoned before each launch (the captured memset must reset the counter for the second).
+TEST(CudaHopperForward, DynamicScheduleIsBitwiseStatic) {
+  SKIP_WITHOUT_HOPPER();
+  struct Case {
+    Problem p;
+    int64_t grid;  // 0: items - 1, where the tail split engages
+    const char* what;
+  };
+  Problem edge = fna_test::grid_problem(2, {64, 96}, {13, 17});
+  edge.heads_q = edge.heads_kv = 3;
+  Problem dilated = fna_test::grid_problem(2, {45, 48}, {7, 9}, {}, {2, 1});
+  dilated.heads_q = dilated.heads_kv = 2;
+  Problem split = fna_test::grid_problem(1, {1000}, {300});
+  split.heads_q = split.heads_kv = 2;
+  const Case cases[] = {{edge, 7, "2-D edges"}, {dilated, 5, "dilated"}, {split, 0, "tail split"}};
+  constexpr int kCalls = 5;  // static, dynamic x 3, dynamic captured
+  int ran = 0;
+  for (const Case& c : cases) {
+    Problem p = c.p;
+    bool built = false;
+    for (int d : kHeadDims) {
+      p.head_dim = p.head_dim_v = d;
+      built = unavailable(p, DType::kBFloat16).empty();
+      if (built) break;
+    }
+    if (!built) continue;
+    const int64_t items = hopper_items(p, DType::kBFloat16);
+    const int64_t grid = c.grid > 0 ? c.grid : items - 1;
+    ASSERT_LT(grid, items) << c.what;  // more units than blocks: the dynamic schedule runs
+    ScopedEnv grid_env("FNA_HOPPER_GRID", std::to_string(grid));
+    const int64_t rows = p.tokens() * p.heads_q;
+    const int64_t n = rows * p.head_dim;
+    void* mem = nullptr;
+    ASSERT_EQ(cudaMalloc(&mem, (3 + kCalls) * n * 2 + kCalls * rows * 4), cudaSuccess);
+    char* base = static_cast<char*>(mem);
+    char* lse_base = base + (3 + kCalls) * n * 2;
+    ASSERT_EQ(cudaMemset(base + 3 * n * 2, 0xff, kCalls * (n * 2 + rows * 4)), cudaSuccess);
+    for (int t = 0; t < 3; ++t)
+      fna_gpu_test::fill_pattern(base + t * n * 2, DType::kBFloat16, n, 11 + t);
+    std::vector<int64_t> shape{1};
+    for (int r = 0; r < p.rank; ++r) shape.push_back(p.extent[r]);
+    shape.push_back(p.heads_q);
+    const std::vector<int64_t> lse_shape = shape;
+    shape.push_back(p.head_dim);
+    auto args = [&](int call) {
+      return fna::ForwardArgs{
+          fna::TensorView::contiguous(base, DType::kBFloat16, shape, kCuda0),
+          fna::TensorView::contiguous(base + n * 2, DType::kBFloat16, shape, kCuda0),
+          fna::TensorView::contiguous(base + 2 * n * 2, DType::kBFloat16, shape, kCuda0),
+          fna::TensorView::contiguous(base + (3 + call) * n * 2, DType::kBFloat16, shape, kCuda0),
+          fna::TensorView::contiguous(lse_base + call * rows * 4, DType::kFloat32, lse_shape,
+                                      kCuda0),
+          std::nullopt,
+          std::nullopt};
+    };
+    auto expect_static_bits = [&](int call, const std::string& what) {
+      std::vector<uint16_t> a(n), b(n);
+      std::vector<float> la(rows), lb(rows);
+      ASSERT_EQ(cudaMemcpy(a.data(), base + 3 * n * 2, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(b.data(), base + (3 + call) * n * 2, n * 2, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(la.data(), lse_base, rows * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(lb.data(), lse_base + call * rows * 4, rows * 4, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      EXPECT_EQ(a, b) << c.what << ": out, " << what;
+      EXPECT_EQ(std::memcmp(la.data(), lb.data(), rows * 4), 0) << c.what << ": lse, " << what;
+    };
+    fna::Options o;
+    o.backend = kBackend;
+    {
+      ScopedEnv sched("FNA_HOPPER_SCHED", "static");
+      fna::forward(p, args(0), o);
+    }
+    for (int call = 1; call < kCalls - 1; ++call) fna::forward(p, args(call), o);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    for (int call = 1; call < kCalls - 1; ++call)
+      expect_static_bits(call, "dynamic call " + std::to_string(call));
+
+    cudaStream_t stream;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+    o.stream = stream;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    fna::forward(p, args(kCalls - 1), o);
+    cudaGraph_t graph;
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int launch = 0; launch < 2; ++launch) {
+      ASSERT_EQ(cudaMemsetAsync(base + (3 + kCalls - 1) * n * 2, 0xff, n * 2, stream), cudaSuccess);
+      ASSERT_EQ(cudaMemsetAsync(lse_base + (kCalls - 1) * rows * 4, 0xff, rows * 4, stream),
+                cudaSuccess);
+      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      expect_static_bits(kCalls - 1, "graph launch " + std::to_string(launch));
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+    cudaFree(mem);
+    ++ran;
+  }
+  EXPECT_GT(ran, 0);
 }
 
 // Problems on which the two consumer warpgroups skip KV tiles none of their rows attends

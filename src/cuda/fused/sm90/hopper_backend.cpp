@@ -62,9 +62,11 @@ FwdParams make_params(const Problem& pr, const ForwardArgs& args, const Options&
   return p;
 }
 
-// Test and A/B hooks (tests/gpu/hopper_gpu_test.cpp, .notes/s7_tail_run.sh), read per call:
-// FNA_HOPPER_GRID=n runs the persistent kernel on n blocks instead of one per SM (the tail split
-// follows the grid: tests choose where it engages), FNA_HOPPER_SPLIT=0 turns the tail split off.
+// Test and A/B hooks (tests/gpu/hopper_gpu_test.cpp, .notes/s7_tail_run.sh, s7_dyn_run.sh), read
+// per call: FNA_HOPPER_GRID=n runs the persistent kernel on n blocks instead of one per SM (the
+// tail split follows the grid: tests choose where it engages), FNA_HOPPER_SPLIT=0 turns the tail
+// split off, FNA_HOPPER_SCHED=static runs the static round-robin schedule instead of the dynamic
+// one (scheduler_fwd_sm90.cuh).
 int64_t persistent_grid(int device) {
   const char* grid = std::getenv("FNA_HOPPER_GRID");
   const int64_t n = grid ? std::atoll(grid) : 0;
@@ -76,27 +78,41 @@ bool tail_split_enabled() {
   return !(split && std::string(split) == "0");
 }
 
-// Stream-ordered workspace of a tail split (split_fwd_sm90.cuh): per split unit the O partial
-// (128 x D fp32) and kSplitLsePerUnit lse values, per split item kSplitWarps counters, zeroed
-// here on the stream. The kernel's merger could leave its counters at zero for the next call
-// instead, but a buffer kept across calls would be shared by calls running at once on other
-// streams; this allocation lives exactly as long as the kernel (the pool hands the same bytes
-// back call after call, so the cost is the 4-byte-per-warp memset: < 5 KiB). Null without a
-// split.
-void* split_workspace(FwdParamsSm90& p, int head_dim, cudaStream_t stream) {
-  if (p.chunks == 1) return nullptr;
-  const int64_t split_items = p.items - p.main_items;
+bool dynamic_schedule_enabled() {
+  const char* sched = std::getenv("FNA_HOPPER_SCHED");
+  return !(sched && std::string(sched) == "static");
+}
+
+// Stream-ordered workspace of the schedule: with a tail split (split_fwd_sm90.cuh) per split
+// unit the O partial (128 x D fp32) and kSplitLsePerUnit lse values and per split item
+// kSplitWarps counters; with `dynamic` the dynamic schedule's unit counter
+// (FwdParamsSm90::next_unit). The counters are zeroed here on the stream. The kernel could leave
+// them at zero for the next call instead, but a buffer kept across calls would be shared by calls
+// running at once on other streams; this allocation lives exactly as long as the kernel (the
+// pool hands the same bytes back call after call, so the cost is one memset of < 5 KiB).
+// Allocation, memset and free are stream-ordered, so CUDA graph capture records them and each
+// graph launch zeroes the counters again (tests/gpu/hopper_gpu_test.cpp,
+// DynamicScheduleIsBitwiseStatic). Null when neither is on.
+void* schedule_workspace(FwdParamsSm90& p, int head_dim, bool dynamic, cudaStream_t stream) {
+  if (p.chunks == 1 && !dynamic) return nullptr;
+  const int64_t split_items = p.chunks == 1 ? 0 : p.items - p.main_items;
   const int64_t units = split_items * p.chunks;
   const size_t o_bytes = size_t(units) * FwdBlockShapeSm90::kBlockM * head_dim * sizeof(float);
   const size_t lse_bytes = size_t(units) * kSplitLsePerUnit * sizeof(float);
+  // The unit counter first: o_bytes and lse_bytes are multiples of 8, so it is 8-byte aligned.
+  const size_t next_bytes = dynamic ? sizeof(unsigned long long) : 0;
   const size_t done_bytes = size_t(split_items) * kSplitWarps * sizeof(int);
   void* ws = nullptr;
-  FNA_CUDA_CHECK(cudaMallocAsync(&ws, o_bytes + lse_bytes + done_bytes, stream));
+  FNA_CUDA_CHECK(cudaMallocAsync(&ws, o_bytes + lse_bytes + next_bytes + done_bytes, stream));
   char* base = static_cast<char*>(ws);
-  p.split_o = reinterpret_cast<float*>(base);  // 256-byte aligned: float4 stores
-  p.split_lse = reinterpret_cast<float*>(base + o_bytes);
-  p.split_done = reinterpret_cast<int*>(base + o_bytes + lse_bytes);
-  const cudaError_t e = cudaMemsetAsync(p.split_done, 0, done_bytes, stream);
+  char* counters = base + o_bytes + lse_bytes;
+  if (split_items > 0) {
+    p.split_o = reinterpret_cast<float*>(base);  // 256-byte aligned: float4 stores
+    p.split_lse = reinterpret_cast<float*>(base + o_bytes);
+    p.split_done = reinterpret_cast<int*>(counters + next_bytes);
+  }
+  if (dynamic) p.next_unit = reinterpret_cast<unsigned long long*>(counters);
+  const cudaError_t e = cudaMemsetAsync(counters, 0, next_bytes + done_bytes, stream);
   if (e != cudaSuccess) {
     cudaFreeAsync(ws, stream);
     FNA_CUDA_CHECK(e);
@@ -298,10 +314,15 @@ void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& o
   p.chunks = split.chunks;
   p.units = split.units;
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>(p.units, blocks)));
+  // Dynamic unless every block takes one unit. The tail split's rule (plan_tail_split) counts
+  // round-robin waves of equal items; with equal items the dynamic schedule is the round-robin
+  // one, and with unequal ones its last wave is ragged instead of short, so the split units
+  // (last in the order) still go to the SMs that free first.
+  const bool dynamic = dynamic_schedule_enabled() && p.units > int64_t{grid.x};
   const int d = static_cast<int>(pr.head_dim);
   void* ws = nullptr;
   try {
-    ws = split_workspace(p, d, stream);
+    ws = schedule_workspace(p, d, dynamic, stream);
     if (args.q.dtype == DType::kBFloat16) {
 #if defined(FNA_BUILT_BF16)
       launch<cutlass::bfloat16_t>(p, d, grid, stream);

@@ -80,8 +80,15 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     }
   };
 
+  // The block's next unit after u (scheduler_fwd_sm90.cuh). The dynamic fetch is one atomic per
+  // unit, issued while the consumers work through the current unit's first tiles (below), so its
+  // round trip to L2 hides behind them.
+  auto next = [&](int64_t u) {
+    return p.next_unit != nullptr ? int64_t(gridDim.x + atomicAdd(p.next_unit, 1ull))
+                                  : u + gridDim.x;
+  };
   int it = 0;  // KV tiles issued so far (ring position)
-  int64_t u = next_nonempty_unit(p, blockIdx.x, gridDim.x);
+  int64_t u = first_nonempty_unit(p, blockIdx.x, next);
   plan_item(u, 0);
   int j = 0;  // units of this block so far
   for (; u < p.units; ++j) {
@@ -143,7 +150,7 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     // for Q.
     const int full = first + (count < kStages ? count : kStages);
     for (int tile = early; tile < full; ++tile) load_kv(tile);
-    u = next_nonempty_unit(p, u + gridDim.x, gridDim.x);
+    u = first_nonempty_unit(p, next(u), next);
     plan_item(u, j + 1);
     for (int tile = full; tile < end; ++tile) load_kv(tile);
   }

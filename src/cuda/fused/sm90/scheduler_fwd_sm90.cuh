@@ -1,8 +1,15 @@
 // Persistent schedule of the Hopper forward: which work units a block takes, in which order
 // (params_fwd_sm90.h); host-callable for tests/gpu/hopper_geometry_test.cpp. Only the producer
-// walks it (units u = blockIdx.x, + gridDim.x, ..., skipping empty ones): it hands each unit to
-// the consumers through a slot in shared memory (ItemSlot, kernel_traits_fwd_sm90.cuh), so the
-// consumers spend no per-item arithmetic on the schedule.
+// walks it: it hands each unit to the consumers through a slot in shared memory (ItemSlot,
+// kernel_traits_fwd_sm90.cuh), so the consumers spend no per-item arithmetic on the schedule.
+//
+// Block x takes unit x first. Then, dynamic (p.next_unit set, the default: fna issue 6), the next
+// unit nobody has taken: gridDim.x + an atomicAdd on a counter zeroed at launch, so the units go
+// out in order to whichever block frees first (FlashAttention-3's scheduler). Units have unequal
+// costs (edge boxes have fewer KV tiles) and the static round-robin (x + gridDim.x, ...) gave
+// the busiest SM 1.03-1.24x the mean load where its stride lined up with the box grid's period;
+// the dynamic one ends within about one unit of the mean (plan_sm90.h models it). Either way
+// empty units (boxes past a dilation group's end) are skipped: the block takes the next.
 #pragma once
 
 #include <cstdint>
@@ -43,10 +50,16 @@ FNA_DEVICE WorkUnit work_unit(const FwdParamsSm90& p, int64_t u) {
   return WorkUnit{p.main_items + t / p.chunks, t % p.chunks};
 }
 
-// The first unit of this block at or after u (u steps by the grid size) whose item is non-empty,
-// or a value >= p.units when none is left.
-FNA_DEVICE int64_t next_nonempty_unit(const FwdParamsSm90& p, int64_t u, int64_t step) {
-  while (u < p.units && !item_nonempty(p, int(work_unit(p, u).item % p.boxes))) u += step;
+// Whether unit u's item has queries.
+FNA_DEVICE bool unit_nonempty(const FwdParamsSm90& p, int64_t u) {
+  return item_nonempty(p, int(work_unit(p, u).item % p.boxes));
+}
+
+// Unit u if it is non-empty, else the first non-empty one of the units next(u), next(next(u)),
+// ... (next: the block's next unit in either schedule), or a value >= p.units when none is left.
+template <class Next>
+FNA_DEVICE int64_t first_nonempty_unit(const FwdParamsSm90& p, int64_t u, Next&& next) {
+  while (u < p.units && !unit_nonempty(p, u)) u = next(u);
   return u;
 }
 
