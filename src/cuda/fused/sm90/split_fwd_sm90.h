@@ -20,6 +20,12 @@
 // kMinSavedTiles tiles shorter than the item: a split launch also zeroes its counters (a memset
 // on the stream, ~2 us) and merges, which a one-tile saving (~1.8 us at D = 128 on the H100:
 // 4 x 128 x 128 x 128 FLOP at 603 / 132 TFLOP/s per SM) would not repay.
+//
+// The rule counts waves of the static round-robin. The kernel's default schedule is dynamic
+// (scheduler_fwd_sm90.cuh: the next unit goes to the block that frees first): with equal items
+// (the block-sparse cases this rule is for) both hand out the same units at the same times; with
+// unequal ones the last wave is ragged rather than short, and the split units, last in the order,
+// go to the blocks that free first, so the split still shortens the tail, by less than modelled.
 #pragma once
 
 #include <algorithm>
