@@ -54,10 +54,13 @@ CASES="img-128 video-small video-small@main video-hunyuan video-hunyuan@main seq
 touch $L/ab.txt
 for round in 1 2 3; do
   for c in $CASES; do
-    for mode in dynamic static; do
+    for mode in dynamic static nosplit; do
       [ $round -gt 1 ] && [ $((SECONDS - t0)) -gt 230 ] && break 3
+      # nosplit: dynamic schedule without the tail split (FNA_HOPPER_SPLIT=0), where it splits.
+      [ $mode = nosplit ] && [[ $c != seq-32k-blocked && $c != img-128 && $c != video-small ]] && continue
+      sched=$mode split=1; [ $mode = nosplit ] && sched=dynamic split=0
       iters=20; [[ $c == video-hunyuan* ]] && iters=10
-      ms=$(FNA_HOPPER_SCHED=$mode timeout 20 $B/tools/fna-bench --backend cuda-hopper --json \
+      ms=$(FNA_HOPPER_SCHED=$sched FNA_HOPPER_SPLIT=$split timeout 20 $B/tools/fna-bench --backend cuda-hopper --json \
         --warmup 2 --iters $iters --head-dim 128 --dtype bf16 ${ARGS[$c]} 2>>$L/ab.err |
         python3 -c 'import json,sys; print([json.loads(l)["fwd_ms"] for l in sys.stdin if l.startswith("{")][0])' 2>>$L/ab.err)
       echo "$round $c $mode ${ms:-nan}" >> $L/ab.txt
@@ -94,6 +97,10 @@ for c in cases:
     if a and b:
         ma, mb = statistics.median(a), statistics.median(b)
         print(f"{c:24s} {ma:9.3f} {mb:9.3f} {mb / ma:7.3f}  {len(a)}/{len(b)}")
+    n = t.get((c, "nosplit"))
+    if a and n:
+        print(f"{'  no tail split':24s} {statistics.median(n):9.3f} (dynamic): nosplit / split "
+              f"{statistics.median(n) / statistics.median(a):.3f}")
 for c in ("video-small", "video-hunyuan"):
     a, b = t.get((c, "dynamic")), t.get((c + "@main", "static"))
     if a and b:
