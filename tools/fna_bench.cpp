@@ -251,7 +251,6 @@ int main(int argc, char** argv) {
           j["critical_masked"] = pl.critical_masked;
           j["critical_items"] = pl.critical_items;
         }
-        j["tail"] = pl.tail;
         std::cout << j.dump() << "\n";
       } else {
         std::printf("problem: %s dtype=%s\n", p.to_string().c_str(), fna::dtype_name(dtype));
@@ -265,7 +264,6 @@ int main(int argc, char** argv) {
                     pl.model.c_str());
         if (pl.sms > 0)
           std::printf("most loaded SM of %d: %.3f x the mean SM load\n", pl.sms, pl.imbalance);
-        if (!pl.tail.empty()) std::printf("tail split: %s\n", pl.tail.c_str());
       }
     }
     if (show_plan) return 0;

@@ -27,9 +27,6 @@ struct Plan {
   int sms = 0;
   double imbalance = 1;
   double critical_unmasked = 0, critical_masked = 0, critical_items = 0;
-  // cuda-hopper: how the forward splits its last, partial wave of work items over KV chunks on
-  // `sms` SMs, e.g. "last 4 items x 16 KV chunks on 132 SMs"; empty when it does not.
-  std::string tail;
 };
 
 // The forward plan of `options.backend` (auto: cuda-fused) for a problem and dtype; honours

@@ -10,7 +10,6 @@
 #include "cuda/fused/common/small_window.h"
 #include "cuda/fused/common/tile_plan.h"
 #include "cuda/fused/sm90/plan_sm90.h"
-#include "cuda/fused/sm90/split_fwd_sm90.h"
 #include "fna/fna.h"
 
 namespace fna {
@@ -134,16 +133,6 @@ Plan plan(const Problem& problem, DType dtype, const Options& options) {
     out.critical_unmasked = t.unmasked;
     out.critical_masked = t.masked;
     out.critical_items = t.items;
-    // The tail split on the model's grid (split_fwd_sm90.h).
-    const int64_t boxes = static_cast<int64_t>(tp.q_boxes);
-    const TailSplit split =
-        plan_tail_split(nb, tp.shape, boxes, problem.batch * problem.heads_q,
-                        static_cast<int>(problem.additional_kv), out.sms, block.n);
-    if (split.chunks > 1)
-      out.tail = "last " +
-                 std::to_string(boxes * problem.batch * problem.heads_q - split.main_items) +
-                 " items x " + std::to_string(split.chunks) + " KV chunks on " +
-                 std::to_string(out.sms) + " SMs";
     return out;
   }
   // Additional KV: every block visits ceil(Nadd / block.n) tiles, unmasked but the last.

@@ -158,9 +158,6 @@ std::string CaseSpec::describe() const {
   os << "{" << problem.to_string() << "} dtype=" << fna::dtype_name(dtype)
      << " layout=" << layout_name(layout) << " lse=" << with_lse << " backward=" << backward
      << " data_seed=" << seed;
-  if (tiles)
-    os << " tiles=" << tiles->q[0] << "x" << tiles->q[1] << "x" << tiles->q[2] << "/"
-       << tiles->kv[0] << "x" << tiles->kv[1] << "x" << tiles->kv[2];
   return os.str();
 }
 
@@ -178,7 +175,6 @@ CaseResult run_case(const CaseSpec& spec, fna::Backend backend, Mirror& mirror,
   std::mt19937_64 rng(spec.seed * 0x9e3779b97f4a7c15ull + 0x51ed);
   fna::Options options;
   options.backend = backend;
-  options.tiles = spec.tiles;
   CaseResult result;
   auto check = [&](const char* what, double err, double tol) {
     if (!(err <= tol))

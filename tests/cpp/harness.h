@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -41,8 +40,6 @@ struct CaseSpec {
   bool with_lse = true;  // pass the optional lse output to forward
   bool backward = true;  // also check backward
   uint64_t seed = 0;     // inputs and strided layouts are drawn from this
-  // Options::tiles of the forward (unset: the planner's shapes)
-  std::optional<fna::TileBoxes> tiles;
   std::string describe() const;
 };
 

@@ -108,21 +108,6 @@ FNA_DEVICE bool make_q_box(const Neighborhood& nb, const TileShape& t, int index
   return nonempty;
 }
 
-// False for a Q box entirely past its group's end on some axis (groups differ in length by one,
-// so the box grid of the longest group leaves such boxes in the shorter ones): make_q_box's
-// result without the box.
-FNA_DEVICE bool q_box_nonempty(const Neighborhood& nb, const TileShape& t, int index) {
-  bool nonempty = true;
-  FNA_UNROLL
-  for (int r = 0; r < 3; ++r) {
-    const int ai = q_box_axis_index(nb, t, index, r);
-    const int g = ai / t.q_tiles[r];
-    const int i0 = (ai % t.q_tiles[r]) << t.q_shift[r];
-    nonempty = nonempty && i0 < group_length(nb.axis[r], g);
-  }
-  return nonempty;
-}
-
 // The window of one query row, per axis, in group coordinates: keys j with lo[r] <= j < hi[r].
 struct RowWindow {
   int lo[3];
@@ -187,19 +172,14 @@ FNA_DEVICE KvTile kv_tile_at(const TileShape& t, const QBox& box, const int* br)
   return kv;
 }
 
-// Per-axis coordinates br of spatial tile `tile` in walk order (last axis fastest).
-FNA_DEVICE void kv_tile_coords(const QBox& box, int tile, int* br) {
+// Tile `tile` in walk order (last axis fastest).
+FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
+  int br[3];
   FNA_UNROLL
   for (int r = 2; r >= 0; --r) {
     br[r] = tile % box.kv_tiles[r];
     tile /= box.kv_tiles[r];
   }
-}
-
-// Tile `tile` in walk order.
-FNA_DEVICE KvTile make_kv_tile(const TileShape& t, const QBox& box, int tile) {
-  int br[3];
-  kv_tile_coords(box, tile, br);
   return kv_tile_at(t, box, br);
 }
 

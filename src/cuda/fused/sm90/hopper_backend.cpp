@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdlib>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -24,7 +23,6 @@
 #include "cuda/fused/fused_launch.h"
 #include "cuda/fused/sm90/launch_fwd_sm90.h"
 #include "cuda/fused/sm90/plan_sm90.h"
-#include "cuda/fused/sm90/split_fwd_sm90.h"
 #include "cuda/fused/sm90/tma_maps_sm90.h"
 
 namespace fna::cuda::fused {
@@ -60,64 +58,6 @@ FwdParams make_params(const Problem& pr, const ForwardArgs& args, const Options&
   p.tile = tile_shape(pr, p.nb, args.q.device.index, options);
   p.aligned = true;  // TMA reads the tensors (alignment is an `unavailable` rule); unused here
   return p;
-}
-
-// Test and A/B hooks (tests/gpu/hopper_gpu_test.cpp, .notes/s7_tail_run.sh, s7_dyn_run.sh), read
-// per call: FNA_HOPPER_GRID=n runs the persistent kernel on n blocks instead of one per SM (the
-// tail split follows the grid: tests choose where it engages), FNA_HOPPER_SPLIT=0 turns the tail
-// split off, FNA_HOPPER_SCHED=static runs the static round-robin schedule instead of the dynamic
-// one (scheduler_fwd_sm90.cuh).
-int64_t persistent_grid(int device) {
-  const char* grid = std::getenv("FNA_HOPPER_GRID");
-  const int64_t n = grid ? std::atoll(grid) : 0;
-  return n > 0 ? n : sm_count(device);
-}
-
-bool tail_split_enabled() {
-  const char* split = std::getenv("FNA_HOPPER_SPLIT");
-  return !(split && std::string(split) == "0");
-}
-
-bool dynamic_schedule_enabled() {
-  const char* sched = std::getenv("FNA_HOPPER_SCHED");
-  return !(sched && std::string(sched) == "static");
-}
-
-// Stream-ordered workspace of the schedule: with a tail split (split_fwd_sm90.cuh) per split
-// unit the O partial (128 x D fp32) and kSplitLsePerUnit lse values and per split item
-// kSplitWarps counters; with `dynamic` the dynamic schedule's unit counter
-// (FwdParamsSm90::next_unit). The counters are zeroed here on the stream. The kernel could leave
-// them at zero for the next call instead, but a buffer kept across calls would be shared by calls
-// running at once on other streams; this allocation lives exactly as long as the kernel (the
-// pool hands the same bytes back call after call, so the cost is one memset of < 5 KiB).
-// Allocation, memset and free are stream-ordered, so CUDA graph capture records them and each
-// graph launch zeroes the counters again (tests/gpu/hopper_gpu_test.cpp,
-// DynamicScheduleIsBitwiseStatic). Null when neither is on.
-void* schedule_workspace(FwdParamsSm90& p, int head_dim, bool dynamic, cudaStream_t stream) {
-  if (p.chunks == 1 && !dynamic) return nullptr;
-  const int64_t split_items = p.chunks == 1 ? 0 : p.items - p.main_items;
-  const int64_t units = split_items * p.chunks;
-  const size_t o_bytes = size_t(units) * FwdBlockShapeSm90::kBlockM * head_dim * sizeof(float);
-  const size_t lse_bytes = size_t(units) * kSplitLsePerUnit * sizeof(float);
-  // The unit counter first: o_bytes and lse_bytes are multiples of 8, so it is 8-byte aligned.
-  const size_t next_bytes = dynamic ? sizeof(unsigned long long) : 0;
-  const size_t done_bytes = size_t(split_items) * kSplitWarps * sizeof(int);
-  void* ws = nullptr;
-  FNA_CUDA_CHECK(cudaMallocAsync(&ws, o_bytes + lse_bytes + next_bytes + done_bytes, stream));
-  char* base = static_cast<char*>(ws);
-  char* counters = base + o_bytes + lse_bytes;
-  if (split_items > 0) {
-    p.split_o = reinterpret_cast<float*>(base);  // 256-byte aligned: float4 stores
-    p.split_lse = reinterpret_cast<float*>(base + o_bytes);
-    p.split_done = reinterpret_cast<int*>(counters + next_bytes);
-  }
-  if (dynamic) p.next_unit = reinterpret_cast<unsigned long long*>(counters);
-  const cudaError_t e = cudaMemsetAsync(counters, 0, next_bytes + done_bytes, stream);
-  if (e != cudaSuccess) {
-    cudaFreeAsync(ws, stream);
-    FNA_CUDA_CHECK(e);
-  }
-  return ws;
 }
 
 template <class Element>
@@ -302,27 +242,10 @@ void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& o
   p.boxes = static_cast<int>(boxes);
   p.items = boxes * pr.heads_q * pr.batch;
   // Persistent: one block per SM (a block takes 232000 B of shared memory at D = 128: 3 KV
-  // stages and the mask table, FwdTraitsSm90::kSmemBytes), the last wave's items split over
-  // the idle SMs when that pays (split_fwd_sm90.h).
-  const int64_t blocks = persistent_grid(args.q.device.index);
-  const TailSplit split =
-      tail_split_enabled()
-          ? plan_tail_split(p.base.nb, p.base.tile, boxes, pr.heads_q * pr.batch,
-                            p.base.additional_kv, blocks, FwdBlockShapeSm90::kBlockN)
-          : TailSplit{p.items, 1, p.items};
-  p.main_items = split.main_items;
-  p.chunks = split.chunks;
-  p.units = split.units;
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(p.units, blocks)));
-  // Dynamic unless every block takes one unit. The tail split's rule (plan_tail_split) counts
-  // round-robin waves of equal items; with equal items the dynamic schedule is the round-robin
-  // one, and with unequal ones its last wave is ragged instead of short, so the split units
-  // (last in the order) still go to the SMs that free first.
-  const bool dynamic = dynamic_schedule_enabled() && p.units > int64_t{grid.x};
+  // stages and the mask table, FwdTraitsSm90::kSmemBytes).
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(p.items, sm_count(args.q.device.index))));
   const int d = static_cast<int>(pr.head_dim);
-  void* ws = nullptr;
   try {
-    ws = schedule_workspace(p, d, dynamic, stream);
     if (args.q.dtype == DType::kBFloat16) {
 #if defined(FNA_BUILT_BF16)
       launch<cutlass::bfloat16_t>(p, d, grid, stream);
@@ -333,11 +256,9 @@ void hopper_forward(const Problem& pr, const ForwardArgs& args, const Options& o
 #endif
     }
   } catch (...) {
-    if (ws) cudaFreeAsync(ws, stream);
     if (dmaps) cudaFreeAsync(dmaps, stream);
     throw;
   }
-  if (ws) FNA_CUDA_CHECK(cudaFreeAsync(ws, stream));
   if (dmaps) FNA_CUDA_CHECK(cudaFreeAsync(dmaps, stream));
 #else
   (void)options;

@@ -4,13 +4,11 @@
 // A work item is one Q box (a box of the grid in dilation-group coordinates, see
 // tile_geometry.cuh) of one (batch, head), as in the sm_80 kernel, but the box and its KV boxes
 // arrive by TMA straight from the user's [B, X(, Y(, Z)), H, D] tensors (no permutation, no
-// copies). One block per SM walks its work units (params_fwd_sm90.h): whole items, and for the
-// last, partial wave's items their KV chunks, merged by the last chunk to finish
-// (split_fwd_sm90.h / .cuh). Warpgroup 0 is the producer (one thread plans each unit into a slot
-// and issues every load into a ring of K/V stages guarded by mbarriers, running ahead: the next
-// unit's Q and first KV tiles load during the consumers' epilogue, load_fwd_sm90.cuh);
-// warpgroups 1 and 2 consume (mainloop_fwd_sm90.cuh). This file only orchestrates: shared
-// storage, barrier setup, the role split.
+// copies). One block per SM walks its items (params_fwd_sm90.h). Warpgroup 0 is the producer (one
+// thread plans each item into a slot and issues every load into a ring of K/V stages guarded by
+// mbarriers, running ahead: the next item's Q and first KV tiles load during the consumers'
+// epilogue, load_fwd_sm90.cuh); warpgroups 1 and 2 consume (mainloop_fwd_sm90.cuh). This file only
+// orchestrates: shared storage, barrier setup, the role split.
 #pragma once
 
 #include <cutlass/arch/barrier.h>

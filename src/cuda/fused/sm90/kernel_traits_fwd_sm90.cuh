@@ -81,9 +81,6 @@ struct FwdTraitsSm90 {
     QBox box;
     int64_t b;
     int h;
-    int first_tile, end_tile;  // the KV tiles of this unit: all of the item's, or a chunk's
-    int chunk, chunks;         // chunk of a split item and its chunk count (chunks = 1: whole)
-    int64_t split_item;        // w - main_items for a split item
     bool valid;  // false: the block has no items left (the consumers stop)
   };
 

@@ -1,7 +1,6 @@
-// Producer of the Hopper forward: one thread plans the block's work units and issues every TMA
-// load. Per unit (an item, or one KV chunk of a split item: scheduler_fwd_sm90.cuh): its Q box
-// (two boxes along D at D = 128), then per KV tile of the unit a K box into the ring's next stage
-// and a V box; the item's geometry was planned into an item slot during
+// Producer of the Hopper forward: one thread plans the block's work items and issues every TMA
+// load. Per work item: its Q box (two boxes along D at D = 128), then per KV tile a K box into
+// the ring's next stage and a V box; the item's geometry was planned into an item slot during
 // the previous item. Spatial KV boxes start at the Q box's KV range (QBox::kv_lo) and step by the
 // KV box extent; TMA zero-fills rows past the dilation group's end, so no load is masked. The K/V
 // ring runs on across items, so the next item's first tiles load while the consumers finish the
@@ -55,47 +54,31 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     asm volatile("fence.proxy.tensormap::generic.acquire.sys [%0], 128;" ::"l"(maps + m)
                  : "memory");
 
-  const int add_tiles = (p.base.additional_kv + Traits::kBlockN - 1) / Traits::kBlockN;
-  // Writes unit u (or, for u >= p.units, the end marker) into slot j % kSlots once the consumers
-  // are done with the slot's previous unit (j - kSlots). A fresh barrier counts as having
+  // Writes item w (or, for w >= p.items, the end marker) into slot j % kSlots once the consumers
+  // are done with the slot's previous item (j - kSlots). A fresh barrier counts as having
   // completed the phase before its first, so first waits use parity 1 and pass.
-  auto plan_item = [&](int64_t u, int j) {
+  auto plan_item = [&](int64_t w, int j) {
     Barrier::wait(&st.item_empty[j % kSlots], ((j / kSlots) & 1) ^ 1);
     auto& slot = st.item[j % kSlots];
-    slot.valid = u < p.units;
-    if (u < p.units) {
-      const WorkUnit unit = work_unit(p, u);
-      const WorkItem item = work_item(p, unit.item);
+    slot.valid = w < p.items;
+    if (w < p.items) {
+      const WorkItem item = work_item(p, w);
       slot.b = item.b;
       slot.h = item.h;
       make_q_box(p.base.nb, ts, item.box_index, &slot.box);
-      // A split item's chunk (every chunk has tiles: plan_tail_split), else the whole item.
-      const int tiles = slot.box.num_kv_tiles + add_tiles;
-      const int chunks = unit.item < p.main_items ? 1 : p.chunks;
-      slot.first_tile = chunk_first_tile(tiles, chunks, unit.chunk);
-      slot.end_tile = chunk_first_tile(tiles, chunks, unit.chunk + 1);
-      slot.chunk = unit.chunk;
-      slot.chunks = chunks;
-      slot.split_item = unit.item - p.main_items;
     }
   };
 
-  // The block's next unit after u (scheduler_fwd_sm90.cuh). The dynamic fetch is one atomic per
-  // unit, issued while the consumers work through the current unit's first tiles (below), so its
-  // round trip to L2 hides behind them.
-  auto next = [&](int64_t u) {
-    return p.next_unit != nullptr ? int64_t(gridDim.x + atomicAdd(p.next_unit, 1ull))
-                                  : u + gridDim.x;
-  };
   int it = 0;  // KV tiles issued so far (ring position)
-  int64_t u = first_nonempty_unit(p, blockIdx.x, next);
-  plan_item(u, 0);
-  int j = 0;  // units of this block so far
-  for (; u < p.units; ++j) {
+  int64_t w = next_nonempty_item(p, blockIdx.x, gridDim.x);
+  plan_item(w, 0);
+  int j = 0;  // items of this block so far
+  for (; w < p.items; ++j) {
     const auto& slot = st.item[j % kSlots];
     const QBox& box = slot.box;
     const int num_spatial = box.num_kv_tiles;
-    const int first = slot.first_tile, end = slot.end_tile;
+    const int num_tiles =
+        num_spatial + (p.base.additional_kv + Traits::kBlockN - 1) / Traits::kBlockN;
     const int hk = slot.h / p.base.heads_ratio;
     int group = 0;
     CUTE_UNROLL
@@ -115,9 +98,9 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
         vb = TmaBox{gmaps + kMapV, {kv.base[2], kv.base[1], kv.base[0], hk}};
       } else {
         // Additional KV: maps (D, Nadd, 1, 1, Hkv) with boxes of kBlockN tokens.
-        const int token = (tile - num_spatial) * Traits::kBlockN;
-        kb = TmaBox{extra + kMapAddK, {token, 0, 0, hk}};
-        vb = TmaBox{extra + kMapAddV, {token, 0, 0, hk}};
+        const int first = (tile - num_spatial) * Traits::kBlockN;
+        kb = TmaBox{extra + kMapAddK, {first, 0, 0, hk}};
+        vb = TmaBox{extra + kMapAddV, {first, 0, 0, hk}};
       }
       Barrier::wait(&st.k_empty[s], parity ^ 1);
       Barrier::arrive_and_expect_tx(&st.k_full[s], Traits::kTileBytesKV);
@@ -134,9 +117,8 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     // seq-32k-blocked's time). kStages - 1 of them: their slots are released by the time of that
     // last S (slot of tile t_last - 1: its P V completes in the last loop iteration), while the
     // next one's V slot frees only after the final P V, which would hold Q back.
-    const int count = end - first;
-    const int early = first + (count < kStages - 1 ? count : kStages - 1);
-    for (int tile = first; tile < early; ++tile) load_kv(tile);
+    const int early = num_tiles < kStages - 1 ? num_tiles : kStages - 1;
+    for (int tile = 0; tile < early; ++tile) load_kv(tile);
     // Q of the previous item must be consumed (its last S = Q K^T done). The arrival on q_full
     // also publishes the item's slot to the consumers (mbarrier arrive releases, wait acquires).
     Barrier::wait(&st.q_empty, (j & 1) ^ 1);
@@ -148,11 +130,11 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
     // tiles. Planned after the last tile's load instead (ncu, bench/RESULTS.md "hopper S5"), it
     // held back the next item's first tiles and Q box: the consumers waited ~6% of their time
     // for Q.
-    const int full = first + (count < kStages ? count : kStages);
+    const int full = num_tiles < kStages ? num_tiles : kStages;
     for (int tile = early; tile < full; ++tile) load_kv(tile);
-    u = first_nonempty_unit(p, next(u), next);
-    plan_item(u, j + 1);
-    for (int tile = full; tile < end; ++tile) load_kv(tile);
+    w = next_nonempty_item(p, w + gridDim.x, gridDim.x);
+    plan_item(w, j + 1);
+    for (int tile = full; tile < num_tiles; ++tile) load_kv(tile);
   }
   // Slot j now holds the end marker: publish it like an item without a Q box.
   Barrier::wait(&st.q_empty, (j & 1) ^ 1);

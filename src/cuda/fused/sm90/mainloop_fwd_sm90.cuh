@@ -20,8 +20,6 @@
 #include "cuda/fused/sm90/params_fwd_sm90.h"
 #include "cuda/fused/sm90/scheduler_fwd_sm90.cuh"
 #include "cuda/fused/sm90/softmax_sm90.cuh"
-#include "cuda/fused/sm90/split_fwd_sm90.cuh"
-#include "cuda/fused/sm90/wg_tiles_sm90.h"
 
 namespace fna::cuda::fused {
 
@@ -87,10 +85,6 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   Tensor tOcO_rc = make_tensor(tOcO.data(), gmma_acc_rowcol(tOcO.layout()));  // (rows, dims)
   constexpr int kRows = decltype(size<0>(tScS_rc))::value;
   constexpr int kCols = decltype(size<1>(tScS_rc))::value;
-  static_assert(kRows * Traits::kConsumerThreads == kSplitLsePerUnit &&
-                    Traits::kConsumerThreads / 32 == kSplitWarps &&
-                    decltype(size(acc_o))::value * Traits::kConsumerThreads == kBlockM * kHeadDim,
-                "the split workspace's layout (split_fwd_sm90.h)");
   const int n0 = get<1>(tScS_rc(0, 0));
   const int lane = tidx % 32;
   const int quad = lane % 4;  // the quad's lanes share rows (softmax_sm90.cuh)
@@ -133,9 +127,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     if (!slot.valid) break;
     const QBox& box = slot.box;
     const int num_spatial = box.num_kv_tiles;
-    // The unit's tiles: the whole item, or a chunk of a split one (split_fwd_sm90.cuh).
-    const int first_tile = slot.first_tile;
-    const int num_tiles = slot.end_tile - first_tile;
+    const int num_tiles = num_spatial + (fp.additional_kv + kBlockN - 1) / kBlockN;
 
     // This lane's row window (lane q of a quad builds word q % 2 of row q / 2; kRows = 2): read
     // on masked items only, so computed only for those (the block-sparse cases have none and
@@ -146,23 +138,10 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       const int row = (quad >> 1) ? get<0>(tScS_rc(1, 0)) : get<0>(tScS_rc(0, 0));
       mask_window = row_mask_window(mask_shape, box, row_window(fp.nb, ts, box, row), quad & 1);
     }
-    // The spatial KV tiles this warpgroup visits (wg_tiles_sm90.h). A tile none of its rows
-    // attends is outside some row's window, hence masked: items without masked tiles (the
-    // block-sparse cases: all) visit every tile on the unchanged path below.
-    WgTiles wg_range{};
-    bool wg_skips = false;
-#if !defined(FNA_WGSKIP_AB_OFF)  // the s7-wgskip device run's A/B switch only: delete after it
-    if (item_masked) {
-      wg_range = wg_tiles(fp.nb, ts, box, wg);
-      wg_skips = wg_skips_some(wg_range, box);
-    }
-#endif
 
     // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections. Tiles
-    // come in walk order, so the spatial tile's coordinates advance in `br` (decoded once, for a
-    // chunk that starts past tile 0).
+    // come in walk order, so the spatial tile's coordinates advance in `br` (no index decode).
     int br[3] = {0, 0, 0};
-    if (first_tile != 0 && item_masked) kv_tile_coords(box, first_tile, br);
     auto softmax_tile = [&](int tile, SplitOnlineSoftmax<kRows>& sm, float(&corr)[kRows]) {
       if (prescale) {
         CUTE_UNROLL
@@ -211,7 +190,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     float corr[kRows];
     clear(acc_o);
 
-    if (!wg_skips) {
+    {
       const int s = it % kStages;
       Barrier::wait(&st.k_full[s], (it / kStages) & 1);
       scheduler_sync(wg);
@@ -220,158 +199,51 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_s);
       release(&st.k_empty[s]);
-      softmax_tile(first_tile, softmax, corr);
+      softmax_tile(0, softmax, corr);
       convert_p();
-      for (int tile = 1; tile < num_tiles; ++tile) {
-        const int t = it + tile;
-        const int s = t % kStages, sp = (t - 1) % kStages;
-        Barrier::wait(&st.k_full[s], (t / kStages) & 1);
-        Barrier::wait(&st.v_full[sp], ((t - 1) / kStages) & 1);
-        scheduler_sync(wg);
-        warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
-        warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
-        scheduler_arrive_other(wg);
-        warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
-        warpgroup_fence_operand(acc_s);
-        release(&st.k_empty[s]);
-        softmax_tile(first_tile + tile, softmax, corr);
-        // Wait for P V only now, behind a branch on the softmax's result: with the wait in the
-        // softmax's basic block, ptxas hoisted it to the top of the softmax (ncu SASS), so the
-        // softmax never overlapped this warpgroup's P V.
-        if (softmax.needs_rescale(corr)) {
-          warpgroup_wait<0>();
-          warpgroup_fence_operand(acc_o);
-          softmax.rescale(o_rc, corr);
-        } else {
-          warpgroup_wait<0>();
-          warpgroup_fence_operand(acc_o);
-        }
-        release(&st.v_empty[sp]);
-        convert_p();
-      }
-      release(&st.q_empty);  // every S = Q K^T of this item is done: the next Q may load
-      const int t_last = it + num_tiles - 1;
-      const int sl = t_last % kStages;
-      Barrier::wait(&st.v_full[sl], (t_last / kStages) & 1);
+    }
+    for (int tile = 1; tile < num_tiles; ++tile) {
+      const int t = it + tile;
+      const int s = t % kStages, sp = (t - 1) % kStages;
+      Barrier::wait(&st.k_full[s], (t / kStages) & 1);
+      Barrier::wait(&st.v_full[sp], ((t - 1) / kStages) & 1);
       scheduler_sync(wg);
-      warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
+      warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
+      warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
       scheduler_arrive_other(wg);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc_o);
-      release(&st.v_empty[sl]);
-    } else {
-      // This warpgroup skips tiles. It still takes its part in every ring use and scheduler
-      // turn of the item, so the producer and the other warpgroup see what the path above gives
-      // them:
-      //  - k_empty / v_empty count one arrival per warpgroup per use: a skipped tile's stages are
-      //    released too, but only after its k_full / v_full of this use completed (the producer
-      //    then has reused the stage, so the previous use's phase is over): arriving earlier, a
-      //    warpgroup running ahead would complete that phase alone while the other one still
-      //    reads the stage. Its v_full is awaited after its scheduler turn, when the other
-      //    warpgroup has released the stage's previous use (tile - 3, by the end of tile - 2).
-      //  - a stage is released by the end of the tile after its own, as above: the P V of a
-      //    visited tile runs in the next tile's turn, and when that tile is skipped it is issued
-      //    and its V stage released right there. Held on while waiting for tiles kStages ahead,
-      //    which the producer loads into that very stage, it would deadlock.
-      //  - the scheduler barriers: one sync / arrive pair per tile (a skipped tile's issues the
-      //    pending P V or nothing) and one for the last P V, as above, so the two warpgroups'
-      //    counts match.
-      //  - q_empty after the last tile, visited or not.
-      // .notes/wgskip_protocol_model.py replays these waits and arrivals against the producer's.
-      // Each path below waits for every wgmma it issued before it joins another: with a wgmma
-      // issued under a condition and waited under another, ptxas cannot tell whether it is in
-      // flight where the paths join and serializes every wgmma of the kernel (C7518).
-      //
-      // pending: the previous tile was visited, its P waits in r_p for its P V and its V stage is
-      // held. A skipped tile runs the P V of the tile before it, so a pending P V is always the
-      // previous tile's: its stage and parity need no registers of their own (they spilled at
-      // bf16 / D = 128).
-      bool pending = false;
-      for (int tile = 0; tile < num_tiles; ++tile) {
-        const int t = it + tile;
-        const int s = t % kStages, sp = (t - 1) % kStages;
-        const uint32_t parity = (t / kStages) & 1, pp = ((t - 1) / kStages) & 1;
-        // Additional-KV tiles are visited by both warpgroups.
-        const bool visit = first_tile + tile >= num_spatial || wg_visits(wg_range, br);
-        Barrier::wait(&st.k_full[s], parity);
-        if (visit && pending) {  // the path above
-          Barrier::wait(&st.v_full[sp], pp);
-          scheduler_sync(wg);
-          warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
-          warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
-          scheduler_arrive_other(wg);
-          warpgroup_wait<1>();
-          warpgroup_fence_operand(acc_s);
-          release(&st.k_empty[s]);
-          softmax_tile(first_tile + tile, softmax, corr);  // advances br (skipping items are masked)
-          if (softmax.needs_rescale(corr)) {
-            warpgroup_wait<0>();
-            warpgroup_fence_operand(acc_o);
-            softmax.rescale(o_rc, corr);
-          } else {
-            warpgroup_wait<0>();
-            warpgroup_fence_operand(acc_o);
-          }
-          release(&st.v_empty[sp]);
-        } else if (visit) {  // the first visited tile, or the first after skipped ones
-          scheduler_sync(wg);
-          warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
-          scheduler_arrive_other(wg);
-          warpgroup_wait<0>();
-          warpgroup_fence_operand(acc_s);
-          release(&st.k_empty[s]);
-          softmax_tile(first_tile + tile, softmax, corr);
-          // O holds the tiles before the skipped ones (zeros on the first tile).
-          if (softmax.needs_rescale(corr)) softmax.rescale(o_rc, corr);
-        } else {
-          next_kv_tile(box, br);
-          if (pending) {  // the previous tile's P V in this turn, and its V stage back
-            Barrier::wait(&st.v_full[sp], pp);
-            scheduler_sync(wg);
-            warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
-            scheduler_arrive_other(wg);
-            warpgroup_wait<0>();
-            warpgroup_fence_operand(acc_o);
-            release(&st.v_empty[sp]);
-          } else {
-            scheduler_sync(wg);
-            scheduler_arrive_other(wg);
-          }
-          release(&st.k_empty[s]);
-          Barrier::wait(&st.v_full[s], parity);
-          release(&st.v_empty[s]);
-        }
-        if (visit) convert_p();
-        pending = visit;
-      }
-      release(&st.q_empty);
-      if (pending) {
-        const int t_last = it + num_tiles - 1;
-        const int sl = t_last % kStages;
-        Barrier::wait(&st.v_full[sl], (t_last / kStages) & 1);
-        scheduler_sync(wg);
-        warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
-        scheduler_arrive_other(wg);
+      warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
+      warpgroup_fence_operand(acc_s);
+      release(&st.k_empty[s]);
+      softmax_tile(tile, softmax, corr);
+      // Wait for P V only now, behind a branch on the softmax's result: with the wait in the
+      // softmax's basic block, ptxas hoisted it to the top of the softmax (ncu SASS), so the
+      // softmax never overlapped this warpgroup's P V.
+      if (softmax.needs_rescale(corr)) {
         warpgroup_wait<0>();
         warpgroup_fence_operand(acc_o);
-        release(&st.v_empty[sl]);
+        softmax.rescale(o_rc, corr);
       } else {
-        scheduler_sync(wg);
-        scheduler_arrive_other(wg);
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc_o);
       }
+      release(&st.v_empty[sp]);
+      convert_p();
     }
+    release(&st.q_empty);  // every S = Q K^T of this item is done: the next Q may load
+    const int t_last = it + num_tiles - 1;
+    const int sl = t_last % kStages;
+    Barrier::wait(&st.v_full[sl], (t_last / kStages) & 1);
+    scheduler_sync(wg);
+    warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
+    scheduler_arrive_other(wg);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_o);
+    release(&st.v_empty[sl]);
     it += num_tiles;
 
     // ---- epilogue: O / rowsum and lse, straight from registers -------------------------------
     float lse[kRows];
     softmax.finalize(o_rc, lse);
-    // A chunk of a split item: its partial goes to the workspace; the warp that finishes the
-    // item's rows last merges them into o_rc and lse and stores them below.
-    if (slot.chunks > 1 && !finish_chunk<Traits::kConsumerThreads>(p, slot.split_item, slot.chunk,
-                                                                   slot.chunks, tidx, o_rc, lse)) {
-      cutlass::arch::ClusterBarrier::arrive(&st.item_empty[j % Traits::kItemSlots]);
-      continue;
-    }
     Element* out = static_cast<Element*>(fp.out);
     const bool odd = tidx & 1;
     CUTE_UNROLL

@@ -29,28 +29,10 @@ struct FwdParamsSm90 {
   CUtensorMap inline_maps[kInlineMaps];
   int groups = 1;  // dilation groups per batch: d0 * d1 * d2
   // Persistent schedule: work item w = (Q box w % boxes, head (w / boxes) % heads_q, batch
-  // w / (boxes * heads_q)); block x takes item x first, then the next ones (next_unit below).
-  // Consecutive items are neighbouring boxes of one head, so the blocks running at once share KV
-  // rows in L2 (both schedules hand the units out in this order).
+  // w / (boxes * heads_q)); block x takes items x, x + gridDim.x, ... Consecutive items are
+  // neighbouring boxes of one head, so the blocks running at once share KV rows in L2.
   int boxes = 1;      // Q boxes per (batch, head), over all dilation groups
   int64_t items = 1;  // boxes * heads_q * batch
-  // Tail split (split_fwd_sm90.h): blocks take work units, not items. Units below
-  // main_items are whole items (u = w); each item w >= main_items runs as `chunks` units, one
-  // per KV chunk, u = main_items + (w - main_items) * chunks + chunk. No split: chunks = 1,
-  // main_items = units = items.
-  int64_t main_items = 1;
-  int chunks = 1;
-  int64_t units = 1;
-  // Chunk partials of the split items, per unit q = (w - main_items) * chunks + chunk: O
-  // normalized by the chunk's row sum and the chunk's lse, in the consumer threads' register
-  // order (split_fwd_sm90.cuh); and per (split item, consumer warp) a count of finished chunks,
-  // zero at launch. Null without a split.
-  float* split_o = nullptr;
-  float* split_lse = nullptr;
-  int* split_done = nullptr;
-  // Dynamic schedule (scheduler_fwd_sm90.cuh): units taken after the first wave, counted from
-  // zero at launch; null: the static round-robin (block x takes x, x + gridDim.x, ...).
-  unsigned long long* next_unit = nullptr;
 };
 
 }  // namespace fna::cuda::fused

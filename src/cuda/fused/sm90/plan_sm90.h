@@ -1,28 +1,24 @@
 // Block shape and cost model of the Hopper forward (backend cuda-hopper): the kernel's tile rows
 // and what fna::plan predicts. Host-only, no CUDA includes (fna::plan works in CPU-only builds).
 //
-// The kernel is persistent: block b of the grid (one per SM) runs work item b first, then the
-// next item nobody has taken whenever it frees (the dynamic schedule, scheduler_fwd_sm90.cuh),
-// item w being Q box w % boxes of some head, so the time is that of the block finishing last, not
-// the total work over the SMs. Model:
-//   t = the last finish time of the greedy list schedule (list_schedule) of the items in order,
-//       item cost 4 * D * (unmasked / rate_unmasked + masked / rate_masked) + t_item,
+// The kernel is persistent: block b of the grid (one per SM) runs work items b, b + grid, ...,
+// item w being Q box w % boxes of some head (scheduler_fwd_sm90.cuh), so the time is that of the
+// most loaded block, not the total work over the SMs. Model:
+//   t = max over blocks of sum over its items of
+//       4 * D * (unmasked / rate_unmasked + masked / rate_masked) + t_item,
 // with unmasked / masked the (query, key) pairs of the item's KV tiles without / with a column mask
-// and per-SM rates. Box tile counts vary across the grid (windows clamp at the borders). Under the
-// static round-robin schedule (blocks b, b + grid, ...: FNA_HOPPER_SCHED=static) each block took a
-// fixed stride through the boxes, and when that stride resonated with the box grid's period some
-// blocks got only the large boxes: video-small's Q box 1x16x8 sent every block 24-tile or
-// 36-tile items only (largest / mean block load 1.24), 1x8x16 alternated them (1.03), with the
-// same total: 1.74 vs 1.45 ms measured (session 7 sweep; the constants below were fitted to that
-// schedule's most loaded block). The dynamic schedule ends within about one item of the mean
-// load whatever the stride. A warp-level mask count (the kernel's warp vote) explained nothing
+// and per-SM rates. Box tile counts vary across the grid (windows clamp at the borders), and the
+// round-robin hands each block a fixed stride through the boxes: when that stride resonates with
+// the box grid's period, some blocks get only the large boxes. That is what the counts alone
+// missed: video-small's Q box 1x16x8 sends every block 24-tile or 36-tile items only (largest /
+// mean block load 1.24), 1x8x16 alternates them (1.03), with the same total: 1.74 vs 1.45 ms
+// measured (session 7 sweep). A warp-level mask count (the kernel's warp vote) explained nothing
 // more: its fitted rate equals the masked one.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
-#include <functional>
-#include <utility>
+#include <numeric>
 #include <vector>
 
 #include "common/neighborhood.h"
@@ -105,56 +101,42 @@ inline std::vector<AxisBoxTiles> axis_box_tiles(const Axis& a, int64_t qt, int64
   return out;
 }
 
-// The dynamic persistent schedule (scheduler_fwd_sm90.cuh) of n units of costs cost[w % P] on
-// g <= n blocks, P = cost.size(): block b starts with unit b, then each unit in order goes to the
-// block that frees first (greedy list scheduling; ties to the lower block index); units of cost 0
-// (empty items) take no time. Calls on_unit(w, w % P, b) for each unit w of non-zero cost with
-// its block b and returns the last finish time, its block in *arg. O(n log g): a binary min-heap
-// of (finish time, block), the root replaced and sifted down per unit (video-hunyuan's 21600
-// items: well under a millisecond; HopperModel::best evaluates a few shapes, since it stops at the
-// mean load, which the dynamic schedule comes within about an item of).
-template <class OnUnit>
-double list_schedule(const std::vector<double>& cost, int64_t n, int64_t g, int64_t* arg,
-                     OnUnit&& on_unit) {
-  struct Free {
-    double t;
-    int64_t b;
-  };
-  // A strict order (blocks differ), so the root is the brute-force "first free, lowest index".
-  auto before = [](const Free& x, const Free& y) { return x.t < y.t || (x.t == y.t && x.b < y.b); };
-  const size_t p = cost.size(), size = static_cast<size_t>(g);
-  std::vector<Free> heap(size);
-  for (int64_t b = 0; b < g; ++b) {
-    const size_t box = static_cast<size_t>(b) % p;
-    if (cost[box] > 0) on_unit(b, box, b);
-    heap[static_cast<size_t>(b)] = Free{cost[box], b};
-  }
-  std::make_heap(heap.begin(), heap.end(),
-                 [&](const Free& x, const Free& y) { return before(y, x); });
-  size_t box = static_cast<size_t>(g) % p;
-  for (int64_t w = g; w < n; ++w, box = box + 1 == p ? 0 : box + 1) {
-    if (cost[box] == 0) continue;
-    Free top{heap[0].t + cost[box], heap[0].b};
-    on_unit(w, box, top.b);
-    size_t i = 0;
-    for (size_t l = 1; l < size; l = 2 * i + 1) {
-      const size_t m = l + 1 < size && before(heap[l + 1], heap[l]) ? l + 1 : l;
-      if (!before(heap[m], top)) break;
-      heap[i] = heap[m];
-      i = m;
+// The largest sum of cost[w % P] over w = b, b + g, b + 2g, ... < n over blocks b < g (n >= g):
+// the persistent schedule's most loaded block, P = cost.size(). O(P + g) instead of O(n): block
+// b's boxes (b + k g) mod P cycle with period P / gcd(g, P) through the boxes of b's residue
+// mod gcd(g, P), so its load is whole cycles plus a stretch of one, from prefix sums along the
+// cycle. Returns the block index in *arg.
+inline double max_block_load(const std::vector<double>& cost, int64_t n, int64_t g, int64_t* arg) {
+  const int64_t p = static_cast<int64_t>(cost.size());
+  const int64_t d = std::gcd(g, p), period = p / d;
+  std::vector<int64_t> pos(static_cast<size_t>(p));  // box -> its place in its cycle
+  std::vector<double> prefix(static_cast<size_t>(d * (period + 1)));  // per residue
+  for (int64_t r = 0; r < d; ++r) {
+    double* ps = &prefix[static_cast<size_t>(r * (period + 1))];
+    ps[0] = 0;
+    for (int64_t j = 0, x = r; j < period; ++j, x = (x + g) % p) {
+      pos[static_cast<size_t>(x)] = j;
+      ps[j + 1] = ps[j] + cost[static_cast<size_t>(x)];
     }
-    heap[i] = top;
   }
-  Free last{-1, 0};
-  for (const Free& f : heap)
-    if (f.t > last.t || (f.t == last.t && f.b < last.b)) last = f;
-  *arg = last.b;
-  return last.t;
+  double best = -1;
+  for (int64_t b = 0; b < g; ++b) {
+    const int64_t items = (n - b + g - 1) / g, x = b % p, j = pos[static_cast<size_t>(x)];
+    const double* ps = &prefix[static_cast<size_t>((x % d) * (period + 1))];
+    const int64_t rest = items % period, end = j + rest;
+    double load = static_cast<double>(items / period) * ps[period];
+    load += end <= period ? ps[end] - ps[j] : ps[period] - ps[j] + ps[end - period];
+    if (load > best) {
+      best = load;
+      *arg = b;
+    }
+  }
+  return best;
 }
 
-// The model's time of one shape and the counts behind it (per SM: the block finishing last).
+// The model's time of one shape and the counts behind it (per SM: the most loaded block).
 struct HopperTime {
-  double seconds = 0;    // the last block's finish time
+  double seconds = 0;    // the most loaded block's load
   double imbalance = 1;  // its load / the mean block load
   double unmasked = 0;   // its (query, key) pairs in unmasked tiles (additional KV included)
   double masked = 0;     // its pairs in masked tiles
@@ -163,7 +145,7 @@ struct HopperTime {
 
 // The cost model over the power-of-two shapes of one problem: per-axis box tables for every Q and
 // KV extent (the sums over boxes are products of per-axis sums, as in plan_tiles), then a shape's
-// time from its per-box costs (P of them) and the schedule (list_schedule).
+// time from its per-box costs (P of them) and the schedule (max_block_load).
 class HopperModel {
  public:
   static constexpr int kQBits = 7, kKvBits = 7;  // log2 of kBlockM, kBlockN
@@ -228,38 +210,36 @@ class HopperModel {
       axis[r] = &table_[r][s.q_shift[r]][s.kv_shift[r]];
       n[r] = static_cast<int64_t>(axis[r]->size());
     }
-    // Per box: its cost, unmasked tiles (with the additional KV) and masked tiles.
-    const size_t boxes = static_cast<size_t>(n[0] * n[1] * n[2]);
-    std::vector<double> cost(boxes), unmasked(boxes), masked(boxes);
+    std::vector<double> cost(static_cast<size_t>(n[0] * n[1] * n[2]));
     size_t i = 0;
     for (const AxisBoxTiles& a : *axis[0])
       for (const AxisBoxTiles& b : *axis[1])
         for (const AxisBoxTiles& c : *axis[2]) {  // last axis fastest, as the box index
           const double tiles = static_cast<double>(a.tiles * b.tiles * c.tiles);
           const double u = static_cast<double>(a.unmasked * b.unmasked * c.unmasked);
-          if (tiles > 0) {
-            unmasked[i] = u + static_cast<double>(work_.extra_tiles);
-            masked[i] = tiles - u;
-            cost[i] = kPairs * (unmasked[i] * pair_seconds_[0] + masked[i] * pair_seconds_[1]) +
-                      m_.t_item;
-          }
-          ++i;
+          cost[i++] = tiles > 0 ? kPairs * ((u + work_.extra_tiles) * pair_seconds_[0] +
+                                            (tiles - u) * pair_seconds_[1]) +
+                                      m_.t_item
+                                : 0;
         }
-    const int64_t items = static_cast<int64_t>(boxes) * work_.heads, g = grid(s);
-    // Per block: its units' counts (plan_sweep.py fits the rates to the last block's).
-    std::vector<double> block_unmasked(static_cast<size_t>(g)),
-        block_masked(static_cast<size_t>(g)), block_items(static_cast<size_t>(g));
+    const int64_t items = static_cast<int64_t>(cost.size()) * work_.heads, g = grid(s);
     int64_t block = 0;
     HopperTime t;
-    t.seconds = list_schedule(cost, items, g, &block, [&](int64_t, size_t box, int64_t b) {
-      block_unmasked[static_cast<size_t>(b)] += unmasked[box];
-      block_masked[static_cast<size_t>(b)] += masked[box];
-      block_items[static_cast<size_t>(b)] += 1;
-    });
+    t.seconds = max_block_load(cost, items, g, &block);
     t.imbalance = t.seconds / std::max(mean_seconds(s), 1e-300);
-    t.unmasked = kPairs * block_unmasked[static_cast<size_t>(block)];
-    t.masked = kPairs * block_masked[static_cast<size_t>(block)];
-    t.items = block_items[static_cast<size_t>(block)];
+    // The most loaded block's counts (plan_sweep.py fits the rates to them).
+    for (int64_t w = block; w < items; w += g) {
+      const int64_t box = w % static_cast<int64_t>(cost.size());
+      const AxisBoxTiles& a = (*axis[0])[static_cast<size_t>(box / (n[1] * n[2]))];
+      const AxisBoxTiles& b = (*axis[1])[static_cast<size_t>(box / n[2] % n[1])];
+      const AxisBoxTiles& c = (*axis[2])[static_cast<size_t>(box % n[2])];
+      const double tiles = static_cast<double>(a.tiles * b.tiles * c.tiles);
+      if (tiles == 0) continue;
+      const double u = static_cast<double>(a.unmasked * b.unmasked * c.unmasked);
+      t.unmasked += kPairs * (u + work_.extra_tiles);
+      t.masked += kPairs * (tiles - u);
+      t.items += 1;
+    }
     return t;
   }
 

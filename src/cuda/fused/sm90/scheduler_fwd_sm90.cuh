@@ -1,15 +1,8 @@
-// Persistent schedule of the Hopper forward: which work units a block takes, in which order
+// Persistent schedule of the Hopper forward: which work items a block takes, in which order
 // (params_fwd_sm90.h); host-callable for tests/gpu/hopper_geometry_test.cpp. Only the producer
-// walks it: it hands each unit to the consumers through a slot in shared memory (ItemSlot,
-// kernel_traits_fwd_sm90.cuh), so the consumers spend no per-item arithmetic on the schedule.
-//
-// Block x takes unit x first. Then, dynamic (p.next_unit set, the default: fna issue 6), the next
-// unit nobody has taken: gridDim.x + an atomicAdd on a counter zeroed at launch, so the units go
-// out in order to whichever block frees first (FlashAttention-3's scheduler). Units have unequal
-// costs (edge boxes have fewer KV tiles) and the static round-robin (x + gridDim.x, ...) gave
-// the busiest SM 1.03-1.24x the mean load where its stride lined up with the box grid's period;
-// the dynamic one ends within about one unit of the mean (plan_sm90.h models it). Either way
-// empty units (boxes past a dilation group's end) are skipped: the block takes the next.
+// walks it (items w = blockIdx.x, + gridDim.x, ..., skipping empty ones): it hands each item to
+// the consumers through a slot in shared memory (ItemSlot, kernel_traits_fwd_sm90.cuh), so the
+// consumers spend no per-item arithmetic on the schedule.
 #pragma once
 
 #include <cstdint>
@@ -30,42 +23,27 @@ FNA_DEVICE WorkItem work_item(const FwdParamsSm90& p, int64_t w) {
   return WorkItem{int(w % p.boxes), int((w % per_batch) / p.boxes), w / per_batch};
 }
 
-// Whether item w's box (box_index = w % boxes) has queries (tile_geometry.cuh).
+// False for a Q box entirely past its group's end on some axis (groups differ in length by one,
+// so the box grid of the longest group leaves such boxes in the shorter ones).
 FNA_DEVICE bool item_nonempty(const FwdParamsSm90& p, int box_index) {
-  return q_box_nonempty(p.base.nb, p.base.tile, box_index);
+  const Neighborhood& nb = p.base.nb;
+  const TileShape& ts = p.base.tile;
+  bool nonempty = true;
+  FNA_UNROLL
+  for (int r = 0; r < 3; ++r) {
+    const int ai = q_box_axis_index(nb, ts, box_index, r);
+    const int g = ai / ts.q_tiles[r];
+    const int i0 = (ai % ts.q_tiles[r]) << ts.q_shift[r];
+    nonempty = nonempty && i0 < group_length(nb.axis[r], g);
+  }
+  return nonempty;
 }
 
-// Work unit u of the schedule (FwdParamsSm90): an item, and for a split item (w >= main_items)
-// which of its KV chunks.
-struct WorkUnit {
-  int64_t item;
-  int chunk;
-};
-
-// The split units are fewer than 2^31 (about one wave: split_fwd_sm90.h), so 32-bit division
-// (a 64-bit one is a call whose registers made the 40-register producer spill).
-FNA_DEVICE WorkUnit work_unit(const FwdParamsSm90& p, int64_t u) {
-  if (u < p.main_items) return WorkUnit{u, 0};
-  const int t = int(u - p.main_items);
-  return WorkUnit{p.main_items + t / p.chunks, t % p.chunks};
+// The first non-empty item of this block at or after w (w steps by the grid size), or a value
+// >= p.items when none is left.
+FNA_DEVICE int64_t next_nonempty_item(const FwdParamsSm90& p, int64_t w, int64_t step) {
+  while (w < p.items && !item_nonempty(p, int(w % p.boxes))) w += step;
+  return w;
 }
-
-// Whether unit u's item has queries.
-FNA_DEVICE bool unit_nonempty(const FwdParamsSm90& p, int64_t u) {
-  return item_nonempty(p, int(work_unit(p, u).item % p.boxes));
-}
-
-// Unit u if it is non-empty, else the first non-empty one of the units next(u), next(next(u)),
-// ... (next: the block's next unit in either schedule), or a value >= p.units when none is left.
-template <class Next>
-FNA_DEVICE int64_t first_nonempty_unit(const FwdParamsSm90& p, int64_t u, Next&& next) {
-  while (u < p.units && !unit_nonempty(p, u)) u = next(u);
-  return u;
-}
-
-// First KV tile of chunk `chunk` of an item of `tiles` tiles run as `chunks` chunks: chunk c
-// takes tiles [first(c), first(c + 1)), floor or ceil(tiles / chunks) of them, at least one
-// (plan_tail_split, split_fwd_sm90.h, keeps chunks <= tiles for every split item).
-FNA_DEVICE int chunk_first_tile(int tiles, int chunks, int chunk) { return chunk * tiles / chunks; }
 
 }  // namespace fna::cuda::fused
