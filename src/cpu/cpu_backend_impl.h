@@ -16,18 +16,16 @@ inline std::string unavailable_off_cpu(const Problem&, DType, const Device& devi
   return "";
 }
 
-// Kernels: static templates forward<T>(const Problem&, const ForwardArgs&) and
-// backward<T>(const Problem&, const BackwardArgs&), T the storage type (strided.h).
-template <class Kernels>
-detail::BackendImpl cpu_backend_impl(Backend id) {
+// A family's BackendImpl from two captureless generic lambdas, fwd(T{}, problem, ForwardArgs)
+// and bwd(T{}, problem, BackwardArgs), called with T the storage type (strided.h) of the call.
+template <class Fwd, class Bwd>
+detail::BackendImpl cpu_backend_impl(Backend id, Fwd, Bwd) {
   return {id, &unavailable_off_cpu,
           [](const Problem& p, const ForwardArgs& a, const Options&) {
-            dispatch_dtype(a.q.dtype,
-                           [&](auto t) { Kernels::template forward<decltype(t)>(p, a); });
+            dispatch_dtype(a.q.dtype, [&](auto t) { Fwd{}(t, p, a); });
           },
           [](const Problem& p, const BackwardArgs& a, const Options&) {
-            dispatch_dtype(a.q.dtype,
-                           [&](auto t) { Kernels::template backward<decltype(t)>(p, a); });
+            dispatch_dtype(a.q.dtype, [&](auto t) { Bwd{}(t, p, a); });
           }};
 }
 

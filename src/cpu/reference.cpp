@@ -214,23 +214,17 @@ void backward_typed(const Problem& p, const BackwardArgs& a) {
       }
 }
 
-struct Kernels {
-  template <class T>
-  static void forward(const Problem& p, const ForwardArgs& a) {
-    forward_typed<T>(p, a);
-  }
-  template <class T>
-  static void backward(const Problem& p, const BackwardArgs& a) {
-    backward_typed<T>(p, a);
-  }
-};
-
 }  // namespace
 }  // namespace fna::cpu
 
 namespace fna::detail {
 const BackendImpl& reference_backend() {
-  static const BackendImpl impl = cpu::cpu_backend_impl<cpu::Kernels>(Backend::kReference);
+  static const BackendImpl impl = cpu::cpu_backend_impl(
+      Backend::kReference,
+      [](auto t, const Problem& p, const ForwardArgs& a) { cpu::forward_typed<decltype(t)>(p, a); },
+      [](auto t, const Problem& p, const BackwardArgs& a) {
+        cpu::backward_typed<decltype(t)>(p, a);
+      });
   return impl;
 }
 }  // namespace fna::detail
