@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--backward", action="store_true")
+    ap.add_argument("--json-out", metavar="PATH", help="also write the medians (ms) as JSON")
     args = ap.parse_args()
 
     builds = [b.split("=", 1) for b in args.build]
@@ -97,6 +98,12 @@ def main():
                 tf = flops[(name, d)] / ms  # GFLOP / ms = TFLOP/s
                 line += "%26s" % f"{ms:.3f} ({tf:.1f}, {base / ms:.3f})"
             print(line, flush=True)
+    if args.json_out:
+        med = {f"{name}/{d}": {label: statistics.median(times[(name, label, d)])
+                               for label, _ in builds if times[(name, label, d)]}
+               for name, _ in problems for d in dirs}
+        json.dump({"builds": [label for label, _ in builds], "median_ms": med},
+                  open(args.json_out, "w"), indent=1)
 
 
 if __name__ == "__main__":
