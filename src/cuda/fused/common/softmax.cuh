@@ -22,25 +22,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-// 2^x on the FMA pipe (no MUFU), for softmax exponents x <= 0: x = j + f with j the nearest
-// integer and f in [-0.5, 0.5], 2^f by a degree-3 polynomial (minimax in relative error,
-// 7.5e-5: far below the 2^-9 of the bf16 / 2^-12 of the fp16 P it feeds), and 2^j added to the
-// float's exponent bits. Inputs below -125 (masked scores: -inf) give 2^-125, which vanishes next
-// to the row's max term (1) like MUFU's flushed denormals. Sharing the exponentials of a tile
-// between this and MUFU.EX2 shortens the softmax: MUFU issues one warp instruction per 8 cycles
-// per SM sub-partition and is the softmax's throughput limit (ncu, run S8-1).
-__device__ __forceinline__ float exp2_fma(float x) {
-  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: x + kRound keeps round(x) in its low bits
-  x = fmaxf(x, -125.f);  // keeps p * 2^j a normal float (p >= 0.7)
-  const float t = __fadd_rn(x, kRound);
-  const float f = __fsub_rn(x, __fsub_rn(t, kRound));
-  float p = fmaf(0.0551716685295105f, f, 0.2426111251115799f);
-  p = fmaf(p, f, 0.6932609677314758f);
-  p = fmaf(p, f, 0.9999280571937561f);
-  // t's bits are 0x4B400000 + j: shifted by 23 the constant leaves, j * 2^23 stays (mod 2^32).
-  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
-}
-
 template <int kRows>
 struct OnlineSoftmax {
   float row_max[kRows];  // running max of the scaled (log2-domain) scores, quad-reduced

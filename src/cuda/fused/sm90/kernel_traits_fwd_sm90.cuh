@@ -38,9 +38,6 @@ struct FwdTraitsSm90 {
   // each item's box geometry (64-bit window arithmetic) itself: at FlashAttention-3's 24 it
   // spilled 44 bytes; the consumers (S, P, O and two row windows) fit 232 without spills.
   static constexpr int kProducerRegs = 40;
-  // Every kFmaExpEvery-th exponential of the softmax on the FMA pipe instead of MUFU
-  // (softmax_sm90.cuh): the softmax of one warpgroup outlasted the other's GEMMs (ncu, run S8-1).
-  static constexpr int kFmaExpEvery = 4;
   static constexpr int kConsumerRegs = 232;
 
   using TileShapeS = cute::Shape<cute::_64, cute::Int<kBlockN>, cute::Int<kHeadDim>>;  // per WG

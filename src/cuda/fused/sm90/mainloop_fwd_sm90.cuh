@@ -142,7 +142,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     // Scale, mask and fold tile `tile` into the softmax state; returns the O corrections. Tiles
     // come in walk order, so the spatial tile's coordinates advance in `br` (no index decode).
     int br[3] = {0, 0, 0};
-    auto softmax_tile = [&](int tile, SplitOnlineSoftmax<kRows, Traits::kFmaExpEvery>& sm, float(&corr)[kRows]) {
+    auto softmax_tile = [&](int tile, SplitOnlineSoftmax<kRows>& sm, float(&corr)[kRows]) {
       if (prescale) {
         CUTE_UNROLL
         for (int e = 0; e < size(s_rc); ++e) s_rc(e) *= fp.scale_log2;
@@ -185,7 +185,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       sm.scores(s_rc, scale_log2, corr);
     };
 
-    SplitOnlineSoftmax<kRows, Traits::kFmaExpEvery> softmax;
+    SplitOnlineSoftmax<kRows> softmax;
     softmax.init();
     float corr[kRows];
     clear(acc_o);

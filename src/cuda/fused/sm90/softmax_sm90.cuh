@@ -20,9 +20,7 @@
 
 namespace fna::cuda::fused {
 
-// One exponential in kFmaExpEvery per row and thread runs on the FMA pipe (exp2_fma), the rest on
-// MUFU.EX2; 0 = all on MUFU.
-template <int kRows, int kFmaExpEvery>
+template <int kRows>
 struct SplitOnlineSoftmax {
   float row_max[kRows];  // running max of the scaled (log2-domain) scores, quad-reduced
   float row_sum[kRows];  // running sum of exp2(s - row_max), this thread's columns only
@@ -62,9 +60,7 @@ struct SplitOnlineSoftmax {
       float sum = 0.f;
       CUTE_UNROLL
       for (int j = 0; j < size<1>(s); ++j) {
-        const float x = fmaf(s(i, j), c, -m_ref);
-        const float p = kFmaExpEvery > 0 && j % kFmaExpEvery == kFmaExpEvery - 1 ? exp2_fma(x)
-                                                                                 : fast_exp2(x);
+        const float p = fast_exp2(fmaf(s(i, j), c, -m_ref));
         s(i, j) = p;
         sum += p;
       }
