@@ -206,9 +206,10 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       const int t = it + tile;
       const int s = t % kStages, sp = (t - 1) % kStages;
       Barrier::wait(&st.k_full[s], (t / kStages) & 1);
-      Barrier::wait(&st.v_full[sp], ((t - 1) / kStages) & 1);
       scheduler_sync(wg);
       warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
+      // V only now: a late V then delays P V, not S (as FlashAttention-3 orders them).
+      Barrier::wait(&st.v_full[sp], ((t - 1) / kStages) & 1);
       warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
       scheduler_arrive_other(wg);
       warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
