@@ -38,9 +38,6 @@ struct FwdTraitsSm90 {
   // each item's box geometry (64-bit window arithmetic) itself: at FlashAttention-3's 24 it
   // spilled 44 bytes; the consumers (S, P, O and two row windows) fit 232 without spills.
   static constexpr int kProducerRegs = 40;
-  // The producer prefetches the K/V boxes of the tile this many tiles past the one it loads into
-  // L2 (load_fwd_sm90.cuh); 0 = no prefetch.
-  static constexpr int kPrefetchAhead = 4;
   static constexpr int kConsumerRegs = 232;
 
   using TileShapeS = cute::Shape<cute::_64, cute::Int<kBlockN>, cute::Int<kHeadDim>>;  // per WG

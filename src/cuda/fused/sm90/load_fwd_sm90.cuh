@@ -35,15 +35,6 @@ __device__ __forceinline__ void tma_load_box(const TmaBox& box, uint64_t* bar,
                                  box.c[1], box.c[2], box.c[3]);
 }
 
-// Prefetches the same box into L2 (no shared memory, no barrier).
-template <class Traits>
-__device__ __forceinline__ void tma_prefetch_box(const TmaBox& box) {
-  CUTE_UNROLL
-  for (int c = 0; c < Traits::kChunks; ++c)
-    cute::SM90_TMA_LOAD_5D::PREFETCH::copy(box.map, c * Traits::kChunk, box.c[0], box.c[1],
-                                           box.c[2], box.c[3]);
-}
-
 template <class Traits, class Storage>
 __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st) {
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
@@ -119,15 +110,6 @@ __device__ __forceinline__ void produce_fwd(const FwdParamsSm90& p, Storage& st)
       Barrier::arrive_and_expect_tx(&st.v_full[s], Traits::kTileBytesKV);
       tma_load_box<Traits>(vb, &st.v_full[s], st.v.data() + s * Traits::kBlockN * Traits::kHeadDim,
                            Traits::kBlockN);
-      // Ask L2 for a tile further ahead: a ring slot frees only ~kStages tiles before its tile
-      // is consumed, and a KV box missing L2 (windows of 132 blocks at once outgrow it on the
-      // large cases) then left the consumers waiting for it (ncu: 7% of their samples, run S8-1).
-      const int ahead = tile + Traits::kPrefetchAhead;
-      if (Traits::kPrefetchAhead > 0 && ahead < num_spatial) {
-        const KvTile kv = make_kv_tile(ts, box, ahead);
-        tma_prefetch_box<Traits>(TmaBox{gmaps + kMapK, {kv.base[2], kv.base[1], kv.base[0], hk}});
-        tma_prefetch_box<Traits>(TmaBox{gmaps + kMapV, {kv.base[2], kv.base[1], kv.base[0], hk}});
-      }
     };
     // The first tiles of the item need ring slots only, not the Q buffer: issue them before
     // waiting for the previous item's last S = Q K^T, so they load while the consumers finish
