@@ -190,9 +190,19 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     float corr[kRows];
     clear(acc_o);
 
+    // Ring position of the item's first tile; advanced per tile without divisions (t % 3 and
+    // t / 3 cost a multiply-high chain at the top of every tile, ncu run S8-1).
+    int stage = it % kStages;
+    uint32_t phase = (it / kStages) & 1;
+    auto advance = [&](int& st_, uint32_t& ph) {
+      if (++st_ == kStages) {
+        st_ = 0;
+        ph ^= 1;
+      }
+    };
     {
-      const int s = it % kStages;
-      Barrier::wait(&st.k_full[s], (it / kStages) & 1);
+      const int s = stage;
+      Barrier::wait(&st.k_full[s], phase);
       scheduler_sync(wg);
       warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
       scheduler_arrive_other(wg);
@@ -203,13 +213,15 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       convert_p();
     }
     for (int tile = 1; tile < num_tiles; ++tile) {
-      const int t = it + tile;
-      const int s = t % kStages, sp = (t - 1) % kStages;
-      Barrier::wait(&st.k_full[s], (t / kStages) & 1);
+      const int sp = stage;
+      const uint32_t phase_p = phase;
+      advance(stage, phase);
+      const int s = stage;
+      Barrier::wait(&st.k_full[s], phase);
       scheduler_sync(wg);
       warpgroup_gemm<true, -1, false>(mma_s, tSrQ, tSrK(_, _, _, s), acc_s);
       // V only now: a late V then delays P V, not S (as FlashAttention-3 orders them).
-      Barrier::wait(&st.v_full[sp], ((t - 1) / kStages) & 1);
+      Barrier::wait(&st.v_full[sp], phase_p);
       warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sp), acc_o);
       scheduler_arrive_other(wg);
       warpgroup_wait<1>();  // S(tile) is done; P V of the previous tile may still run
@@ -231,9 +243,8 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
       convert_p();
     }
     release(&st.q_empty);  // every S = Q K^T of this item is done: the next Q may load
-    const int t_last = it + num_tiles - 1;
-    const int sl = t_last % kStages;
-    Barrier::wait(&st.v_full[sl], (t_last / kStages) & 1);
+    const int sl = stage;  // the last tile's
+    Barrier::wait(&st.v_full[sl], phase);
     scheduler_sync(wg);
     warpgroup_gemm<false, -1, true>(mma_o, tOrP, tOrV(_, _, _, sl), acc_o);
     scheduler_arrive_other(wg);

@@ -43,7 +43,7 @@ struct SplitOnlineSoftmax {
     for (int i = 0; i < kRows; ++i) {
       // 4 partial maxima: one chain of 31 dependent FMNMX per row sat on the softmax's critical
       // path before the first exponent (ncu run S5-P1: stall_wait). The max is exact in any order.
-      constexpr int kChains = 4;
+      constexpr int kChains = 8;
       static_assert(decltype(size<1>(s))::value % kChains == 0);
       float part[kChains];
       CUTE_UNROLL
@@ -51,7 +51,8 @@ struct SplitOnlineSoftmax {
       CUTE_UNROLL
       for (int j = kChains; j < size<1>(s); ++j)
         part[j % kChains] = fmaxf(part[j % kChains], s(i, j));
-      float m = fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3]));
+      float m = fmaxf(fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3])),
+                      fmaxf(fmaxf(part[4], part[5]), fmaxf(part[6], part[7])));
       // c > 0, so the max commutes with the scaling (rounding included).
       m = fmaxf(quad_max(m) * c, row_max[i]);
       const float m_ref = m == -INFINITY ? 0.f : m;  // all masked so far: every p is 0
