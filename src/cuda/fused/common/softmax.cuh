@@ -22,6 +22,23 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// The end of an online softmax (both kernel families): divides the rows of `o` (rows, dims) by
+// their sums (this thread's partial sums, reduced over the quad here) and returns each row's
+// natural-log lse; a row that attended nothing gets 0 and -inf.
+template <int kRows, class O>
+__device__ __forceinline__ void finalize_softmax_rows(O& o, const float (&row_max)[kRows],
+                                                      const float (&row_sum)[kRows], float* lse) {
+  using namespace cute;
+  CUTE_UNROLL
+  for (int i = 0; i < kRows; ++i) {
+    const float sum = quad_sum(row_sum[i]);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    lse[i] = sum > 0.f ? (row_max[i] + log2f(sum)) * 0.6931471805599453f : -INFINITY;
+    CUTE_UNROLL
+    for (int d = 0; d < size<1>(o); ++d) o(i, d) *= inv;
+  }
+}
+
 template <int kRows>
 struct OnlineSoftmax {
   float row_max[kRows];  // running max of the scaled (log2-domain) scores, quad-reduced
@@ -73,15 +90,7 @@ struct OnlineSoftmax {
   // Divides `o` by the row sums and returns the natural-log lse of each row in `lse`.
   template <class O>
   __device__ __forceinline__ void finalize(O& o, float* lse) {
-    using namespace cute;
-    CUTE_UNROLL
-    for (int i = 0; i < kRows; ++i) {
-      const float sum = quad_sum(row_sum[i]);
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
-      lse[i] = sum > 0.f ? (row_max[i] + log2f(sum)) * 0.6931471805599453f : -INFINITY;
-      CUTE_UNROLL
-      for (int d = 0; d < size<1>(o); ++d) o(i, d) *= inv;
-    }
+    finalize_softmax_rows(o, row_max, row_sum, lse);
   }
 };
 

@@ -93,15 +93,7 @@ struct SplitOnlineSoftmax {
   // Divides `o` by the row sums and returns the natural-log lse of each row in `lse`.
   template <class O>
   __device__ __forceinline__ void finalize(O& o, float (&lse)[kRows]) {
-    using namespace cute;
-    CUTE_UNROLL
-    for (int i = 0; i < kRows; ++i) {
-      const float sum = quad_sum(row_sum[i]);
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
-      lse[i] = sum > 0.f ? (row_max[i] + log2f(sum)) * 0.6931471805599453f : -INFINITY;
-      CUTE_UNROLL
-      for (int d = 0; d < size<1>(o); ++d) o(i, d) *= inv;
-    }
+    finalize_softmax_rows(o, row_max, row_sum, lse);
   }
 };
 
