@@ -63,9 +63,15 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   typename Traits::TiledMmaO mma_o;
   auto thr_s = mma_s.get_thread_slice(tidx);
   auto thr_o = mma_o.get_thread_slice(tidx);
-  Tensor tSrQ = thr_s.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_D) descriptors
-  Tensor tSrK = thr_s.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_D, S)
-  Tensor tOrV = thr_o.partition_fragment_B(sVt);  // (MMA, MMA_D, MMA_N, S)
+  // The shared-memory descriptors depend on the warpgroup only. Derived from a warp-uniform
+  // warpgroup index (a shuffle from lane 0, as CUTLASS's canonical_warp_group_idx), they can live
+  // in uniform registers instead of being moved there (R2UR) before every wgmma.
+  const int wg = __shfl_sync(0xffffffffu, tidx / 128, 0);
+  auto wg_s = mma_s.get_thread_slice(wg * 128);
+  auto wg_o = mma_o.get_thread_slice(wg * 128);
+  Tensor tSrQ = wg_s.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_D) descriptors
+  Tensor tSrK = wg_s.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_D, S)
+  Tensor tOrV = wg_o.partition_fragment_B(sVt);  // (MMA, MMA_D, MMA_N, S)
   Tensor acc_s =
       partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
   Tensor acc_o =
@@ -119,14 +125,15 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
 
   int it = 0;  // KV tiles consumed so far (ring position)
   static_assert(Traits::kConsumerWarpgroups == 2, "the scheduler barriers count 2 x 128 threads");
-  const int wg = tidx / 128;
   if (wg == 1) scheduler_arrive_other(wg);  // warpgroup 0 issues first
   for (int j = 0;; ++j) {                   // j: items of this block so far
     Barrier::wait(&st.q_full, j & 1);
     const auto& slot = st.item[j % Traits::kItemSlots];
     if (!slot.valid) break;
     const QBox& box = slot.box;
-    const int num_spatial = box.num_kv_tiles;
+    // Warp-uniform for the compiler too (the ring position below, and with it the K / V
+    // descriptors, then stay in uniform registers).
+    const int num_spatial = __shfl_sync(0xffffffffu, box.num_kv_tiles, 0);
     const int num_tiles = num_spatial + (fp.additional_kv + kBlockN - 1) / kBlockN;
 
     // This lane's row window (lane q of a quad builds word q % 2 of row q / 2; kRows = 2): read
