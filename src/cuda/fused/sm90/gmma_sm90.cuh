@@ -31,6 +31,18 @@ __device__ __forceinline__ void warpgroup_gemm(Mma& mma, const A& a, const B& b,
   if constexpr (kARegisters) warpgroup_fence_operand(const_cast<A&>(a));
 }
 
+// The same shared-memory descriptor tensor with its base descriptor broadcast from lane 0 (as
+// CUTLASS's canonical_warp_group_idx): ptxas then treats the descriptors derived from it as
+// warp-uniform and computes them in uniform registers instead of moving each one there (R2UR)
+// before its wgmma.
+template <class T>
+__device__ __forceinline__ auto warp_uniform_descriptors(const T& t) {
+  cute::GMMA::DescriptorIterator it = t.data();
+  it.desc_.reg32_[0] = __shfl_sync(0xffffffffu, it.desc_.reg32_[0], 0);
+  it.desc_.reg32_[1] = __shfl_sync(0xffffffffu, it.desc_.reg32_[1], 0);
+  return cute::make_tensor(it, t.layout());
+}
+
 // View a wgmma accumulator ((2, 2, N / 8), MMA_M, MMA_N) as (rows, cols) =
 // ((2, MMA_M), (2, N / 8, MMA_N)): row i of the view is one query row of this thread.
 template <class Layout>

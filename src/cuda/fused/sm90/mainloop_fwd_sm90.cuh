@@ -70,8 +70,8 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   auto wg_s = mma_s.get_thread_slice(wg * 128);
   auto wg_o = mma_o.get_thread_slice(wg * 128);
   Tensor tSrQ = wg_s.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_D) descriptors
-  Tensor tSrK = wg_s.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_D, S)
-  Tensor tOrV = wg_o.partition_fragment_B(sVt);  // (MMA, MMA_D, MMA_N, S)
+  Tensor tSrK = warp_uniform_descriptors(wg_s.partition_fragment_B(sK));   // (MMA, MMA_N, MMA_D, S)
+  Tensor tOrV = warp_uniform_descriptors(wg_o.partition_fragment_B(sVt));  // (MMA, MMA_D, MMA_N, S)
   Tensor acc_s =
       partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
   Tensor acc_o =
