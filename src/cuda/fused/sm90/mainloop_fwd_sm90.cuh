@@ -69,7 +69,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
   const int wg = __shfl_sync(0xffffffffu, tidx / 128, 0);
   auto wg_s = mma_s.get_thread_slice(wg * 128);
   auto wg_o = mma_o.get_thread_slice(wg * 128);
-  Tensor tSrQ = wg_s.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_D) descriptors
+  Tensor tSrQ = wg_s.partition_fragment_A(sQ);  // (MMA, MMA_M, MMA_D) descriptors
   Tensor tSrK = warp_uniform_descriptors(wg_s.partition_fragment_B(sK));   // (MMA, MMA_N, MMA_D, S)
   Tensor tOrV = warp_uniform_descriptors(wg_o.partition_fragment_B(sVt));  // (MMA, MMA_D, MMA_N, S)
   Tensor acc_s =
@@ -104,7 +104,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     for (int e = 0; e < size(acc_s); ++e) r_p(e) = static_cast<Element>(acc_s(e));
   };
 
-  const ColumnMaskShape mask_shape = column_mask_shape(ts);  // launch constant
+  const ColumnMaskShape mask_shape = column_mask_shape(ts);     // launch constant
   uint64_t* mask_table = reinterpret_cast<uint64_t*>(&st + 1);  // mask_table_entries words
   for (int k = tidx; k < mask_table_entries(mask_shape); k += Traits::kConsumerThreads)
     mask_table[k] = mask_table_entry(mask_shape, k);
@@ -285,7 +285,7 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
         v[1] = static_cast<Element>(o_rc(i, c + 1));
         v[2] = static_cast<Element>(o_rc(i, c + 2));
         v[3] = static_cast<Element>(o_rc(i, c + 3));
-        uint32_t (&w)[2] = *reinterpret_cast<uint32_t(*)[2]>(&v);
+        uint32_t(&w)[2] = *reinterpret_cast<uint32_t(*)[2]>(&v);
         const uint32_t got = __shfl_xor_sync(0xffffffffu, odd ? w[0] : w[1], 1);
         const uint2 packed = odd ? make_uint2(got, w[1]) : make_uint2(w[0], got);
         const int dim = odd ? get<1>(tOcO_rc(i, c + 2)) - 2 : get<1>(tOcO_rc(i, c));
