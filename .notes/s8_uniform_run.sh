@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Session 8, call 6 (~420 s): A/B of branch s8-uniform (wgmma descriptors in uniform registers) against main,
-# with its GPU tests and compute-sanitizer at every instance; same-run peers of the faster one.
+# Session 8, calls 6 and 7 (~300-420 s): A/B of a branch against main (call 6: s8-uniform, wgmma
+# descriptors in uniform registers, ROUNDS=3; call 7: s8-uniform2, K / V descriptor bases
+# broadcast too, ROUNDS=2), with the branch's GPU tests and compute-sanitizer at every instance;
+# same-run peers of the faster one.
 #
-#   for x in u:s8-uniform m:main; do d=.snap-s8${x%%:*}; rm -rf $d && mkdir -p $d && git archive ${x#*:} | tar -x -C $d && git rev-parse --short ${x#*:} > $d/.commit; done
-#   run(command="bash .snap-s8m/.notes/s8_uniform_run.sh", carry=[".cutlass", ".snap-s8m", ".snap-s8u"])
+#   for x in u:s8-uniform m:main;  (call 7: u:s8-uniform2) do d=.snap-s8${x%%:*}; rm -rf $d && mkdir -p $d && git archive ${x#*:} | tar -x -C $d && git rev-parse --short ${x#*:} > $d/.commit; done
+#   run(command="ROUNDS=3 bash .snap-s8m/.notes/s8_uniform_run.sh", carry=[".cutlass", ".snap-s8m", ".snap-s8u"])
 set -u
 R=$PWD; O=$OUT
 L=$O/logs; mkdir -p $L
@@ -36,7 +38,7 @@ log "memcheck (uniform) rc $?: $(grep -E 'ERROR SUMMARY' $L/memcheck-u.log | tai
 cd $R/.snap-s8m
 timeout 150 python3 bench/ab.py --build main=$R/build-s8m/tools/fna-bench --build uniform=$R/build-s8u/tools/fna-bench \
   --cases seq-32k,seq-32k-blocked,img-128,video-hunyuan,video-hunyuan-strided \
-  --rounds 3 --iters 10 --json-out $O/ab.json > $L/ab.log 2>&1
+  --rounds ${ROUNDS:-3} --iters 10 --json-out $O/ab.json > $L/ab.log 2>&1
 log "ab rc $?"
 sed -n '/median of/,$p' $L/ab.log | tee -a $O/summary.txt
 BEST=$(python3 - $O/ab.json <<'PY'
