@@ -4,7 +4,8 @@
 # broadcast too, ROUNDS=2), with the branch's GPU tests and compute-sanitizer at every instance;
 # same-run peers of the faster one.
 #
-#   for x in u:s8-uniform m:main;  (call 7: u:s8-uniform2) do d=.snap-s8${x%%:*}; rm -rf $d && mkdir -p $d && git archive ${x#*:} | tar -x -C $d && git rev-parse --short ${x#*:} > $d/.commit; done
+#   (call 7: u:s8-uniform2 instead of u:s8-uniform, ROUNDS=2)
+#   for x in u:s8-uniform m:main; do d=.snap-s8${x%%:*}; rm -rf $d && mkdir -p $d && git archive ${x#*:} | tar -x -C $d && git rev-parse --short ${x#*:} > $d/.commit; done
 #   run(command="ROUNDS=3 bash .snap-s8m/.notes/s8_uniform_run.sh", carry=[".cutlass", ".snap-s8m", ".snap-s8u"])
 set -u
 R=$PWD; O=$OUT
