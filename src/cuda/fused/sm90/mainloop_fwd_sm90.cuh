@@ -201,12 +201,6 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     // t / 3 cost a multiply-high chain at the top of every tile, ncu run S8-1).
     int stage = it % kStages;
     uint32_t phase = (it / kStages) & 1;
-    auto advance = [&](int& st_, uint32_t& ph) {
-      if (++st_ == kStages) {
-        st_ = 0;
-        ph ^= 1;
-      }
-    };
     {
       const int s = stage;
       Barrier::wait(&st.k_full[s], phase);
@@ -222,7 +216,10 @@ __device__ __forceinline__ void consume_fwd(const FwdParamsSm90& p, Storage& st)
     for (int tile = 1; tile < num_tiles; ++tile) {
       const int sp = stage;
       const uint32_t phase_p = phase;
-      advance(stage, phase);
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
       const int s = stage;
       Barrier::wait(&st.k_full[s], phase);
       scheduler_sync(wg);

@@ -41,8 +41,9 @@ struct SplitOnlineSoftmax {
     static_assert(decltype(size<0>(s))::value == kRows);
     CUTE_UNROLL
     for (int i = 0; i < kRows; ++i) {
-      // 4 partial maxima: one chain of 31 dependent FMNMX per row sat on the softmax's critical
-      // path before the first exponent (ncu run S5-P1: stall_wait). The max is exact in any order.
+      // 8 partial maxima: one chain of 31 dependent FMNMX per row sat on the softmax's critical
+      // path before the first exponent (ncu run S5-P1: stall_wait; 4 chains until run S8-4). The
+      // max is exact in any order.
       constexpr int kChains = 8;
       static_assert(decltype(size<1>(s))::value % kChains == 0);
       float part[kChains];
@@ -58,13 +59,14 @@ struct SplitOnlineSoftmax {
       const float m_ref = m == -INFINITY ? 0.f : m;  // all masked so far: every p is 0
       correction[i] = fast_exp2(row_max[i] - m_ref);
       row_max[i] = m;
-      // 4 partial sums: one chain of 32 dependent FADDs per row ended the softmax.
-      float sum[kChains / 2] = {};
+      // 4 partial sums: one chain of 32 dependent FADDs per row ended the softmax (run S8-5).
+      constexpr int kSums = 4;
+      float sum[kSums] = {};
       CUTE_UNROLL
       for (int j = 0; j < size<1>(s); ++j) {
         const float p = fast_exp2(fmaf(s(i, j), c, -m_ref));
         s(i, j) = p;
-        sum[j % (kChains / 2)] += p;
+        sum[j % kSums] += p;
       }
       row_sum[i] = row_sum[i] * correction[i] + ((sum[0] + sum[1]) + (sum[2] + sum[3]));
     }
